@@ -1,0 +1,266 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+
+/// A faithful stand-in for kube-apiserver v1.36 on 127.0.0.1: discovery (aggregated and legacy),
+/// CRUD, paginated lists, watches with bookmarks and 410s, CustomResourceDefinitions that come and
+/// go, and fault switches. It answers as the transcripts in `Fixtures/apiserver` show a real server answers.
+public final class KubeTestServer: Sendable {
+    public struct Options: Sendable {
+        /// HTTPS with a certificate made at start; false serves plain HTTP.
+        public var tls = true
+        public var port = 0
+        /// The periodic bookmark of long watches (about a minute on a real server).
+        public var bookmarkInterval: TimeAmount = .seconds(60)
+        /// The bookmark a real server sends shortly before timeoutSeconds.
+        public var bookmarkBeforeTimeout: TimeAmount = .seconds(2)
+        public var crdEstablishDelay: TimeAmount = .milliseconds(60)
+        public var crdCleanupDelay: TimeAmount = .milliseconds(25)
+        /// How long after its CRD is deleted an open watch on the custom resources is closed.
+        public var crdWatchCloseDelay: TimeAmount = .seconds(1)
+        /// Changes the watch cache keeps per resource; older resourceVersions answer 410.
+        public var watchCacheCapacity = 100_000
+        /// `v2` as in v1.36; empty for servers older than aggregated discovery.
+        public var aggregatedDiscoveryVersions: Set<String> = ["v2"]
+        /// Streaming lists (`sendInitialEvents=true`); false answers 422 as a server with the gate off.
+        public var watchListEnabled = true
+        public var namespaces = ["default", "kube-system", "kube-public", "kube-node-lease"]
+
+        public init() {}
+    }
+
+    /// A user of the kubeconfigs this server writes.
+    public enum KubeconfigUser: Sendable {
+        case admin
+        case viewer
+        case token(String)
+        case clientCertificate(user: String)
+    }
+
+    private let group: MultiThreadedEventLoopGroup
+    private let channel: Channel
+    private let state: NIOLoopBound<APIServerState>
+    public let loop: EventLoop
+    /// `https://127.0.0.1:PORT` (or http).
+    public let url: String
+    public let port: Int
+    public let pki: TestPKI?
+    public let adminToken: String
+    public let viewerToken: String
+
+    private init(group: MultiThreadedEventLoopGroup, channel: Channel, state: NIOLoopBound<APIServerState>, url: String,
+                 port: Int, pki: TestPKI?, adminToken: String, viewerToken: String) {
+        self.group = group
+        self.loop = group.next()
+        self.channel = channel
+        self.state = state
+        self.url = url
+        self.port = port
+        self.pki = pki
+        self.adminToken = adminToken
+        self.viewerToken = viewerToken
+    }
+
+    public static func start(_ options: Options = Options()) async throws -> KubeTestServer {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let pki = options.tls ? try TestPKI() : nil
+        let adminToken = "admin-" + UUID().uuidString.lowercased()
+        let viewerToken = "viewer-" + UUID().uuidString.lowercased()
+        let state = try await loop.submit {
+            let state = APIServerState(loop: loop, options: options)
+            state.users[adminToken] = .admin(token: adminToken)
+            state.users[viewerToken] = .viewer(token: viewerToken)
+            state.certificateUsers["admin"] = .admin(token: "")
+            return NIOLoopBound(state, eventLoop: loop)
+        }.get()
+        let sslContext: NIOSSLContext?
+        if let pki {
+            var tls = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(pki.server.certificatePEM.utf8)).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(pki.server.privateKeyPEM.utf8), format: .pem)))
+            tls.certificateVerification = .optionalVerification
+            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(pki.caCertificatePEM.utf8)))
+            tls.applicationProtocols = ["http/1.1"]
+            sslContext = try NIOSSLContext(configuration: tls)
+        } else {
+            sslContext = nil
+        }
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let sslContext {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+                    }
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(HTTPHandler(state: state.value))
+                }
+            }
+        let channel = try await bootstrap.bind(host: "127.0.0.1", port: options.port).get()
+        let port = channel.localAddress?.port ?? options.port
+        let server = KubeTestServer(
+            group: group, channel: channel, state: state, url: "\(options.tls ? "https" : "http")://127.0.0.1:\(port)",
+            port: port, pki: pki, adminToken: adminToken, viewerToken: viewerToken)
+        try await server.onLoop { state in
+            state.port = port
+            for namespace in options.namespaces { state.seedNamespace(namespace) }
+        }
+        return server
+    }
+
+    public func stop() async throws {
+        try? await onLoop { state in
+            for session in state.allSessions.values { session.cancel() }
+        }
+        try? await channel.close()
+        try await group.shutdownGracefully()
+    }
+
+    /// Runs `body` on the server's loop, where its state lives.
+    func onLoop<T: Sendable>(_ body: @escaping @Sendable (APIServerState) throws -> T) async throws -> T {
+        let state = self.state
+        return try await loop.submit { try body(state.value) }.get()
+    }
+
+    // MARK: Administration
+
+    /// etcd compaction at the current revision. With `rollWatchCache` (the default) the watch
+    /// cache's window is dropped too, so watches from older resourceVersions get 410 Expired; without
+    /// it they are still replayed from the cache, as transcript 62 shows a real server doing.
+    public func compact(rollWatchCache: Bool = true) async throws {
+        try await onLoop { $0.compact(rollWatchCache: rollWatchCache) }
+    }
+
+    /// The newest resourceVersion (etcd revision).
+    public func currentResourceVersion() async throws -> String {
+        try await onLoop { String($0.revision) }
+    }
+
+    @discardableResult
+    public func inject(_ rule: FaultRule) async throws -> FaultID {
+        try await onLoop { state in
+            let id = FaultID(value: state.nextFaultID)
+            state.nextFaultID += 1
+            state.faults.append((id, rule))
+            return id
+        }
+    }
+
+    public func removeFault(_ id: FaultID) async throws {
+        try await onLoop { state in state.faults.removeAll { $0.0 == id } }
+    }
+
+    public func clearFaults() async throws {
+        try await onLoop { $0.faults = [] }
+    }
+
+    public func addUser(_ user: TestUser) async throws {
+        try await onLoop { $0.users[user.token] = user }
+    }
+
+    public func revokeToken(_ token: String) async throws {
+        try await onLoop { $0.users[token] = nil }
+    }
+
+    /// Requests served so far, as `METHOD /path?sorted-query STATUS`.
+    public func requestLog() async throws -> [String] {
+        try await onLoop { $0.requestLog }
+    }
+
+    public func openWatchCount() async throws -> Int {
+        try await onLoop { $0.allSessions.count }
+    }
+
+    /// Ends every open watch as at its timeout (a clean end of the chunked body).
+    public func endAllWatches() async throws {
+        try await onLoop { state in
+            for session in state.allSessions.values { session.finish() }
+        }
+    }
+
+    /// Performs a request as the admin user without going through HTTP (for churn generators and
+    /// seeding); the answer is what the HTTP request would have got.
+    public func perform(_ method: String, _ path: String, body: String? = nil, contentType: String = "application/json") async throws -> (status: Int, body: String) {
+        let token = adminToken
+        return try await onLoop { state in
+            let (cleanPath, query) = HTTPHandler.split(uri: path)
+            var headers = HTTPHeaders([("Authorization", "Bearer \(token)"), ("User-Agent", "kubebridge-test/1")])
+            headers.add(name: "Content-Type", value: contentType)
+            let request = APIRequest(method: HTTPMethod(rawValue: method), path: cleanPath, query: query, headers: headers,
+                                     body: Array((body ?? "").utf8), tlsUser: nil)
+            switch state.handle(request) {
+            case .respond(let response): return (response.code, String(decoding: response.body, as: UTF8.self))
+            default: return (0, "")
+            }
+        }
+    }
+
+    // MARK: Kubeconfig
+
+    /// A kubeconfig for this server. Certificates are embedded (`-data`), so the file stands alone.
+    public func kubeconfig(user: KubeconfigUser = .admin, contextName: String = "kubebridge-test") throws -> String {
+        var userLines: [String]
+        switch user {
+        case .admin: userLines = ["    token: \(adminToken)"]
+        case .viewer: userLines = ["    token: \(viewerToken)"]
+        case .token(let token): userLines = ["    token: \(token)"]
+        case .clientCertificate(let name):
+            guard let pki else { throw TestServerError(message: "client certificates need TLS") }
+            let identity = try pki.clientIdentity(user: name)
+            userLines = [
+                "    client-certificate-data: \(base64(Array(identity.certificatePEM.utf8)))",
+                "    client-key-data: \(base64(Array(identity.privateKeyPEM.utf8)))",
+            ]
+        }
+        var clusterLines = ["    server: \(url)"]
+        if let pki { clusterLines.append("    certificate-authority-data: \(base64(Array(pki.caCertificatePEM.utf8)))") }
+        return ([
+            "apiVersion: v1",
+            "kind: Config",
+            "clusters:",
+            "- name: \(contextName)",
+            "  cluster:",
+        ] + clusterLines + [
+            "users:",
+            "- name: \(contextName)-user",
+            "  user:",
+        ] + userLines + [
+            "contexts:",
+            "- name: \(contextName)",
+            "  context:",
+            "    cluster: \(contextName)",
+            "    user: \(contextName)-user",
+            "current-context: \(contextName)",
+            "",
+        ]).joined(separator: "\n")
+    }
+
+    public func writeKubeconfig(to path: String, user: KubeconfigUser = .admin) throws {
+        try kubeconfig(user: user).write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    /// Registers a client-certificate user with full rights (a certificate for `admin` works from the start).
+    public func allowCertificateUser(_ name: String) async throws {
+        try await onLoop { $0.certificateUsers[name] = .admin(token: "") }
+    }
+}
+
+public struct TestServerError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
+
+extension APIServerState {
+    func seedNamespace(_ name: String) {
+        let namespaces = BuiltinCatalog.groups[0].resources.first { $0.resource == "namespaces" }!
+        let body = Array(#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"\#(name)"}}"#.utf8)
+        _ = create(ResourceTarget(definition: namespaces), request: APIRequest(
+            method: .POST, path: "/api/v1/namespaces", query: [:],
+            headers: HTTPHeaders([("User-Agent", "kube-apiserver/v1.36.2")]), body: body, tlsUser: nil))
+    }
+}

@@ -1,0 +1,78 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import KubeTestServer
+
+struct TestAPIServer: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "test-apiserver",
+        abstract: "Run kubebridge's built-in test API server, a stand-in for kube-apiserver on 127.0.0.1.",
+        discussion: """
+            Serves discovery, CRUD, lists and watches like kube-apiserver v1.36 and writes a \
+            kubeconfig for it, so that kubebridge (or kubectl) can be tried without a cluster.
+
+            Examples:
+              kubebridge test-apiserver --kubeconfig-out /tmp/test.kubeconfig &
+              kubebridge discover --kubeconfig /tmp/test.kubeconfig
+            """)
+
+    @Option(help: ArgumentHelp("Where to write the kubeconfig for the server.", valueName: "file"))
+    var kubeconfigOut = "kubebridge-test.kubeconfig"
+
+    @Option(help: "Port on 127.0.0.1 (0 picks a free one).")
+    var port = 0
+
+    @Flag(help: "Serve plain HTTP instead of HTTPS.")
+    var plainHTTP = false
+
+    func run() async throws {
+        var options = KubeTestServer.Options()
+        options.port = port
+        options.tls = !plainHTTP
+        let server = try await KubeTestServer.start(options)
+        do {
+            try server.writeKubeconfig(to: kubeconfigOut)
+        } catch {
+            try? await server.stop()
+            throw fail("cannot write \(kubeconfigOut): \(error.localizedDescription)")
+        }
+        print("test API server listening on \(server.url); kubeconfig written to \(kubeconfigOut); Ctrl-C stops it")
+        await waitForTerminationSignal()
+        try await server.stop()
+    }
+}
+
+/// Returns when SIGINT or SIGTERM arrives.
+func waitForTerminationSignal() async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let queue = DispatchQueue(label: "kubebridge.signals")
+        nonisolated(unsafe) var sources: [DispatchSourceSignal] = []
+        let resumed = ManagedAtomicFlag()
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            source.setEventHandler {
+                if resumed.setOnce() {
+                    for source in sources { source.cancel() }
+                    continuation.resume()
+                }
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+}
+
+/// A flag set once, from the signal queue.
+final class ManagedAtomicFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var isSet = false
+
+    func setOnce() -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        if isSet { return false }
+        isSet = true
+        return true
+    }
+}
