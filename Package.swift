@@ -56,12 +56,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", "KubeTestServer"]),
-        .testTarget(
-            name: "KubeTestServerTests",
-            dependencies: ["KubeTestServer"],
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                "KubeTestServer",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            path: "Tests/TestSupport",
             resources: [.copy("Fixtures")]
         ),
-        .testTarget(name: "EndToEndTests", dependencies: ["KubeAPI", "KubeTestServer"]),
+        .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", "KubeTestServer", "TestSupport"]),
+        .testTarget(name: "KubeTestServerTests", dependencies: ["KubeTestServer", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["KubeAPI", "KubeTestServer", "TestSupport"]),
     ]
 )

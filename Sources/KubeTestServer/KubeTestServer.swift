@@ -97,7 +97,10 @@ public final class KubeTestServer: Sendable {
                     if let sslContext {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
                     }
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    // Framing headers are written by the handler, in Go's order and casing.
+                    var encoder = HTTPResponseEncoder.Configuration()
+                    encoder.automaticallySetFramingHeaders = false
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true, withEncoderConfiguration: encoder)
                     try channel.pipeline.syncOperations.addHandler(HTTPHandler(state: state.value))
                 }
             }

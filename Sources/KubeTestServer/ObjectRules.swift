@@ -201,7 +201,8 @@ enum ObjectRules {
         if let message { members.append(("message", .string(message))) }
         if let reason { members.append(("reason", .string(reason))) }
         if let details { members.append(("details", details)) }
-        members.append(("code", .int(code)))
+        // Go omits a zero code: success Statuses carry none.
+        if code >= 300 { members.append(("code", .int(code))) }
         return .object(members)
     }
 
