@@ -258,6 +258,9 @@ public enum KubeConfigLoader {
             return try YAMLDecoder().decode(File.self, from: text)
         } catch let error as YamlError {
             throw KubeConfigError("kubeconfig \(path) is not valid YAML: \(String(describing: error).split(separator: "\n").first ?? "")")
+        } catch let DecodingError.dataCorrupted(context) where context.codingPath.isEmpty {
+            let detail = context.underlyingError.map { String(describing: $0) } ?? context.debugDescription
+            throw KubeConfigError("kubeconfig \(path) is not valid YAML: \(detail.split(separator: "\n").first ?? "")")
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context),
                 let DecodingError.dataCorrupted(context) {
             throw KubeConfigError("kubeconfig \(path): field \(fieldPath(context.codingPath)) is invalid: \(context.debugDescription)")

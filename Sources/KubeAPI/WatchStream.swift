@@ -12,7 +12,7 @@ public struct WatchStream: AsyncSequence, Sendable {
     let client: KubeClient
 
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(lines: body.decode(using: WatchLineDecoder(), maximumBufferSize: maxLineBytes).makeAsyncIterator(),
+        AsyncIterator(lines: body.decode(using: WatchLineDecoder(maxLineBytes: maxLineBytes), maximumBufferSize: maxLineBytes + 1).makeAsyncIterator(),
                       resource: resource, maxLineBytes: maxLineBytes, client: client)
     }
 
@@ -27,7 +27,7 @@ public struct WatchStream: AsyncSequence, Sendable {
                 let line: ByteBuffer?
                 do {
                     line = try await lines.next()
-                } catch is ByteToMessageDecoderError.PayloadTooLargeError {
+                } catch is ByteToMessageDecoderError.PayloadTooLargeError, is WatchLineTooLong {
                     throw KubeAPIError(code: .lineTooLong, message: "a watch event of \(resource) is longer than \(maxLineBytes) bytes (maxWatchLineBytes); raise the limit if objects this large are expected",
                                        request: "watch \(resource)")
                 } catch is TruncatedWatchLine {
@@ -49,23 +49,31 @@ public struct WatchStream: AsyncSequence, Sendable {
 }
 
 struct TruncatedWatchLine: Error {}
+struct WatchLineTooLong: Error {}
 
 /// Splits a watch body at newlines. A stream that ends without its final newline was cut in the
 /// middle of an event, which is an error rather than a last line.
 struct WatchLineDecoder: NIOSingleStepByteToMessageDecoder {
     typealias InboundOut = ByteBuffer
 
+    let maxLineBytes: Int
     /// Bytes already searched for a newline, so a long line is scanned once, not once per chunk.
     private var scanned = 0
+
+    init(maxLineBytes: Int) {
+        self.maxLineBytes = maxLineBytes
+    }
 
     mutating func decode(buffer: inout ByteBuffer) throws -> ByteBuffer? {
         let view = buffer.readableBytesView
         let start = view.startIndex + scanned
         guard let newline = view[start...].firstIndex(of: 0x0A) else {
             scanned = view.count
+            if scanned > maxLineBytes { throw WatchLineTooLong() }
             return nil
         }
         scanned = 0
+        if newline - view.startIndex > maxLineBytes { throw WatchLineTooLong() }
         var line = buffer.readSlice(length: newline - view.startIndex)!
         buffer.moveReaderIndex(forwardBy: 1)
         if line.readableBytesView.last == 0x0D { line.moveWriterIndex(to: line.writerIndex - 1) }

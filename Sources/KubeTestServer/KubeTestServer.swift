@@ -179,6 +179,23 @@ public final class KubeTestServer: Sendable {
         try await onLoop { $0.allSessions.count }
     }
 
+    /// An open watch as the server sees it.
+    public struct WatchInfo: Sendable {
+        public var resource: String
+        public var group: String
+        public var namespace: String?
+        /// Events written to the connection so far (a reader that does not read holds this back).
+        public var eventsSent: Int
+    }
+
+    public func openWatches() async throws -> [WatchInfo] {
+        try await onLoop { state in
+            state.allSessions.values.map {
+                WatchInfo(resource: $0.plan.definition.resource, group: $0.plan.definition.group, namespace: $0.plan.namespace, eventsSent: $0.eventsSent)
+            }
+        }
+    }
+
     /// Ends every open watch as at its timeout (a clean end of the chunked body).
     public func endAllWatches() async throws {
         try await onLoop { state in

@@ -13,7 +13,7 @@ final class WatchSession {
     private var pendingInitial: ArraySlice<StoredObject>
     private var pendingInitialEnd: Bool
     private var finished = false
-    private var eventsSent = 0
+    private(set) var eventsSent = 0
     private var timers: [Scheduled<Void>] = []
     private var periodicBookmark: Scheduled<Void>?
 

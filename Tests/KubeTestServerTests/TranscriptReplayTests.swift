@@ -204,12 +204,3 @@ struct TranscriptReplayTests {
         try await server.stop()
     }
 }
-
-func waitUntil(timeout: Duration = .seconds(5), _ condition: () async throws -> Bool) async throws {
-    let start = ContinuousClock.now
-    while ContinuousClock.now - start < timeout {
-        if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-    Issue.record("condition not met within \(timeout)")
-}
