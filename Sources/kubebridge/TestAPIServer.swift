@@ -37,6 +37,7 @@ struct TestAPIServer: AsyncParsableCommand {
             throw fail("cannot write \(kubeconfigOut): \(error.localizedDescription)")
         }
         print("test API server listening on \(server.url); kubeconfig written to \(kubeconfigOut); Ctrl-C stops it")
+        fflush(stdout)
         await waitForTerminationSignal()
         try await server.stop()
     }
