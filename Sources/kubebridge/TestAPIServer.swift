@@ -36,8 +36,8 @@ struct TestAPIServer: AsyncParsableCommand {
             try? await server.stop()
             throw fail("cannot write \(kubeconfigOut): \(error.localizedDescription)")
         }
-        print("test API server listening on \(server.url); kubeconfig written to \(kubeconfigOut); Ctrl-C stops it")
-        fflush(stdout)
+        // Written unbuffered: scripts wait for this line to know the server is up.
+        FileHandle.standardOutput.write(Data("test API server listening on \(server.url); kubeconfig written to \(kubeconfigOut); Ctrl-C stops it\n".utf8))
         await waitForTerminationSignal()
         try await server.stop()
     }
