@@ -123,6 +123,11 @@ public final class KubeClient: Sendable {
         // Watchers and the CLI back off on their own; a refused connection should say so at once.
         http.connectionPool.retryConnectionEstablishment = false
         http.decompression = .disabled
+        if let proxy = configuration.proxyURL.flatMap(URL.init(string:)), let proxyHost = proxy.host {
+            http.proxy = proxy.scheme == "socks5"
+                ? .socksServer(host: proxyHost, port: proxy.port ?? 1080)
+                : .server(host: proxyHost, port: proxy.port ?? 3128)
+        }
         self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
         self.credentials = CredentialProvider(source: configuration.credentials, server: configuration.server, caPEM: configuration.certificateAuthorityPEM)
     }

@@ -52,6 +52,8 @@ public struct KubeClientConfiguration: Sendable {
     public var clientKeyPEM: [UInt8]?
     public var clientCertificateSource: String?
     public var insecureSkipTLSVerify = false
+    /// `http://host:port` (CONNECT) or `socks5://host:port`, from the kubeconfig's `proxy-url`.
+    public var proxyURL: String?
     public var credentials: CredentialSource = .none
     public var namespace: String?
     /// Where this configuration came from: `context "kind" in /root/.kube/config`.
@@ -326,6 +328,14 @@ public enum KubeConfigLoader {
         }
         if scheme == "http" {
             configuration.certificateAuthorityPEM = nil
+        }
+        if let proxy = cluster.value.proxyURL, !proxy.isEmpty {
+            guard let proxyURL = URL(string: proxy), let proxyScheme = proxyURL.scheme, ["http", "socks5"].contains(proxyScheme),
+                  proxyURL.host != nil
+            else {
+                throw KubeConfigError("cluster \"\(clusterName)\" in \(cluster.file): proxy-url \"\(proxy)\" must be http://HOST:PORT or socks5://HOST:PORT")
+            }
+            configuration.proxyURL = proxy
         }
         guard let userName = context.value.user else {
             return configuration

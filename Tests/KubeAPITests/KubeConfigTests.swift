@@ -93,6 +93,8 @@ struct KubeConfigTests {
         ("clusters:\n- name: c\n  cluster: {server: \"ftp://h\"}\ncontexts:\n- name: x\n  context: {cluster: c}\ncurrent-context: x\n",
          "is not an https:// URL"),
         ("clusters: []\ncontexts: []\n", "has no current-context"),
+        ("clusters:\n- name: c\n  cluster: {server: \"https://h:1\", proxy-url: \"ftp://p:1\"}\ncontexts:\n- name: x\n  context: {cluster: c}\ncurrent-context: x\n",
+         "proxy-url \"ftp://p:1\""),
         ("contexts:\n- name: x\n  context: {cluster: nowhere}\ncurrent-context: x\n", "names cluster \"nowhere\""),
         ("clusters: [oops\n", "is not valid YAML"),
         ("clusters:\n- name: c\n  cluster: {server: \"https://h:1\"}\nusers:\n- name: u\n  user: {auth-provider: {name: gcp}}\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n",
@@ -108,6 +110,20 @@ struct KubeConfigTests {
         #expect(error?.message.contains(expected) == true, "\(error?.message ?? "no error")")
         #expect(error?.message.contains(path) == true, "the message must name the file")
         #expect(error?.message.contains("\n") == false)
+    }
+
+    @Test("an HTTP or SOCKS proxy is taken from proxy-url")
+    func proxy() throws {
+        let path = try write("proxy", """
+            clusters:
+            - name: c
+              cluster: {server: "https://h:6443", proxy-url: "http://proxy.internal:3128"}
+            contexts:
+            - name: x
+              context: {cluster: c}
+            current-context: x
+            """)
+        #expect(try KubeConfigLoader.load(kubeconfig: path).proxyURL == "http://proxy.internal:3128")
     }
 
     @Test("no configuration at all says what to do")
