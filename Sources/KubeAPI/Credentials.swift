@@ -117,7 +117,13 @@ enum ExecCredentialRunner {
             let hint = plugin.installHint.map { " \($0)" } ?? ""
             throw KubeAPIError(code: .credentials, message: "command \"\(plugin.command)\" not found in PATH.\(hint)", request: request)
         }
-        let (status, stdout, stderr) = try await runProcess(executable, arguments: plugin.args, environment: environment, request: request)
+        let result: ProcessRunner.Result
+        do {
+            result = try await ProcessRunner.run(executable, arguments: plugin.args, environment: environment, timeout: timeout)
+        } catch {
+            throw KubeAPIError(code: .credentials, message: "could not start \(executable): \(error.localizedDescription)", request: request)
+        }
+        let (status, stdout, stderr) = (result.status, result.stdout, result.stderr)
         guard status == 0 else {
             let detail = String(decoding: stderr.prefix(500), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             throw KubeAPIError(code: .credentials, message: "exited with status \(status)\(detail.isEmpty ? "" : ": \(detail)")", request: request)
@@ -155,40 +161,5 @@ enum ExecCredentialRunner {
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
         }
         return nil
-    }
-
-    /// Runs a process to completion on a thread of NIO's blocking pool, not the cooperative pool.
-    static func runProcess(_ executable: String, arguments: [String], environment: [String: String], request: String) async throws -> (Int32, [UInt8], [UInt8]) {
-        try await NIOThreadPool.singleton.runIfActive {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = arguments
-            process.environment = environment
-            let stdout = Pipe()
-            let stderr = Pipe()
-            process.standardOutput = stdout
-            process.standardError = stderr
-            process.standardInput = FileHandle.nullDevice
-            do {
-                try process.run()
-            } catch {
-                throw KubeAPIError(code: .credentials, message: "could not start \(executable): \(error.localizedDescription)", request: request)
-            }
-            let killer = DispatchWorkItem { if process.isRunning { process.terminate() } }
-            DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
-            // Drain stderr concurrently so a chatty plugin cannot block on a full pipe.
-            let group = DispatchGroup()
-            nonisolated(unsafe) var errBytes = Data()
-            group.enter()
-            DispatchQueue.global().async {
-                errBytes = stderr.fileHandleForReading.readDataToEndOfFile()
-                group.leave()
-            }
-            let outBytes = stdout.fileHandleForReading.readDataToEndOfFile()
-            group.wait()
-            process.waitUntilExit()
-            killer.cancel()
-            return (process.terminationStatus, Array(outBytes), Array(errBytes))
-        }
     }
 }

@@ -237,7 +237,7 @@ public final class KubeClient: Sendable {
                 message: "the server certificate of \(host) did not verify: \(hint); set certificate-authority(-data) in the kubeconfig to the cluster's CA",
                 request: request)
         }
-        if text.contains("Hostname") || text.contains("hostname") && text.contains("match") {
+        if text.contains("Hostname") || (text.contains("hostname") && text.contains("match")) {
             return KubeAPIError(code: .tlsVerification, message: "the server certificate is not valid for \(host): \(text)", request: request)
         }
         if text.contains("connection refused") || text.contains("Connection refused") || text.contains("ECONNREFUSED") {

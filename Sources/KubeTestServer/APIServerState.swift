@@ -299,8 +299,7 @@ final class APIServerState {
             if target.subresource != nil, target.subresource != "status" {
                 return .respond(.status(404, reason: "NotFound", message: "the server could not find the requested resource", details: .object([])))
             }
-            let apiVerb = verb == .watch || verb == .list ? verb : verb
-            guard definition.verbs.contains(apiVerb.rawValue) || (target.subresource == "status" && [.get, .update, .patch].contains(verb)) else {
+            guard definition.verbs.contains(verb.rawValue) || (target.subresource == "status" && [.get, .update, .patch].contains(verb)) else {
                 return .respond(.status(405, reason: "MethodNotAllowed", message: "the server does not allow this method on the requested resource", details: .object([])))
             }
             guard user.authorize(verb, definition, target.namespace) else {

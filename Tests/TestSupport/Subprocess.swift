@@ -1,4 +1,5 @@
 import Foundation
+import KubeAPI
 
 /// Runs the built `kubebridge` binary as a user would, and captures what it prints.
 public enum KubeBridgeBinary {
@@ -16,40 +17,12 @@ public enum KubeBridgeBinary {
     }
 
     public static func run(_ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 60) async throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         env["KUBECONFIG"] = nil
         env["KUBERNETES_SERVICE_HOST"] = nil
         for (key, value) in environment { env[key] = value }
-        process.environment = env
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        return await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
-                let killer = DispatchWorkItem { if process.isRunning { process.terminate() } }
-                DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
-                let errData = DispatchQueue(label: "stderr")
-                nonisolated(unsafe) var stderr = Data()
-                let group = DispatchGroup()
-                group.enter()
-                errData.async {
-                    stderr = err.fileHandleForReading.readDataToEndOfFile()
-                    group.leave()
-                }
-                let stdout = out.fileHandleForReading.readDataToEndOfFile()
-                group.wait()
-                process.waitUntilExit()
-                killer.cancel()
-                continuation.resume(returning: Result(
-                    status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                    stderr: String(decoding: stderr, as: UTF8.self)))
-            }
-        }
+        let result = try await ProcessRunner.run(path, arguments: arguments, environment: env, timeout: timeout)
+        return Result(status: result.status, stdout: String(decoding: result.stdout, as: UTF8.self),
+                      stderr: String(decoding: result.stderr, as: UTF8.self))
     }
 }
