@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "kubebridge", targets: ["kubebridge"]),
+        .library(name: "KubeModel", targets: ["KubeModel"]),
         .library(name: "KubeAPI", targets: ["KubeAPI"]),
         .library(name: "KubeTestServer", targets: ["KubeTestServer"]),
     ],
@@ -22,8 +23,16 @@ let package = Package(
     ],
     targets: [
         .target(
+            name: "KubeModel",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            ]
+        ),
+        .target(
             name: "KubeAPI",
             dependencies: [
+                "KubeModel",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -6,12 +6,12 @@ public struct JSONScanError: Error, Sendable, CustomStringConvertible {
 }
 
 /// A key of a JSON object, as a span of the scanned bytes.
-struct JSONKey {
+package struct JSONKey {
     let base: UnsafeRawBufferPointer
     let range: Range<Int>
     let hasEscapes: Bool
 
-    static func == (key: JSONKey, literal: StaticString) -> Bool {
+    package static func == (key: JSONKey, literal: StaticString) -> Bool {
         guard !key.hasEscapes else { return key.decoded == literal.description }
         guard key.range.count == literal.utf8CodeUnitCount else { return false }
         let bytes = literal.utf8Start
@@ -23,7 +23,7 @@ struct JSONKey {
         return true
     }
 
-    var decoded: String {
+    package var decoded: String {
         var scanner = JSONScanner(base, index: range.lowerBound - 1)
         return (try? scanner.readString()) ?? ""
     }
@@ -31,23 +31,23 @@ struct JSONKey {
 
 /// A validating JSON scanner that finds spans without building values: the bridge reads the few
 /// fields it needs (type, metadata) and keeps every object's bytes as they arrived.
-struct JSONScanner {
-    let base: UnsafeRawBufferPointer
-    var index: Int
+package struct JSONScanner {
+    package let base: UnsafeRawBufferPointer
+    package var index: Int
 
     static let maximumDepth = 512
 
-    init(_ base: UnsafeRawBufferPointer, index: Int = 0) {
+    package init(_ base: UnsafeRawBufferPointer, index: Int = 0) {
         self.base = base
         self.index = index
     }
 
-    var isAtEnd: Bool { index >= base.count }
+    package var isAtEnd: Bool { index >= base.count }
 
-    func error(_ reason: String) -> JSONScanError { JSONScanError(offset: index, reason: reason) }
+    package func error(_ reason: String) -> JSONScanError { JSONScanError(offset: index, reason: reason) }
 
     @inline(__always)
-    mutating func skipWhitespace() {
+    package mutating func skipWhitespace() {
         while index < base.count {
             switch base[index] {
             case 0x20, 0x0A, 0x0D, 0x09: index += 1
@@ -57,19 +57,19 @@ struct JSONScanner {
     }
 
     @inline(__always)
-    func peek() throws -> UInt8 {
+    package func peek() throws -> UInt8 {
         guard index < base.count else { throw error("unexpected end of JSON") }
         return base[index]
     }
 
-    mutating func expect(_ byte: UInt8) throws {
+    package mutating func expect(_ byte: UInt8) throws {
         skipWhitespace()
         guard try peek() == byte else { throw error("expected '\(Character(Unicode.Scalar(byte)))'") }
         index += 1
     }
 
     /// Skips one value of any kind, checking its syntax.
-    mutating func skipValue(depth: Int = 0) throws {
+    package mutating func skipValue(depth: Int = 0) throws {
         skipWhitespace()
         switch try peek() {
         case UInt8(ascii: "{"):
@@ -96,7 +96,7 @@ struct JSONScanner {
         }
     }
 
-    mutating func skipNumber() throws {
+    package mutating func skipNumber() throws {
         let start = index
         if index < base.count, base[index] == UInt8(ascii: "-") { index += 1 }
         func isDigit(_ b: UInt8) -> Bool { b >= 0x30 && b <= 0x39 }
@@ -121,7 +121,7 @@ struct JSONScanner {
 
     /// Skips a string at the current position; returns the span of its contents.
     @discardableResult
-    mutating func skipString() throws -> (range: Range<Int>, hasEscapes: Bool) {
+    package mutating func skipString() throws -> (range: Range<Int>, hasEscapes: Bool) {
         skipWhitespace()
         guard try peek() == UInt8(ascii: "\"") else { throw error("expected a string") }
         index += 1
@@ -168,7 +168,7 @@ struct JSONScanner {
     }
 
     /// Reads a string and decodes its escapes.
-    mutating func readString() throws -> String {
+    package mutating func readString() throws -> String {
         let (range, hasEscapes) = try skipString()
         let slice = UnsafeRawBufferPointer(rebasing: base[range])
         guard hasEscapes else { return String(decoding: slice, as: UTF8.self) }
@@ -214,7 +214,7 @@ struct JSONScanner {
     }
 
     /// Reads an integer, or nil for `null`.
-    mutating func readInt64() throws -> Int64? {
+    package mutating func readInt64() throws -> Int64? {
         skipWhitespace()
         if try peek() == UInt8(ascii: "n") {
             try skipLiteral("null")
@@ -228,7 +228,7 @@ struct JSONScanner {
     }
 
     /// Reads a string or null.
-    mutating func readOptionalString() throws -> String? {
+    package mutating func readOptionalString() throws -> String? {
         skipWhitespace()
         if try peek() == UInt8(ascii: "n") {
             try skipLiteral("null")
@@ -239,7 +239,7 @@ struct JSONScanner {
 
     /// Walks the members of an object. `body` either consumes the value and returns true, or
     /// returns false and the value is skipped.
-    mutating func forEachMember(depth: Int = 0, _ body: (JSONKey, inout JSONScanner) throws -> Bool) throws {
+    package mutating func forEachMember(depth: Int = 0, _ body: (JSONKey, inout JSONScanner) throws -> Bool) throws {
         guard depth < Self.maximumDepth else { throw error("nesting too deep") }
         try expect(UInt8(ascii: "{"))
         skipWhitespace()
@@ -265,7 +265,7 @@ struct JSONScanner {
     }
 
     /// Walks the elements of an array; `body` must consume each value.
-    mutating func forEachElement(depth: Int = 0, _ body: (inout JSONScanner) throws -> Void) throws {
+    package mutating func forEachElement(depth: Int = 0, _ body: (inout JSONScanner) throws -> Void) throws {
         guard depth < Self.maximumDepth else { throw error("nesting too deep") }
         try expect(UInt8(ascii: "["))
         skipWhitespace()

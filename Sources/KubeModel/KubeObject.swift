@@ -99,13 +99,15 @@ public enum WatchFrame: Sendable {
 }
 
 /// What the scanner learns of an object in one pass over it.
-struct ObjectHead {
-    var metadata = ObjectMeta()
-    var isEmpty = true
-    var hasKind = false
-    var hasAPIVersion = false
+package struct ObjectHead {
+    package var metadata = ObjectMeta()
+    package var isEmpty = true
+    package var hasKind = false
+    package var hasAPIVersion = false
 
-    static func scan(_ scanner: inout JSONScanner) throws -> ObjectHead {
+    package init() {}
+
+    package static func scan(_ scanner: inout JSONScanner) throws -> ObjectHead {
         var head = ObjectHead()
         try scanner.forEachMember { key, scanner in
             head.isEmpty = false
@@ -258,7 +260,7 @@ public struct ObjectList: Sendable {
 
 extension ByteBuffer {
     /// Writes a JSON string literal.
-    mutating func writeJSONString(_ string: String) {
+    package mutating func writeJSONString(_ string: String) {
         writeStaticString("\"")
         for scalar in string.unicodeScalars {
             switch scalar {

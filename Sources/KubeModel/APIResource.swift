@@ -76,9 +76,9 @@ public struct APIResource: Hashable, Sendable, Codable {
     public var isWatchable: Bool { verbs.contains("list") && verbs.contains("watch") }
 }
 
-enum PathEscaping {
+package enum PathEscaping {
     /// Escapes a path segment; Kubernetes names are DNS-like, so this rarely changes anything.
-    static func escape(_ segment: String) -> String {
+    package static func escape(_ segment: String) -> String {
         var out = ""
         for byte in segment.utf8 {
             switch byte {
@@ -93,7 +93,7 @@ enum PathEscaping {
     }
 
     /// Escapes a query value (RFC 3986 unreserved characters stay).
-    static func escapeQuery(_ value: String) -> String {
+    package static func escapeQuery(_ value: String) -> String {
         var out = ""
         for byte in value.utf8 {
             switch byte {
