@@ -180,6 +180,8 @@ public struct ObjectList: Sendable {
     public var remainingItemCount: Int64?
     public var items: [KubeObject] = []
 
+    public init() {}
+
     /// Decodes a list body. Items of typed lists come without `kind` and `apiVersion`; they are
     /// added here so that every object the bridge emits names its kind, as watch events do.
     public static func decode(_ body: ByteBuffer) throws -> ObjectList {

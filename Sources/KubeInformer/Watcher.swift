@@ -1,0 +1,215 @@
+import BridgeCore
+import KubeAPI
+import Logging
+import Synchronization
+
+/// How a watcher behaves; the defaults follow client-go's reflector.
+public struct WatcherOptions: Sendable {
+    /// List page size.
+    public var pageSize = 500
+    /// Try streaming lists (`sendInitialEvents`) first; a server that refuses gets paginated lists.
+    public var useStreamingLists = true
+    /// The server ends each watch after a random time in this range, spreading reconnects.
+    public var watchTimeoutSeconds: ClosedRange<Int> = 300...600
+    /// Server-side label selector.
+    public var labelSelector: String?
+    /// Watch one namespace instead of the whole cluster (the fallback when listing cluster-wide is forbidden).
+    public var namespace: String?
+    public var backoff = Backoff()
+    /// Pause after a 403 before trying again.
+    public var forbiddenRetry: Duration = .seconds(300)
+    public var filter = WatcherStateMachine.EmissionFilter()
+
+    public init() {}
+}
+
+/// Capped, jittered exponential backoff.
+public struct Backoff: Sendable {
+    public var initial: Duration = .milliseconds(500)
+    public var maximum: Duration = .seconds(30)
+    public var multiplier = 2.0
+
+    public init(initial: Duration = .milliseconds(500), maximum: Duration = .seconds(30), multiplier: Double = 2.0) {
+        self.initial = initial
+        self.maximum = maximum
+        self.multiplier = multiplier
+    }
+
+    /// The pause before retry number `attempt` (1-based): exponential, capped, then scaled by a
+    /// random factor in [0.5, 1] so that many watchers failing together do not retry together.
+    public func delay<R: RandomNumberGenerator>(attempt: Int, using random: inout R) -> Duration {
+        let exponent = Double(max(0, attempt - 1))
+        let base = min(initial.seconds * pow2(multiplier, exponent), maximum.seconds)
+        return .seconds(base * Double.random(in: 0.5...1.0, using: &random))
+    }
+
+    private func pow2(_ base: Double, _ exponent: Double) -> Double {
+        var result = 1.0
+        var remaining = Int(exponent)
+        while remaining > 0 { result *= base; remaining -= 1 }
+        return result
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}
+
+/// Why a watcher stopped on its own.
+public enum WatcherExit: Sendable, Equatable {
+    /// The resource is no longer served (its CRD was deleted, or an aggregated API went away).
+    case resourceRemoved
+}
+
+/// Follows one resource: lists, watches, relists after 410, reconnects after failures, and hands
+/// every change to `emit`. The next line is read only after `emit` returned, so a slow consumer
+/// slows the reads and TCP slows the API server: nothing is buffered in between.
+public struct Watcher: Sendable {
+    public let resource: APIResource
+    let client: KubeClient
+    let options: WatcherOptions
+    let logger: Logger
+    let observer: WatcherObserver
+
+    public init(resource: APIResource, client: KubeClient, options: WatcherOptions = WatcherOptions(),
+                observer: WatcherObserver = WatcherObserver(), logger: Logger) {
+        self.resource = resource
+        self.client = client
+        self.options = options
+        self.observer = observer
+        var logger = logger
+        logger[metadataKey: "gvr"] = "\(resource.gvr)"
+        if let namespace = options.namespace { logger[metadataKey: "namespace"] = "\(namespace)" }
+        self.logger = logger
+    }
+
+    /// Runs until the task is cancelled (returns nil) or the resource goes away.
+    public func run(
+        resumeFrom resourceVersion: String? = nil, known: KnownObjects = KnownObjects(),
+        emit: @Sendable (ResourceEvent) async throws -> Void
+    ) async throws -> WatcherExit? {
+        var machine = WatcherStateMachine(resource: resource.gvr, known: known, useStreamingLists: options.useStreamingLists, filter: options.filter)
+        var random = SystemRandomNumberGenerator()
+        var action = machine.start(resumeFrom: resourceVersion)
+        var warnedForbidden = false
+        while !Task.isCancelled {
+            switch action {
+            case .list(let token):
+                do {
+                    let page = try await client.list(resource.gvr, namespace: options.namespace, options: ListOptions(
+                        limit: options.pageSize, continueToken: token, labelSelector: options.labelSelector))
+                    let (events, next) = machine.pageReceived(page)
+                    for event in events { try await emit(event) }
+                    if token == nil { observer.record(.listed) }
+                    action = next
+                } catch let error as KubeAPIError {
+                    action = machine.failed(error)
+                    report(error, during: "list")
+                }
+            case .watch(let version):
+                action = try await stream(&machine, options: WatchOptions(
+                    resourceVersion: version, timeoutSeconds: Int.random(in: options.watchTimeoutSeconds, using: &random),
+                    labelSelector: options.labelSelector), emit: emit)
+            case .streamingList:
+                action = try await stream(&machine, options: WatchOptions(
+                    resourceVersionMatch: "NotOlderThan", timeoutSeconds: Int.random(in: options.watchTimeoutSeconds, using: &random),
+                    sendInitialEvents: true, labelSelector: options.labelSelector), emit: emit)
+            case .wait(let reason):
+                let pause: Duration
+                switch reason {
+                case .backoff(let attempt):
+                    pause = options.backoff.delay(attempt: attempt, using: &random)
+                case .retryAfter(let after, _):
+                    pause = min(after, options.forbiddenRetry)
+                case .forbidden:
+                    pause = options.forbiddenRetry
+                    if !warnedForbidden {
+                        logger.warning("forbidden: kubebridge may not list or watch \(resource.gvr); other resources go on. Grant list and watch (see `kubebridge rbac`); retrying every \(options.forbiddenRetry)")
+                        warnedForbidden = true
+                    }
+                    observer.record(.forbidden)
+                }
+                try await Task.sleep(for: pause)
+                action = machine.waited()
+            case .stop:
+                logger.info("the resource is no longer served; its watcher stops")
+                return .resourceRemoved
+            }
+        }
+        return nil
+    }
+
+    /// Reads one watch stream to its end.
+    private func stream(
+        _ machine: inout WatcherStateMachine, options watchOptions: WatchOptions, emit: @Sendable (ResourceEvent) async throws -> Void
+    ) async throws -> WatcherStateMachine.Action {
+        do {
+            let stream = try await client.watch(resource.gvr, namespace: options.namespace, options: watchOptions)
+            observer.record(.watchStarted)
+            for try await frame in stream {
+                let (events, outcome) = machine.frameReceived(frame)
+                for event in events { try await emit(event) }
+                if case .stopReading(let next) = outcome {
+                    if case .error(let status) = frame {
+                        observer.record(status.code == 410 ? .restarted(.gone) : .restarted(.error))
+                        logger.info("watch ended with \(status.code ?? 0) \(status.reason ?? ""): \(status.message ?? "")")
+                    }
+                    return next
+                }
+            }
+            observer.record(.restarted(.timeout))
+            return machine.streamEnded()
+        } catch let error as KubeAPIError {
+            report(error, during: "watch")
+            observer.record(.restarted(error.isGone ? .gone : error.code == .timeout ? .stalled : .error))
+            return machine.failed(error)
+        }
+    }
+
+    private func report(_ error: KubeAPIError, during phase: String) {
+        if error.isForbidden { return }
+        switch error.code {
+        case .malformedResponse, .lineTooLong:
+            observer.record(.malformedStream)
+            logger.error("\(phase) of \(resource.gvr) failed: \(error); restarting from the last good resourceVersion")
+        default:
+            if error.isGone {
+                logger.info("\(phase) of \(resource.gvr): resourceVersion expired (410); relisting")
+            } else if error.code == .timeout {
+                logger.warning("\(phase) of \(resource.gvr) stalled: nothing arrived within the idle timeout; reconnecting")
+            } else {
+                logger.warning("\(phase) of \(resource.gvr) failed: \(error)")
+            }
+        }
+    }
+}
+
+/// What watchers report for metrics and tests: counts by kind of occurrence.
+public final class WatcherObserver: Sendable {
+    public enum Occurrence: Hashable, Sendable {
+        public enum RestartReason: String, Sendable {
+            case gone, timeout, stalled, error
+        }
+
+        case listed
+        case watchStarted
+        case restarted(RestartReason)
+        case forbidden
+        case malformedStream
+    }
+
+    private let counts = Mutex<[Occurrence: Int]>([:])
+
+    public init() {}
+
+    func record(_ occurrence: Occurrence) {
+        counts.withLock { $0[occurrence, default: 0] += 1 }
+    }
+
+    public func count(_ occurrence: Occurrence) -> Int {
+        counts.withLock { $0[occurrence] ?? 0 }
+    }
+}
