@@ -18,6 +18,8 @@ public struct WatcherOptions: Sendable {
     public var backoff = Backoff()
     /// Pause after a 403 before trying again.
     public var forbiddenRetry: Duration = .seconds(300)
+    /// The longest Retry-After honoured; a larger one is cut to this.
+    public var maximumRetryAfter: Duration = .seconds(600)
     public var filter = WatcherStateMachine.EmissionFilter()
 
     public init() {}
@@ -123,7 +125,7 @@ public struct Watcher: Sendable {
                 case .backoff(let attempt):
                     pause = options.backoff.delay(attempt: attempt, using: &random)
                 case .retryAfter(let after, _):
-                    pause = min(after, options.forbiddenRetry)
+                    pause = min(after, options.maximumRetryAfter)
                 case .forbidden:
                     pause = options.forbiddenRetry
                     if !warnedForbidden {

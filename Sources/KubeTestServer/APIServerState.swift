@@ -224,7 +224,7 @@ final class APIServerState {
         }
         let route = Route(path: request.path, state: self)
         let verb = route.verb(method: request.method, query: request.query)
-        if let (index, rule) = faults.enumerated().first(where: { $0.element.1.matches(verb: verb, definition: route.definition, namespace: route.namespace) }).map({ ($0.offset, $0.element.1) }) {
+        if let (index, rule) = faults.enumerated().first(where: { $0.element.1.matches(verb: verb, definition: route.definition, group: route.group, namespace: route.namespace) }).map({ ($0.offset, $0.element.1) }) {
             if let remaining = rule.remaining {
                 if remaining <= 1 { faults.remove(at: index) } else { faults[index].1.remaining = remaining - 1 }
             }
@@ -256,7 +256,7 @@ final class APIServerState {
             return .drop
         case .delay(let amount):
             return .delayed(amount, request)
-        case .stallWatch, .cutWatchMidLine:
+        case .stallWatch, .cutWatchMidLine, .malformedWatchLine:
             guard verb == .watch else { return nil }
             let outcome = handle(request, route: route, verb: verb, user: user, fault: fault)
             return outcome
@@ -1168,6 +1168,14 @@ struct Route {
 
     var definition: ResourceDefinition? { target?.definition }
     var namespace: String? { target?.namespace }
+
+    /// The group a discovery request is about.
+    var group: String? {
+        switch kind {
+        case .group(let group), .groupVersion(let group, _): group
+        default: nil
+        }
+    }
 
     func verb(method: HTTPMethod, query: [String: String]) -> RequestVerb {
         guard let target else { return .discovery }

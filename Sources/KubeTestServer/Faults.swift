@@ -26,6 +26,8 @@ public enum FaultAction: Sendable, Hashable {
     /// A watch sends this many events, then half of the next line, then the connection ends:
     /// abruptly (`cleanEnd: false`), or with a well-formed end of the chunked body (`cleanEnd: true`).
     case cutWatchMidLine(afterEvents: Int, cleanEnd: Bool)
+    /// A watch sends this many events, then a line that is not JSON, then carries on.
+    case malformedWatchLine(afterEvents: Int)
 }
 
 /// A fault switch: which requests it matches and what happens to them.
@@ -52,10 +54,10 @@ public struct FaultRule: Sendable {
         self.remaining = count
     }
 
-    func matches(verb: RequestVerb, definition: ResourceDefinition?, namespace: String?) -> Bool {
+    func matches(verb: RequestVerb, definition: ResourceDefinition?, group requestGroup: String?, namespace: String?) -> Bool {
         guard verbs.contains(verb) else { return false }
         if let resource, definition?.resource != resource { return false }
-        if let group, definition?.group != group { return false }
+        if let group, (definition?.group ?? requestGroup) != group { return false }
         if let wanted = self.namespace, wanted != namespace { return false }
         return true
     }

@@ -14,6 +14,7 @@ final class WatchSession {
     private var pendingInitialEnd: Bool
     private var finished = false
     private(set) var eventsSent = 0
+    private var malformedSent = false
     private var timers: [Scheduled<Void>] = []
     private var periodicBookmark: Scheduled<Void>?
 
@@ -138,6 +139,10 @@ final class WatchSession {
                 context.close(promise: nil)
             }
             return false
+        }
+        if case .malformedWatchLine(let after) = plan.fault, eventsSent == after, !malformedSent {
+            malformedSent = true
+            buffer.writeBytes(Array(#"{"type":"ADDED","object":{"metadata":{"name": oops}}}"#.utf8) + [0x0A])
         }
         buffer.writeBytes(line)
         eventsSent += 1

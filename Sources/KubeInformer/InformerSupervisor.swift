@@ -1,0 +1,209 @@
+import BridgeCore
+import KubeAPI
+import Logging
+import Synchronization
+
+/// How the supervisor finds and follows resources.
+public struct InformerOptions: Sendable {
+    public var selection = ResourceSelection()
+    public var watcher = WatcherOptions()
+    /// Discovery runs again on this period (aggregated APIs come and go without CRDs), and at
+    /// once when a CustomResourceDefinition changes.
+    public var rediscoveryInterval: Duration = .seconds(60)
+    /// Pause between failed discoveries.
+    public var discoveryBackoff = Backoff(initial: .seconds(1), maximum: .seconds(60))
+    /// How long the watcher of a resource that left discovery may go on before it is stopped.
+    /// When a CRD is deleted the server first sends a DELETED event for each of its objects and then
+    /// ends the watch, and the watcher stops by itself on the 404 that follows; stopping it at once
+    /// could lose those deletions.
+    public var removalGrace: Duration = .seconds(30)
+
+    public init() {}
+}
+
+/// Where a resource resumes: its checkpoint's resourceVersion and the objects emitted up to it.
+public struct ResumePoint: Sendable {
+    public var resourceVersion: String?
+    public var known: KnownObjects
+
+    public init(resourceVersion: String?, known: KnownObjects) {
+        self.resourceVersion = resourceVersion
+        self.known = known
+    }
+}
+
+/// Discovers what the cluster serves, runs one `Watcher` per selected resource, and follows
+/// discovery as CRDs and aggregated APIs come and go: new resources are watched within moments,
+/// removed ones are stopped. A resource that fails (forbidden, unavailable) never holds up the others.
+public final class InformerSupervisor: Sendable {
+    let client: KubeClient
+    let options: InformerOptions
+    let resumePoint: @Sendable (GroupVersionResource) async throws -> ResumePoint?
+    let logger: Logger
+    public let observer: WatcherObserver
+    private let state = Mutex(State())
+
+    struct Running {
+        var id: Int
+        var stop: AsyncStream<Void>.Continuation
+    }
+
+    struct State {
+        var running: [GroupVersionResource: Running] = [:]
+        var nextID = 0
+        var discoveredOnce = false
+        var lastDiscoveryFailures: [DiscoveryFailure] = []
+        var failure: Error?
+    }
+
+    public init(
+        client: KubeClient, options: InformerOptions = InformerOptions(), observer: WatcherObserver = WatcherObserver(),
+        resumePoint: @escaping @Sendable (GroupVersionResource) async throws -> ResumePoint? = { _ in nil },
+        logger: Logger
+    ) {
+        self.client = client
+        self.options = options
+        self.observer = observer
+        self.resumePoint = resumePoint
+        self.logger = logger
+    }
+
+    /// The resources being watched now.
+    public var watchedResources: [GroupVersionResource] {
+        state.withLock { Array($0.running.keys) }.sorted()
+    }
+
+    /// Whether discovery has succeeded at least once (readiness).
+    public var hasDiscovered: Bool { state.withLock { $0.discoveredOnce } }
+
+    /// Group versions whose discovery failed last time (an unavailable aggregated API).
+    public var discoveryFailures: [DiscoveryFailure] { state.withLock { $0.lastDiscoveryFailures } }
+
+    /// Runs until cancelled, or until `emit` throws (the consumer failed), which it rethrows.
+    public func run(emit: @escaping @Sendable (ResourceEvent) async throws -> Void) async throws {
+        try options.selection.validate()
+        let (triggers, trigger) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await self.followDefinitions(trigger: trigger) }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: self.options.rediscoveryInterval)
+                    trigger.yield()
+                }
+            }
+            var attempt = 0
+            var random = SystemRandomNumberGenerator()
+            var nextTry = ContinuousClock.now
+            trigger.yield()
+            for await _ in triggers {
+                if let failure = state.withLock({ $0.failure }) {
+                    group.cancelAll()
+                    throw failure
+                }
+                guard ContinuousClock.now >= nextTry else { continue }
+                do {
+                    try await reconcile(group: &group, trigger: trigger, emit: emit)
+                    attempt = 0
+                } catch is CancellationError {
+                    break
+                } catch {
+                    attempt += 1
+                    let pause = options.discoveryBackoff.delay(attempt: attempt, using: &random)
+                    logger.warning("discovery failed: \(error); trying again in \(pause)")
+                    nextTry = ContinuousClock.now + pause
+                    group.addTask {
+                        try? await Task.sleep(for: pause)
+                        trigger.yield()
+                    }
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// Discovers, then starts watchers for new resources and stops those of removed ones.
+    private func reconcile(group: inout ThrowingTaskGroup<Void, Error>, trigger: AsyncStream<Void>.Continuation,
+                           emit: @escaping @Sendable (ResourceEvent) async throws -> Void) async throws {
+        let discovery = try await client.discover()
+        for failure in discovery.failures {
+            logger.warning("discovery of \(failure.groupVersion) failed; its resources stay as they were until it answers: \(failure.message)")
+        }
+        let selected = options.selection.select(discovery.resources)
+        let wanted = Dictionary(selected.map { ($0.gvr, $0) }, uniquingKeysWith: { first, _ in first })
+        let failedGroupVersions = Set(discovery.failures.map(\.groupVersion))
+        let (toStart, toStop): ([APIResource], [AsyncStream<Void>.Continuation]) = state.withLock { state in
+            state.discoveredOnce = true
+            state.lastDiscoveryFailures = discovery.failures
+            let start = selected.filter { state.running[$0.gvr] == nil }
+            var stop: [AsyncStream<Void>.Continuation] = []
+            for (gvr, handle) in state.running where wanted[gvr] == nil && !failedGroupVersions.contains(gvr.apiVersion) {
+                stop.append(handle.stop)
+                state.running[gvr] = nil
+            }
+            return (start, stop)
+        }
+        if !toStop.isEmpty {
+            let grace = options.removalGrace
+            group.addTask {
+                try? await Task.sleep(for: grace)
+                for handle in toStop { handle.finish() }
+            }
+        }
+        for resource in toStart {
+            start(resource, group: &group, trigger: trigger, emit: emit)
+        }
+        if !toStart.isEmpty || !toStop.isEmpty {
+            logger.info("watching \(watchedResources.count) resources (\(toStart.count) started, \(toStop.count) stopped)")
+        }
+    }
+
+    private func start(_ resource: APIResource, group: inout ThrowingTaskGroup<Void, Error>, trigger: AsyncStream<Void>.Continuation,
+                       emit: @escaping @Sendable (ResourceEvent) async throws -> Void) {
+        let (stopped, stop) = AsyncStream.makeStream(of: Void.self)
+        let id = state.withLock { state in
+            state.nextID += 1
+            state.running[resource.gvr] = Running(id: state.nextID, stop: stop)
+            return state.nextID
+        }
+        var watcherOptions = options.watcher
+        watcherOptions.filter = options.selection.emissionFilter
+        watcherOptions.labelSelector = options.selection.labelSelector
+        let watcher = Watcher(resource: resource, client: client, options: watcherOptions, observer: observer, logger: logger)
+        group.addTask {
+            await withTaskGroup(of: Void.self) { inner in
+                inner.addTask {
+                    do {
+                        let resume = try await self.resumePoint(resource.gvr)
+                        let exit = try await watcher.run(resumeFrom: resume?.resourceVersion, known: resume?.known ?? KnownObjects(), emit: emit)
+                        if exit == .resourceRemoved {
+                            self.state.withLock { state in
+                                if state.running[resource.gvr]?.id == id { state.running[resource.gvr] = nil }
+                            }
+                            trigger.yield()
+                        }
+                    } catch is CancellationError {
+                    } catch {
+                        // The consumer failed: the whole informer stops.
+                        self.state.withLock { $0.failure = $0.failure ?? error }
+                        trigger.yield()
+                    }
+                }
+                inner.addTask { for await _ in stopped {} }
+                await inner.next()
+                inner.cancelAll()
+            }
+        }
+    }
+
+    /// Watches CustomResourceDefinitions to rediscover as soon as one changes.
+    private func followDefinitions(trigger: AsyncStream<Void>.Continuation) async {
+        let crds = APIResource(
+            gvr: GroupVersionResource(group: "apiextensions.k8s.io", version: "v1", resource: "customresourcedefinitions"),
+            kind: "CustomResourceDefinition", namespaced: false, verbs: ["list", "watch"], isPreferredVersion: true)
+        var watcherOptions = options.watcher
+        watcherOptions.labelSelector = nil
+        watcherOptions.filter = WatcherStateMachine.EmissionFilter()
+        let watcher = Watcher(resource: crds, client: client, options: watcherOptions, logger: logger)
+        _ = try? await watcher.run { _ in trigger.yield() }
+    }
+}

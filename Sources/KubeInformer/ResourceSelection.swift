@@ -1,0 +1,139 @@
+import BridgeCore
+import KubeAPI
+
+/// Which resources and objects the bridge follows.
+public struct ResourceSelection: Sendable {
+    /// `group/version/resource` patterns, `*` matching any run of characters within a part;
+    /// `core` names the core group: `apps/v1/deployments`, `*.example.com/*/*`, `core/v1/events`.
+    public var include: [String] = ["*/*/*"]
+    public var exclude: [String] = []
+    /// Namespace patterns; empty includes every namespace. Cluster-scoped objects are not
+    /// affected by namespace filters.
+    public var includeNamespaces: [String] = []
+    public var excludeNamespaces: [String] = []
+    /// A label selector, applied by the API server.
+    public var labelSelector: String?
+    public var changeTypes: Set<ChangeType> = Set(ChangeType.allCases)
+    /// Leave out modifications that did not move `metadata.generation` (status or metadata only).
+    public var specChangesOnly = false
+
+    /// Noisy resources left out unless an include pattern names them without a wildcard in the
+    /// resource part: events (both groups) and leases change every few seconds in any cluster.
+    public static let defaultExcludes = ["core/*/events", "events.k8s.io/*/events", "coordination.k8s.io/*/leases"]
+
+    /// Resources that serve the same objects under two groups: the second is left out when the
+    /// first is selected too, so that one object yields one event.
+    public static let aliases: [(kept: (group: String, resource: String), dropped: (group: String, resource: String))] = [
+        (("", "events"), ("events.k8s.io", "events")),
+    ]
+
+    public init() {}
+
+    /// Validates the patterns; an error names the bad one.
+    public func validate() throws {
+        for pattern in include + exclude where GVRPattern(pattern) == nil {
+            throw KubeConfigError("resource pattern \"\(pattern)\" is not group/version/resource (use core for the core group, * as a wildcard)")
+        }
+    }
+
+    /// The resources to watch among the discovered ones: preferred versions that support list and
+    /// watch, selected by the patterns, without aliases.
+    public func select(_ resources: [APIResource]) -> [APIResource] {
+        let includes = include.compactMap(GVRPattern.init)
+        let excludes = exclude.compactMap(GVRPattern.init)
+        let defaults = Self.defaultExcludes.compactMap(GVRPattern.init)
+        var selected = resources.filter { resource in
+            guard resource.isPreferredVersion, resource.isWatchable else { return false }
+            let matching = includes.filter { $0.matches(resource.gvr) }
+            guard !matching.isEmpty, !excludes.contains(where: { $0.matches(resource.gvr) }) else { return false }
+            if defaults.contains(where: { $0.matches(resource.gvr) }) {
+                return matching.contains { !$0.resource.contains("*") }
+            }
+            return true
+        }
+        for alias in Self.aliases {
+            let keptSelected = selected.contains { $0.group == alias.kept.group && $0.resource == alias.kept.resource }
+            if keptSelected {
+                selected.removeAll { $0.group == alias.dropped.group && $0.resource == alias.dropped.resource }
+            }
+        }
+        return selected
+    }
+
+    /// Whether an object passes the namespace filters.
+    public func accepts(namespace: String?) -> Bool {
+        guard let namespace else { return true }
+        if !includeNamespaces.isEmpty, !includeNamespaces.contains(where: { Glob.matches($0, namespace) }) { return false }
+        return !excludeNamespaces.contains { Glob.matches($0, namespace) }
+    }
+
+    /// The emission filter a watcher applies.
+    public var emissionFilter: WatcherStateMachine.EmissionFilter {
+        var filter = WatcherStateMachine.EmissionFilter()
+        filter.changeTypes = changeTypes
+        filter.specChangesOnly = specChangesOnly
+        let selection = self
+        filter.accepts = { selection.accepts(namespace: $0.namespace) }
+        return filter
+    }
+
+    /// The namespaces to watch one by one when the cluster-wide list is forbidden: only possible
+    /// when the include list names them literally.
+    public var literalNamespaces: [String]? {
+        guard !includeNamespaces.isEmpty, includeNamespaces.allSatisfy({ !$0.contains("*") }) else { return nil }
+        return includeNamespaces
+    }
+}
+
+/// A `group/version/resource` pattern.
+struct GVRPattern: Sendable {
+    var group: String
+    var version: String
+    var resource: String
+
+    init?(_ text: String) {
+        if text == "*" {
+            (group, version, resource) = ("*", "*", "*")
+            return
+        }
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == 3, parts.allSatisfy({ !$0.isEmpty }) else { return nil }
+        group = parts[0] == "core" ? "" : parts[0]
+        version = parts[1]
+        resource = parts[2]
+    }
+
+    func matches(_ gvr: GroupVersionResource) -> Bool {
+        Glob.matches(group, gvr.group) && Glob.matches(version, gvr.version) && Glob.matches(resource, gvr.resource)
+    }
+}
+
+enum Glob {
+    /// `*` matches any run of characters, everything else itself.
+    static func matches(_ pattern: String, _ text: String) -> Bool {
+        let p = Array(pattern.utf8)
+        let t = Array(text.utf8)
+        var pi = 0
+        var ti = 0
+        var star = -1
+        var mark = 0
+        while ti < t.count {
+            if pi < p.count, p[pi] == t[ti] {
+                pi += 1
+                ti += 1
+            } else if pi < p.count, p[pi] == UInt8(ascii: "*") {
+                star = pi
+                mark = ti
+                pi += 1
+            } else if star >= 0 {
+                pi = star + 1
+                mark += 1
+                ti = mark
+            } else {
+                return false
+            }
+        }
+        while pi < p.count, p[pi] == UInt8(ascii: "*") { pi += 1 }
+        return pi == p.count
+    }
+}
