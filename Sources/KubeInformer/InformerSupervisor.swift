@@ -132,7 +132,6 @@ public final class InformerSupervisor: Sendable {
         let wanted = Dictionary(selected.map { ($0.gvr, $0) }, uniquingKeysWith: { first, _ in first })
         let failedGroupVersions = Set(discovery.failures.map(\.groupVersion))
         let (toStart, toStop): ([APIResource], [AsyncStream<Void>.Continuation]) = state.withLock { state in
-            state.discoveredOnce = true
             state.lastDiscoveryFailures = discovery.failures
             let start = selected.filter { state.running[$0.gvr] == nil }
             var stop: [AsyncStream<Void>.Continuation] = []
@@ -152,6 +151,7 @@ public final class InformerSupervisor: Sendable {
         for resource in toStart {
             start(resource, group: &group, trigger: trigger, emit: emit)
         }
+        state.withLock { $0.discoveredOnce = true }
         if !toStart.isEmpty || !toStop.isEmpty {
             logger.info("watching \(watchedResources.count) resources (\(toStart.count) started, \(toStop.count) stopped)")
         }

@@ -137,7 +137,9 @@ public struct Watcher: Sendable {
                 try await Task.sleep(for: pause)
                 action = machine.waited()
             case .stop:
-                logger.info("the resource is no longer served; its watcher stops")
+                let deletions = machine.resourceRemoved()
+                for event in deletions { try await emit(event) }
+                logger.info("the resource is no longer served; its watcher stops (\(deletions.count) objects it still knew were emitted as deleted)")
                 return .resourceRemoved
             }
         }

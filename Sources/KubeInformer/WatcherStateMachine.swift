@@ -274,6 +274,18 @@ public struct WatcherStateMachine: Sendable {
         return .wait(.backoff(attempt: failures))
     }
 
+    /// The resource stopped being served: its CRD was deleted, and with it every object of it.
+    /// Objects whose deletions the watch did not deliver (the CRD went between a list and its
+    /// watch) are emitted as deleted, so that nothing stays alive downstream.
+    public mutating func resourceRemoved() -> [ResourceEvent] {
+        var events: [ResourceEvent] = []
+        let remaining = known.entries.sorted { ($0.value.namespace ?? "", $0.value.name) < ($1.value.namespace ?? "", $1.value.name) }
+        for (uid, _) in remaining {
+            emitDeletion(uid: uid, into: &events)
+        }
+        return events
+    }
+
     /// The wait is over.
     public mutating func waited() -> Action {
         guard case .waiting(let resume) = state else {

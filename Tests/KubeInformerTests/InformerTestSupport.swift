@@ -64,6 +64,11 @@ actor EventCollector {
         try await waitUntil(timeout: timeout) { condition(await self.events) }
     }
 
+    /// Waits until the resource's first list is complete (its first progress event).
+    nonisolated func waitUntilListed(_ gvr: GroupVersionResource, timeout: Duration = .seconds(10)) async throws {
+        try await waitUntil(timeout: timeout) { await !self.progress(gvr).isEmpty }
+    }
+
     nonisolated func waitForChanges(_ count: Int, of gvr: GroupVersionResource? = nil, timeout: Duration = .seconds(10)) async throws {
         try await waitUntil(timeout: timeout) { await self.changes(gvr).count >= count }
     }

@@ -199,11 +199,13 @@ struct WatcherStateMachineTests {
         #expect(machine.waited() == .watch(resourceVersion: "2"))
     }
 
-    @Test("a resource that is not served any more (404) stops its watcher")
+    @Test("a resource that is not served any more (404) stops its watcher; objects still known are emitted as deleted")
     func removed() {
-        var machine = WatcherStateMachine(resource: Self.gvr)
-        _ = machine.start(resumeFrom: "1")
+        var machine = WatcherStateMachine(resource: Self.gvr, known: known([Self.object("b", rv: "2"), Self.object("a", rv: "1")]))
+        _ = machine.start(resumeFrom: "2")
         #expect(machine.failed(KubeAPIError(code: .unexpectedResponse, httpStatus: 404, message: "404 page not found", request: "watch")) == .stop)
+        #expect(Self.describe(machine.resourceRemoved()) == ["deleted a 1 unknown-final-state", "deleted b 2 unknown-final-state"])
+        #expect(machine.known.count == 0)
     }
 
     @Test("filters: left-out changes still move the version and the known objects, as progress")

@@ -68,7 +68,8 @@ struct WatcherTests {
                                          resumeFrom: version, collector: collector)
             try await collector.waitForChanges(1)
             await watcher.stop()
-            #expect(await collector.described() == ["added after"])
+            let observed1 = await collector.described()
+            #expect(observed1 == ["added after"])
             let log = try await cluster.server.requestLog().filter { $0.contains("/configmaps") }
             #expect(log.allSatisfy { $0.contains("watch=true") })
         }
@@ -87,7 +88,8 @@ struct WatcherTests {
             try await createConfigMaps(cluster, ["c"])
             try await collector.waitForChanges(3)
             await watcher.stop()
-            #expect(await collector.described() == ["synced a", "synced b", "added c"])
+            let observed2 = await collector.described()
+            #expect(observed2 == ["synced a", "synced b", "added c"])
             let log = try await cluster.server.requestLog().filter { $0.contains("/configmaps") }
             #expect(log.first?.contains("sendInitialEvents=true") == true)
             #expect(log.contains { $0.contains("limit=500") } == !serverOffers)
@@ -110,7 +112,8 @@ struct WatcherTests {
                 events.contains { if case .progress(_, let version) = $0 { return version == current }; return false }
             }
             await watcher.stop()
-            #expect(await collector.changes().isEmpty)
+            let observed3 = await collector.changes().isEmpty
+            #expect(observed3)
             #expect(listed != current)
         }
     }
@@ -163,11 +166,13 @@ struct WatcherTests {
             let watcher = RunningWatcher(Watcher(resource: .configmaps, client: cluster.client, options: .test(), observer: observer, logger: .test),
                                          collector: collector)
             try await waitUntil { observer.count(.forbidden) >= 2 }
-            #expect(await collector.events.isEmpty)
+            let observed4 = await collector.events.isEmpty
+            #expect(observed4)
             try await cluster.server.addUser(.admin(token: "limited"))
             try await collector.waitForChanges(1)
             await watcher.stop()
-            #expect(await collector.described() == ["synced a"])
+            let observed5 = await collector.described()
+            #expect(observed5 == ["synced a"])
         }
     }
 
@@ -186,7 +191,8 @@ struct WatcherTests {
             await watcher.stop()
             let lists = try await cluster.server.requestLog().filter { $0.contains("/configmaps") && !$0.contains("watch=true") }
             #expect(lists.count == 1, "no relist: \(lists)")
-            #expect(await collector.described() == ["added during"])
+            let observed6 = await collector.described()
+            #expect(observed6 == ["added during"])
         }
     }
 
@@ -245,7 +251,8 @@ struct WatcherTests {
             try await collector.waitForChanges(1)
             await watcher.stop()
             #expect(observer.count(.restarted(.stalled)) >= 1)
-            #expect(await collector.described() == ["added while-stalled"])
+            let observed7 = await collector.described()
+            #expect(observed7 == ["added while-stalled"])
         }
     }
 
@@ -264,7 +271,8 @@ struct WatcherTests {
             try await cluster.client.delete(TestCluster.crds, namespace: nil, name: "widgets.example.com")
             let exit = try await watcher.task.value
             #expect(exit == .resourceRemoved)
-            #expect(await collector.described() == ["synced w1", "synced w2", "deleted w1", "deleted w2"])
+            let observed8 = await collector.described()
+            #expect(observed8 == ["synced w1", "synced w2", "deleted w1", "deleted w2"])
         }
     }
 }
