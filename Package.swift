@@ -76,6 +76,8 @@ let package = Package(
             name: "kubebridge",
             dependencies: [
                 "KubeAPI",
+                "KubeInformer",
+                "BridgeCore",
                 "KubeTestServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -52,6 +52,8 @@ public final class InformerSupervisor: Sendable {
         var running: [GroupVersionResource: Running] = [:]
         var nextID = 0
         var discoveredOnce = false
+        /// Resources whose first list (or streaming list) is complete.
+        var synced: Set<GroupVersionResource> = []
         var lastDiscoveryFailures: [DiscoveryFailure] = []
         var failure: Error?
     }
@@ -73,8 +75,20 @@ public final class InformerSupervisor: Sendable {
         state.withLock { Array($0.running.keys) }.sorted()
     }
 
-    /// Whether discovery has succeeded at least once (readiness).
+    /// Whether discovery has succeeded at least once.
     public var hasDiscovered: Bool { state.withLock { $0.discoveredOnce } }
+
+    /// Whether every watched resource has completed its first list: the informer is ready.
+    /// Forbidden or failing resources keep it from being true, so readiness checks should look at
+    /// `unsyncedResources` before blocking on it.
+    public var isSynced: Bool {
+        state.withLock { state in state.discoveredOnce && state.running.keys.allSatisfy(state.synced.contains) }
+    }
+
+    /// Watched resources that have not completed a list yet (forbidden, failing, or still listing).
+    public var unsyncedResources: [GroupVersionResource] {
+        state.withLock { state in state.running.keys.filter { !state.synced.contains($0) } }.sorted()
+    }
 
     /// Group versions whose discovery failed last time (an unavailable aggregated API).
     public var discoveryFailures: [DiscoveryFailure] { state.withLock { $0.lastDiscoveryFailures } }
@@ -174,7 +188,10 @@ public final class InformerSupervisor: Sendable {
                 inner.addTask {
                     do {
                         let resume = try await self.resumePoint(resource.gvr)
-                        let exit = try await watcher.run(resumeFrom: resume?.resourceVersion, known: resume?.known ?? KnownObjects(), emit: emit)
+                        let exit = try await watcher.run(resumeFrom: resume?.resourceVersion, known: resume?.known ?? KnownObjects()) { event in
+                            if case .progress = event { self.markSynced(resource.gvr) }
+                            try await emit(event)
+                        }
                         if exit == .resourceRemoved {
                             self.state.withLock { state in
                                 if state.running[resource.gvr]?.id == id { state.running[resource.gvr] = nil }
@@ -193,6 +210,10 @@ public final class InformerSupervisor: Sendable {
                 inner.cancelAll()
             }
         }
+    }
+
+    private func markSynced(_ resource: GroupVersionResource) {
+        state.withLock { _ = $0.synced.insert(resource) }
     }
 
     /// Watches CustomResourceDefinitions to rediscover as soon as one changes.

@@ -110,14 +110,18 @@ struct DiscoverCommandTests {
         #expect(discover.stdout.contains("--kubeconfig"))
     }
 
-    @Test("kubebridge demo runs against its built-in test API server")
+    @Test("kubebridge demo prints the changes of a churning test server, a CRD added mid-run included")
     func demo() async throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let result = try await KubeBridgeBinary.run(["demo"], environment: ["HOME": directory.path])
+        let result = try await KubeBridgeBinary.run(["demo", "--duration", "8"], environment: ["HOME": directory.path])
         #expect(result.status == 0, "\(result.stderr)")
-        #expect(result.stdout.contains("discovery now lists example.com/v1/widgets"))
-        #expect(result.stdout.contains("example.com/v1/widgets is gone from discovery"))
+        let lines = result.stdout.split(separator: "\n")
+        #expect(lines.contains { $0.contains("added") && $0.contains("apiextensions.k8s.io/v1/customresourcedefinitions") && $0.contains("widgets.example.com") })
+        #expect(lines.contains { $0.contains("example.com/v1/widgets") && $0.contains("added") })
+        #expect(lines.contains { $0.contains("apps/v1/deployments") && $0.contains("modified") })
+        #expect(lines.contains { $0.contains("core/v1/secrets") && $0.contains("deleted") })
+        #expect(result.stdout.contains("changes ("))
     }
 
     func base64(_ text: String) -> String { Data(text.utf8).base64EncodedString() }
