@@ -138,10 +138,10 @@ public final class KubeClient: Sendable {
 
     // MARK: Requests
 
-    struct Response {
-        var status: Int
-        var headers: [(String, String)]
-        var body: ByteBuffer
+    package struct Response {
+        package var status: Int
+        package var headers: [(String, String)]
+        package var body: ByteBuffer
     }
 
     func url(_ path: String, query: [(String, String)]) -> String {
@@ -192,7 +192,7 @@ public final class KubeClient: Sendable {
     }
 
     /// Sends a request and reads the whole answer; non-2xx answers become a `KubeAPIError`.
-    func send(
+    package func send(
         method: HTTPMethod, path: String, query: [(String, String)] = [], body: ByteBuffer? = nil, contentType: String? = nil,
         accept: String = "application/json", extraHeaders: [(String, String)] = []
     ) async throws -> Response {

@@ -97,6 +97,8 @@ final class APIServerState {
     let flowSchemaUIDs: [String: (String, String)]
     var allSessions: [ObjectIdentifier: WatchSession] = [:]
     var clock: @Sendable () -> Date = { Date() }
+    /// Generation runs in progress (control API).
+    var generating = 0
 
     init(loop: EventLoop, options: KubeTestServer.Options) {
         self.loop = loop
@@ -221,6 +223,9 @@ final class APIServerState {
             var response = APIResponse.status(401, reason: "Unauthorized", message: "Unauthorized")
             response.flowControlHeaders = false
             return .respond(response)
+        }
+        if request.path.hasPrefix(Self.controlPrefix) {
+            return .respond(control(request, user: user))
         }
         let route = Route(path: request.path, state: self)
         let verb = route.verb(method: request.method, query: request.query)

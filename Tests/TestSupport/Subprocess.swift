@@ -2,6 +2,13 @@ import Foundation
 import KubeAPI
 
 /// Runs the built `kubebridge` binary as a user would, and captures what it prints.
+extension ProcessRunner {
+    /// Runs a built binary with the environment of the tests.
+    package static func runBinary(_ path: String, _ arguments: [String], timeout: TimeInterval) async throws -> ProcessRunner.Result {
+        try await run(path, arguments: arguments, environment: ProcessInfo.processInfo.environment, timeout: timeout)
+    }
+}
+
 public enum KubeBridgeBinary {
     public struct Result: Sendable {
         public var status: Int32
