@@ -38,7 +38,7 @@ public struct ResumePoint: Sendable {
 public final class InformerSupervisor: Sendable {
     let client: KubeClient
     let options: InformerOptions
-    let resumePoint: @Sendable (GroupVersionResource) async throws -> ResumePoint?
+    let resumePoint: @Sendable (WatchScope) async throws -> ResumePoint?
     let logger: Logger
     public let observer: WatcherObserver
     private let state = Mutex(State())
@@ -49,18 +49,20 @@ public final class InformerSupervisor: Sendable {
     }
 
     struct State {
-        var running: [GroupVersionResource: Running] = [:]
+        var running: [WatchScope: Running] = [:]
         var nextID = 0
         var discoveredOnce = false
-        /// Resources whose first list (or streaming list) is complete.
-        var synced: Set<GroupVersionResource> = []
+        /// Scopes whose first list (or streaming list) is complete.
+        var synced: Set<WatchScope> = []
+        /// Resources watched namespace by namespace because listing them cluster-wide is forbidden.
+        var perNamespace: Set<GroupVersionResource> = []
         var lastDiscoveryFailures: [DiscoveryFailure] = []
         var failure: Error?
     }
 
     public init(
         client: KubeClient, options: InformerOptions = InformerOptions(), observer: WatcherObserver = WatcherObserver(),
-        resumePoint: @escaping @Sendable (GroupVersionResource) async throws -> ResumePoint? = { _ in nil },
+        resumePoint: @escaping @Sendable (WatchScope) async throws -> ResumePoint? = { _ in nil },
         logger: Logger
     ) {
         self.client = client
@@ -72,6 +74,11 @@ public final class InformerSupervisor: Sendable {
 
     /// The resources being watched now.
     public var watchedResources: [GroupVersionResource] {
+        Array(Set(watchedScopes.map(\.resource))).sorted()
+    }
+
+    /// The watches running now: one per resource, or one per namespace where cluster-wide is forbidden.
+    public var watchedScopes: [WatchScope] {
         state.withLock { Array($0.running.keys) }.sorted()
     }
 
@@ -85,8 +92,8 @@ public final class InformerSupervisor: Sendable {
         state.withLock { state in state.discoveredOnce && state.running.keys.allSatisfy(state.synced.contains) }
     }
 
-    /// Watched resources that have not completed a list yet (forbidden, failing, or still listing).
-    public var unsyncedResources: [GroupVersionResource] {
+    /// Watches that have not completed a list yet (forbidden, failing, or still listing).
+    public var unsyncedScopes: [WatchScope] {
         state.withLock { state in state.running.keys.filter { !state.synced.contains($0) } }.sorted()
     }
 
@@ -143,15 +150,21 @@ public final class InformerSupervisor: Sendable {
             logger.warning("discovery of \(failure.groupVersion) failed; its resources stay as they were until it answers: \(failure.message)")
         }
         let selected = options.selection.select(discovery.resources)
-        let wanted = Dictionary(selected.map { ($0.gvr, $0) }, uniquingKeysWith: { first, _ in first })
+        let wanted = Set(selected.map(\.gvr))
         let failedGroupVersions = Set(discovery.failures.map(\.groupVersion))
-        let (toStart, toStop): ([APIResource], [AsyncStream<Void>.Continuation]) = state.withLock { state in
+        let namespaces = options.selection.literalNamespaces ?? []
+        let (toStart, toStop): ([(APIResource, WatchScope)], [AsyncStream<Void>.Continuation]) = state.withLock { state in
             state.lastDiscoveryFailures = discovery.failures
-            let start = selected.filter { state.running[$0.gvr] == nil }
+            var start: [(APIResource, WatchScope)] = []
+            for resource in selected {
+                let scopes = state.perNamespace.contains(resource.gvr)
+                    ? namespaces.map { WatchScope(resource.gvr, namespace: $0) } : [WatchScope(resource.gvr)]
+                for scope in scopes where state.running[scope] == nil { start.append((resource, scope)) }
+            }
             var stop: [AsyncStream<Void>.Continuation] = []
-            for (gvr, handle) in state.running where wanted[gvr] == nil && !failedGroupVersions.contains(gvr.apiVersion) {
+            for (scope, handle) in state.running where !wanted.contains(scope.resource) && !failedGroupVersions.contains(scope.resource.apiVersion) {
                 stop.append(handle.stop)
-                state.running[gvr] = nil
+                state.running[scope] = nil
             }
             return (start, stop)
         }
@@ -162,8 +175,8 @@ public final class InformerSupervisor: Sendable {
                 for handle in toStop { handle.finish() }
             }
         }
-        for resource in toStart {
-            start(resource, group: &group, trigger: trigger, emit: emit)
+        for (resource, scope) in toStart {
+            start(resource, scope: scope, group: &group, trigger: trigger, emit: emit)
         }
         state.withLock { $0.discoveredOnce = true }
         if !toStart.isEmpty || !toStop.isEmpty {
@@ -171,33 +184,38 @@ public final class InformerSupervisor: Sendable {
         }
     }
 
-    private func start(_ resource: APIResource, group: inout ThrowingTaskGroup<Void, Error>, trigger: AsyncStream<Void>.Continuation,
-                       emit: @escaping @Sendable (ResourceEvent) async throws -> Void) {
+    private func start(_ resource: APIResource, scope: WatchScope, group: inout ThrowingTaskGroup<Void, Error>,
+                       trigger: AsyncStream<Void>.Continuation, emit: @escaping @Sendable (ResourceEvent) async throws -> Void) {
         let (stopped, stop) = AsyncStream.makeStream(of: Void.self)
         let id = state.withLock { state in
             state.nextID += 1
-            state.running[resource.gvr] = Running(id: state.nextID, stop: stop)
+            state.running[scope] = Running(id: state.nextID, stop: stop)
             return state.nextID
         }
         var watcherOptions = options.watcher
         watcherOptions.filter = options.selection.emissionFilter
         watcherOptions.labelSelector = options.selection.labelSelector
+        watcherOptions.namespace = scope.namespace
+        watcherOptions.exitWhenForbidden = scope.namespace == nil && resource.namespaced && options.selection.literalNamespaces != nil
         let watcher = Watcher(resource: resource, client: client, options: watcherOptions, observer: observer, logger: logger)
         group.addTask {
             await withTaskGroup(of: Void.self) { inner in
                 inner.addTask {
                     do {
-                        let resume = try await self.resumePoint(resource.gvr)
+                        let resume = try await self.resumePoint(scope)
                         let exit = try await watcher.run(resumeFrom: resume?.resourceVersion, known: resume?.known ?? KnownObjects()) { event in
-                            if case .progress = event { self.markSynced(resource.gvr) }
+                            if case .progress = event { self.markSynced(scope) }
                             try await emit(event)
                         }
-                        if exit == .resourceRemoved {
-                            self.state.withLock { state in
-                                if state.running[resource.gvr]?.id == id { state.running[resource.gvr] = nil }
-                            }
-                            trigger.yield()
+                        guard let exit else { return }
+                        self.state.withLock { state in
+                            if state.running[scope]?.id == id { state.running[scope] = nil }
+                            if exit == .forbiddenClusterWide { state.perNamespace.insert(resource.gvr) }
                         }
+                        if exit == .forbiddenClusterWide {
+                            self.logger.warning("listing \(resource.gvr) cluster-wide is forbidden; watching it in the \(self.options.selection.literalNamespaces?.count ?? 0) selected namespaces one by one instead")
+                        }
+                        trigger.yield()
                     } catch is CancellationError {
                     } catch {
                         // The consumer failed: the whole informer stops.
@@ -212,8 +230,8 @@ public final class InformerSupervisor: Sendable {
         }
     }
 
-    private func markSynced(_ resource: GroupVersionResource) {
-        state.withLock { _ = $0.synced.insert(resource) }
+    private func markSynced(_ scope: WatchScope) {
+        state.withLock { _ = $0.synced.insert(scope) }
     }
 
     /// Watches CustomResourceDefinitions to rediscover as soon as one changes.

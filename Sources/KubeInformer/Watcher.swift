@@ -15,6 +15,9 @@ public struct WatcherOptions: Sendable {
     public var labelSelector: String?
     /// Watch one namespace instead of the whole cluster (the fallback when listing cluster-wide is forbidden).
     public var namespace: String?
+    /// End with `.forbiddenClusterWide` on a 403 of a cluster-wide watch, so that the supervisor
+    /// can watch the selected namespaces one by one instead.
+    public var exitWhenForbidden = false
     public var backoff = Backoff()
     /// Pause after a 403 before trying again.
     public var forbiddenRetry: Duration = .seconds(300)
@@ -64,6 +67,8 @@ extension Duration {
 public enum WatcherExit: Sendable, Equatable {
     /// The resource is no longer served (its CRD was deleted, or an aggregated API went away).
     case resourceRemoved
+    /// Listing the resource cluster-wide is forbidden (with `exitWhenForbidden`).
+    case forbiddenClusterWide
 }
 
 /// Follows one resource: lists, watches, relists after 410, reconnects after failures, and hands
@@ -93,7 +98,8 @@ public struct Watcher: Sendable {
         resumeFrom resourceVersion: String? = nil, known: KnownObjects = KnownObjects(),
         emit: @Sendable (ResourceEvent) async throws -> Void
     ) async throws -> WatcherExit? {
-        var machine = WatcherStateMachine(resource: resource.gvr, known: known, useStreamingLists: options.useStreamingLists, filter: options.filter)
+        var machine = WatcherStateMachine(scope: WatchScope(resource.gvr, namespace: options.namespace), known: known,
+                                          useStreamingLists: options.useStreamingLists, filter: options.filter)
         var random = SystemRandomNumberGenerator()
         var action = machine.start(resumeFrom: resourceVersion)
         var warnedForbidden = false
@@ -127,6 +133,9 @@ public struct Watcher: Sendable {
                 case .retryAfter(let after, _):
                     pause = min(after, options.maximumRetryAfter)
                 case .forbidden:
+                    if options.exitWhenForbidden, options.namespace == nil {
+                        return .forbiddenClusterWide
+                    }
                     pause = options.forbiddenRetry
                     if !warnedForbidden {
                         logger.warning("forbidden: kubebridge may not list or watch \(resource.gvr); other resources go on. Grant list and watch (see `kubebridge rbac`); retrying every \(options.forbiddenRetry)")

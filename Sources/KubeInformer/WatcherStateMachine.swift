@@ -67,7 +67,8 @@ public struct WatcherStateMachine: Sendable {
         case stopped
     }
 
-    public let resource: GroupVersionResource
+    public let scope: WatchScope
+    public var resource: GroupVersionResource { scope.resource }
     public private(set) var known: KnownObjects
     /// The newest resourceVersion received; opaque, only ever compared for equality.
     public private(set) var resourceVersion: String?
@@ -76,12 +77,17 @@ public struct WatcherStateMachine: Sendable {
     var failures = 0
     let filter: EmissionFilter
 
-    public init(resource: GroupVersionResource, known: KnownObjects = KnownObjects(), useStreamingLists: Bool = true,
+    public init(scope: WatchScope, known: KnownObjects = KnownObjects(), useStreamingLists: Bool = true,
                 filter: EmissionFilter = EmissionFilter()) {
-        self.resource = resource
+        self.scope = scope
         self.known = known
         self.streamingListsSupported = useStreamingLists
         self.filter = filter
+    }
+
+    public init(resource: GroupVersionResource, known: KnownObjects = KnownObjects(), useStreamingLists: Bool = true,
+                filter: EmissionFilter = EmissionFilter()) {
+        self.init(scope: WatchScope(resource), known: known, useStreamingLists: useStreamingLists, filter: filter)
     }
 
     /// The first step: watch straight from a stored resourceVersion, or list first.
@@ -142,7 +148,7 @@ public struct WatcherStateMachine: Sendable {
         if let entry = known[meta.uid], entry.resourceVersion == meta.resourceVersion {
             return
         }
-        emit(Change(type: .synced, resource: resource, object: object), into: &events)
+        emit(Change(type: .synced, scope: scope, object: object), into: &events)
     }
 
     /// The list is complete: what the known objects have and the list had not is gone.
@@ -153,14 +159,14 @@ public struct WatcherStateMachine: Sendable {
             emitDeletion(uid: uid, into: &events)
         }
         resourceVersion = listVersion
-        events.append(.progress(resource, resourceVersion: listVersion))
+        events.append(.progress(scope, resourceVersion: listVersion))
         state = .watching
         failures = 0
     }
 
     mutating func emitDeletion(uid: String, into events: inout [ResourceEvent]) {
         guard let tombstone = known.tombstone(uid: uid) else { return }
-        emit(Change(type: .deleted, resource: resource, object: tombstone, finalStateUnknown: true), into: &events)
+        emit(Change(type: .deleted, scope: scope, object: tombstone, finalStateUnknown: true), into: &events)
     }
 
     /// Records a change and emits it, or emits progress when the filters leave it out.
@@ -172,7 +178,7 @@ public struct WatcherStateMachine: Sendable {
            let previousGeneration, previousGeneration == change.metadata.generation {
             wanted = false
         }
-        events.append(wanted ? .change(change) : .progress(resource, resourceVersion: change.metadata.resourceVersion))
+        events.append(wanted ? .change(change) : .progress(scope, resourceVersion: change.metadata.resourceVersion))
     }
 
     // MARK: Watches
@@ -205,7 +211,7 @@ public struct WatcherStateMachine: Sendable {
             case .deleted(let object): watched(.deleted, object, into: &events)
             case .bookmark(let version, _):
                 resourceVersion = version
-                events.append(.progress(resource, resourceVersion: version))
+                events.append(.progress(scope, resourceVersion: version))
             case .error(let status):
                 let error = KubeAPIError(code: .apiStatus, httpStatus: status.code, status: status,
                                          message: status.message ?? "watch error", request: "watch \(resource)")
@@ -221,10 +227,10 @@ public struct WatcherStateMachine: Sendable {
     mutating func watched(_ type: ChangeType, _ object: KubeObject, into events: inout [ResourceEvent]) {
         resourceVersion = object.metadata.resourceVersion
         guard filter.accepts(object.metadata) else {
-            events.append(.progress(resource, resourceVersion: object.metadata.resourceVersion))
+            events.append(.progress(scope, resourceVersion: object.metadata.resourceVersion))
             return
         }
-        emit(Change(type: type, resource: resource, object: object), into: &events)
+        emit(Change(type: type, scope: scope, object: object), into: &events)
     }
 
     /// The server ended the stream cleanly (its timeout): watch again from where it ended.

@@ -221,6 +221,39 @@ struct InformerSupervisorTests {
         }
     }
 
+    @Test("credentials that may not list cluster-wide fall back to one watch per selected namespace")
+    func namespaceFallback() async throws {
+        try await TestCluster.with(user: .token("namespaced")) { cluster in
+            try await cluster.server.addUser(TestUser(name: "namespaced", token: "namespaced") { verb, definition, namespace in
+                if verb == .discovery || definition.resource == "customresourcedefinitions" { return true }
+                return definition.resource == "configmaps" && (namespace == "team-a" || namespace == "team-b")
+            })
+            for namespace in ["team-a", "team-b", "team-c"] {
+                _ = try await cluster.server.perform("POST", "/api/v1/namespaces", body: #"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"\#(namespace)"}}"#)
+            }
+            let collector = EventCollector()
+            let options = Self.options {
+                $0.selection.include = ["core/v1/configmaps"]
+                $0.selection.includeNamespaces = ["team-a", "team-b"]
+            }
+            try await withSupervisor(cluster, options: options, collector: collector) { supervisor in
+                try await waitUntil {
+                    supervisor.watchedScopes.map(\.description) == ["core/v1/configmaps@team-a", "core/v1/configmaps@team-b"]
+                        && supervisor.isSynced
+                }
+                for namespace in ["team-a", "team-b", "team-c"] {
+                    _ = try await cluster.server.perform("POST", "/api/v1/namespaces/\(namespace)/configmaps",
+                                                         body: #"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cm"}}"#)
+                }
+                try await collector.waitForChanges(2)
+                let changes = await collector.changes()
+                #expect(Set(changes.map { $0.scope.description }) == ["core/v1/configmaps@team-a", "core/v1/configmaps@team-b"])
+                let watches = try await cluster.server.openWatches().filter { $0.resource == "configmaps" }.compactMap(\.namespace).sorted()
+                #expect(watches == ["team-a", "team-b"])
+            }
+        }
+    }
+
     @Test("no periodic resync: unchanged objects are emitted once, however long it runs")
     func noResync() async throws {
         var serverOptions = KubeTestServer.Options()

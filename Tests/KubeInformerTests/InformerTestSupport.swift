@@ -35,7 +35,7 @@ actor EventCollector {
 
     func progress(_ gvr: GroupVersionResource) -> [String] {
         events.compactMap { event in
-            guard case .progress(let resource, let version) = event, resource == gvr else { return nil }
+            guard case .progress(let scope, let version) = event, scope.resource == gvr else { return nil }
             return version
         }
     }
