@@ -461,7 +461,8 @@ final class APIServerState {
         var remaining = 0
         var more = false
         let effectiveStart = startKey ?? namespaceKeyPrefix
-        for object in store.snapshot(at: snapshotRevision, after: effectiveStart) {
+        let snapshot = store.snapshot(at: snapshotRevision, after: effectiveStart)
+        for object in snapshot {
             if let prefix = namespaceKeyPrefix, !object.key.hasPrefix(prefix) {
                 if object.key > prefix { break }
                 continue
@@ -470,6 +471,12 @@ final class APIServerState {
             if let fieldSelector, !fieldSelector.matches(object) { continue }
             if let limit, items.count >= limit {
                 more = true
+                if labelSelector == nil, fieldSelector == nil, snapshot.overlay.isEmpty, let lastKey {
+                    // Counting the rest by position, not by walking it: pages of large lists stay cheap.
+                    let end = namespaceKeyPrefix.map { store.lowerBound($0 + "\u{10FFFF}") } ?? store.sortedKeys.count
+                    remaining = end - store.lowerBound(lastKey) - 1
+                    break
+                }
                 remaining += 1
                 continue
             }

@@ -167,34 +167,39 @@ final class ResourceStore {
     }
 }
 
-/// Walks a snapshot in key order by merging the current keys with those restored from the log.
+/// Walks a snapshot in key order: the current keys, merged with those the log restores. Without
+/// changes since the snapshot, it walks the current keys in place (a page of a large list must not
+/// cost a copy of every key).
 struct SnapshotIterator: Sequence, IteratorProtocol {
     let store: ResourceStore
     let overlay: [String: StoredObject?]
-    private var keys: [String]
-    private var index = 0
+    private var merged: [String]?
+    private var index: Int
 
     init(store: ResourceStore, overlay: [String: StoredObject?], startKey: String?) {
         self.store = store
         self.overlay = overlay
-        var keys: [String]
-        let start = startKey.map { store.lowerBound($0) } ?? 0
         if overlay.isEmpty {
-            keys = Array(store.sortedKeys[start...])
+            merged = nil
+            index = startKey.map { store.lowerBound($0) } ?? 0
         } else {
-            var merged = Set(store.sortedKeys[start...])
-            for key in overlay.keys where startKey == nil || key >= startKey! { merged.insert(key) }
-            keys = merged.sorted()
+            var keys = Set(store.sortedKeys[(startKey.map { store.lowerBound($0) } ?? 0)...])
+            for key in overlay.keys where startKey == nil || key >= startKey! { keys.insert(key) }
+            merged = keys.sorted()
+            index = 0
         }
-        if let startKey {
-            keys = keys.filter { $0 >= startKey }
-        }
-        self.keys = keys
     }
 
     mutating func next() -> StoredObject? {
-        while index < keys.count {
-            let key = keys[index]
+        while true {
+            let key: String
+            if let merged {
+                guard index < merged.count else { return nil }
+                key = merged[index]
+            } else {
+                guard index < store.sortedKeys.count else { return nil }
+                key = store.sortedKeys[index]
+            }
             index += 1
             if let restored = overlay[key] {
                 if let restored { return restored }
@@ -202,7 +207,6 @@ struct SnapshotIterator: Sequence, IteratorProtocol {
             }
             if let object = store.objects[key] { return object }
         }
-        return nil
     }
 }
 
