@@ -92,6 +92,19 @@ public final class InformerSupervisor: Sendable {
         state.withLock { state in state.discoveredOnce && state.running.keys.allSatisfy(state.synced.contains) }
     }
 
+    /// Ready: discovery succeeded and every watch has either synced or been found forbidden or
+    /// failing. A forbidden or unavailable resource is reported, but does not hold up readiness.
+    public var isReady: Bool {
+        let scopes: [WatchScope]? = state.withLock { $0.discoveredOnce ? Array($0.running.keys) : nil }
+        guard let scopes else { return false }
+        return scopes.allSatisfy { scope in
+            switch observer.state(of: scope) {
+            case nil, .starting: false
+            default: true
+            }
+        }
+    }
+
     /// Watches that have not completed a list yet (forbidden, failing, or still listing).
     public var unsyncedScopes: [WatchScope] {
         state.withLock { state in state.running.keys.filter { !state.synced.contains($0) } }.sorted()

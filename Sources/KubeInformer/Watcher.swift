@@ -96,13 +96,19 @@ public struct Watcher: Sendable {
     /// Runs until the task is cancelled (returns nil) or the resource goes away.
     public func run(
         resumeFrom resourceVersion: String? = nil, known: KnownObjects = KnownObjects(),
-        emit: @Sendable (ResourceEvent) async throws -> Void
+        emit: @escaping @Sendable (ResourceEvent) async throws -> Void
     ) async throws -> WatcherExit? {
         var machine = WatcherStateMachine(scope: WatchScope(resource.gvr, namespace: options.namespace), known: known,
                                           useStreamingLists: options.useStreamingLists, filter: options.filter)
         var random = SystemRandomNumberGenerator()
         var action = machine.start(resumeFrom: resourceVersion)
         var warnedForbidden = false
+        let scope = machine.scope
+        observer.setState(resourceVersion == nil ? .starting : .watching, of: scope)
+        let emit: @Sendable (ResourceEvent) async throws -> Void = { event in
+            if case .progress = event { observer.setState(.watching, of: scope) }
+            try await emit(event)
+        }
         while !Task.isCancelled {
             switch action {
             case .list(let token):
@@ -130,13 +136,16 @@ public struct Watcher: Sendable {
                 switch reason {
                 case .backoff(let attempt):
                     pause = options.backoff.delay(attempt: attempt, using: &random)
+                    observer.setState(.retrying("attempt \(attempt)"), of: scope)
                 case .retryAfter(let after, _):
                     pause = min(after, options.maximumRetryAfter)
+                    observer.setState(.retrying("throttled"), of: scope)
                 case .forbidden:
                     if options.exitWhenForbidden, options.namespace == nil {
                         return .forbiddenClusterWide
                     }
                     pause = options.forbiddenRetry
+                    observer.setState(.forbidden, of: scope)
                     if !warnedForbidden {
                         logger.warning("forbidden: kubebridge may not list or watch \(resource.gvr); other resources go on. Grant list and watch (see `kubebridge rbac`); retrying every \(options.forbiddenRetry)")
                         warnedForbidden = true
@@ -146,6 +155,7 @@ public struct Watcher: Sendable {
                 try await Task.sleep(for: pause)
                 action = machine.waited()
             case .stop:
+                observer.setState(.removed, of: scope)
                 let deletions = machine.resourceRemoved()
                 for event in deletions { try await emit(event) }
                 logger.info("the resource is no longer served; its watcher stops (\(deletions.count) objects it still knew were emitted as deleted)")
@@ -200,7 +210,22 @@ public struct Watcher: Sendable {
     }
 }
 
-/// What watchers report for metrics and tests: counts by kind of occurrence.
+/// Where a watch stands, for readiness and status.
+public enum WatchState: Sendable, Equatable {
+    /// Its first list has not finished.
+    case starting
+    /// Synced: listed, and following changes.
+    case watching
+    /// Forbidden; retried on a long period.
+    case forbidden
+    /// Failing; retried with backoff.
+    case retrying(String)
+    /// The resource is not served any more.
+    case removed
+}
+
+/// What watchers report for metrics, status and tests: counts by kind of occurrence, and each
+/// watch's state.
 public final class WatcherObserver: Sendable {
     public enum Occurrence: Hashable, Sendable {
         public enum RestartReason: String, Sendable {
@@ -215,8 +240,17 @@ public final class WatcherObserver: Sendable {
     }
 
     private let counts = Mutex<[Occurrence: Int]>([:])
+    private let states = Mutex<[WatchScope: WatchState]>([:])
 
     public init() {}
+
+    func setState(_ state: WatchState, of scope: WatchScope) {
+        states.withLock { $0[scope] = state }
+    }
+
+    public func state(of scope: WatchScope) -> WatchState? {
+        states.withLock { $0[scope] }
+    }
 
     func record(_ occurrence: Occurrence) {
         counts.withLock { $0[occurrence, default: 0] += 1 }

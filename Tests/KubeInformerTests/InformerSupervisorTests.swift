@@ -217,6 +217,9 @@ struct InformerSupervisorTests {
                 let observed1 = await collector.described()
                 #expect(observed1 == ["added visible"])
                 try await waitUntil { supervisor.observer.count(.forbidden) >= 1 }
+                #expect(supervisor.observer.state(of: WatchScope(GroupVersionResource("core/v1/secrets")!)) == .forbidden)
+                #expect(supervisor.isReady, "a forbidden resource does not hold up readiness")
+                #expect(!supervisor.isSynced)
             }
         }
     }

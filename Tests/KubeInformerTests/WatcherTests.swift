@@ -30,6 +30,12 @@ struct WatcherTests {
         #expect(status == 200)
     }
 
+    /// Waits until the watcher's watch is open at the server, so that a fault installed next
+    /// applies to the reconnection and not to a watch still on its way.
+    func waitForOpenWatch(_ cluster: TestCluster) async throws {
+        try await waitUntil { try await cluster.server.openWatchCount() >= 1 }
+    }
+
     @Test("rule 1: without a stored version, paginated lists of 500, then a watch from the list's version")
     func listThenWatch() async throws {
         try await TestCluster.with { cluster in
@@ -182,6 +188,7 @@ struct WatcherTests {
             let collector = EventCollector()
             let watcher = RunningWatcher(Watcher(resource: .configmaps, client: cluster.client, options: .test(), logger: .test), collector: collector)
             try await collector.wait { !$0.isEmpty }
+            try await waitForOpenWatch(cluster)
             try await cluster.server.inject(FaultRule(verbs: [.watch], resource: "configmaps", action: .tooManyRequests(retryAfterSeconds: 1), count: 1))
             try await cluster.server.endAllWatches()
             try await createConfigMaps(cluster, ["during"])
@@ -202,6 +209,7 @@ struct WatcherTests {
             let collector = EventCollector()
             let watcher = RunningWatcher(Watcher(resource: .configmaps, client: cluster.client, options: .test(), logger: .test), collector: collector)
             try await collector.wait { !$0.isEmpty }
+            try await waitForOpenWatch(cluster)
             try await cluster.server.inject(FaultRule(verbs: [.watch], action: .status(code: 500, reason: "InternalError", message: "etcd hiccup"), count: 2))
             try await cluster.server.inject(FaultRule(verbs: [.watch], action: .dropConnection, count: 1))
             try await cluster.server.endAllWatches()
@@ -223,6 +231,7 @@ struct WatcherTests {
             let watcher = RunningWatcher(Watcher(resource: .configmaps, client: cluster.client, options: .test(), observer: observer, logger: .test),
                                          collector: collector)
             try await collector.wait { !$0.isEmpty }
+            try await waitForOpenWatch(cluster)
             try await cluster.server.inject(FaultRule(verbs: [.watch], resource: "configmaps", action: fault, count: 1))
             try await cluster.server.endAllWatches()
             try await Task.sleep(for: .milliseconds(100))
@@ -244,6 +253,7 @@ struct WatcherTests {
             let watcher = RunningWatcher(Watcher(resource: .configmaps, client: cluster.client, options: .test(), observer: observer, logger: .test),
                                          collector: collector)
             try await collector.wait { !$0.isEmpty }
+            try await waitForOpenWatch(cluster)
             try await cluster.server.inject(FaultRule(verbs: [.watch], resource: "configmaps", action: .stallWatch, count: 1))
             try await cluster.server.endAllWatches()
             try await Task.sleep(for: .milliseconds(100))
