@@ -22,6 +22,15 @@ final class Gate: Sendable {
     }
 }
 
+/// A watcher of every ConfigMap, listing in pages (the path whose memory is measured).
+func configMapWatcher(_ server: ServerProcess) -> Watcher {
+    let configmaps = APIResource(gvr: GroupVersionResource(group: "", version: "v1", resource: "configmaps"), kind: "ConfigMap",
+                                 namespaced: true, verbs: ["list", "watch"], isPreferredVersion: true)
+    var options = WatcherOptions()
+    options.useStreamingLists = false
+    return Watcher(resource: configmaps, client: server.client, options: options, logger: benchLogger())
+}
+
 struct SlowConsumer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "slow-consumer",
@@ -44,11 +53,7 @@ struct SlowConsumer: AsyncParsableCommand {
     func run() async throws {
         let server = try await ServerProcess(binary: server.kubebridge)
         let gate = Gate()
-        let configmaps = APIResource(gvr: GroupVersionResource(group: "", version: "v1", resource: "configmaps"), kind: "ConfigMap",
-                                     namespaced: true, verbs: ["list", "watch"], isPreferredVersion: true)
-        var options = WatcherOptions()
-        options.useStreamingLists = false
-        let watcher = Watcher(resource: configmaps, client: server.client, options: options, logger: benchLogger())
+        let watcher = configMapWatcher(server)
         let task = Task { try await watcher.run { await gate.accept($0) } }
         try await Task.sleep(for: .milliseconds(500))
         let baseline = residentBytes()
@@ -100,12 +105,8 @@ struct KnownObjectsMemory: AsyncParsableCommand {
     func run() async throws {
         let server = try await ServerProcess(binary: server.kubebridge)
         try await server.generate(count: objects, bytes: 1024)
-        let configmaps = APIResource(gvr: GroupVersionResource(group: "", version: "v1", resource: "configmaps"), kind: "ConfigMap",
-                                     namespaced: true, verbs: ["list", "watch"], isPreferredVersion: true)
         let gate = Gate()
-        var options = WatcherOptions()
-        options.useStreamingLists = false
-        let watcher = Watcher(resource: configmaps, client: server.client, options: options, logger: benchLogger())
+        let watcher = configMapWatcher(server)
         try await Task.sleep(for: .milliseconds(300))
         let baseline = residentBytes()
         let started = ContinuousClock.now

@@ -74,7 +74,6 @@ struct Demo: AsyncParsableCommand {
             for try await result in group { if let result { report = result } }
             return report
         }
-        // The churn's own writes are what the bridge had to see.
         print("")
         print("==> \(await printer.summary())")
         if let report { print("==> the generated activity made \(report.total) writes") }

@@ -30,10 +30,16 @@ struct WatcherTests {
         #expect(status == 200)
     }
 
-    /// Waits until the watcher's watch is open at the server, so that a fault installed next
-    /// applies to the reconnection and not to a watch still on its way.
-    func waitForOpenWatch(_ cluster: TestCluster) async throws {
+    /// Starts a watcher of ConfigMaps and waits until it has listed and its watch is open at the
+    /// server, so that a fault installed next applies to the reconnection and not to a watch still
+    /// on its way.
+    func watchConfigMaps(_ cluster: TestCluster, observer: WatcherObserver = WatcherObserver()) async throws -> (EventCollector, RunningWatcher) {
+        let collector = EventCollector()
+        let watcher = RunningWatcher(Watcher(resource: .configmaps, client: cluster.client, options: .test(), observer: observer, logger: .test),
+                                     collector: collector)
+        try await collector.wait { !$0.isEmpty }
         try await waitUntil { try await cluster.server.openWatchCount() >= 1 }
+        return (collector, watcher)
     }
 
     @Test("rule 1: without a stored version, paginated lists of 500, then a watch from the list's version")
@@ -185,10 +191,7 @@ struct WatcherTests {
     @Test("rule 5: 429 waits as told and resumes the watch, without relisting")
     func throttled() async throws {
         try await TestCluster.with { cluster in
-            let collector = EventCollector()
-            let watcher = RunningWatcher(Watcher(resource: .configmaps, client: cluster.client, options: .test(), logger: .test), collector: collector)
-            try await collector.wait { !$0.isEmpty }
-            try await waitForOpenWatch(cluster)
+            let (collector, watcher) = try await watchConfigMaps(cluster)
             try await cluster.server.inject(FaultRule(verbs: [.watch], resource: "configmaps", action: .tooManyRequests(retryAfterSeconds: 1), count: 1))
             try await cluster.server.endAllWatches()
             try await createConfigMaps(cluster, ["during"])
@@ -206,10 +209,7 @@ struct WatcherTests {
     @Test("rule 5: server errors and dropped connections back off and resume from the last version, losing nothing")
     func serverErrors() async throws {
         try await TestCluster.with { cluster in
-            let collector = EventCollector()
-            let watcher = RunningWatcher(Watcher(resource: .configmaps, client: cluster.client, options: .test(), logger: .test), collector: collector)
-            try await collector.wait { !$0.isEmpty }
-            try await waitForOpenWatch(cluster)
+            let (collector, watcher) = try await watchConfigMaps(cluster)
             try await cluster.server.inject(FaultRule(verbs: [.watch], action: .status(code: 500, reason: "InternalError", message: "etcd hiccup"), count: 2))
             try await cluster.server.inject(FaultRule(verbs: [.watch], action: .dropConnection, count: 1))
             try await cluster.server.endAllWatches()
@@ -226,12 +226,8 @@ struct WatcherTests {
                       .malformedWatchLine(afterEvents: 3)])
     func brokenStreams(fault: FaultAction) async throws {
         try await TestCluster.with { cluster in
-            let collector = EventCollector()
             let observer = WatcherObserver()
-            let watcher = RunningWatcher(Watcher(resource: .configmaps, client: cluster.client, options: .test(), observer: observer, logger: .test),
-                                         collector: collector)
-            try await collector.wait { !$0.isEmpty }
-            try await waitForOpenWatch(cluster)
+            let (collector, watcher) = try await watchConfigMaps(cluster, observer: observer)
             try await cluster.server.inject(FaultRule(verbs: [.watch], resource: "configmaps", action: fault, count: 1))
             try await cluster.server.endAllWatches()
             try await Task.sleep(for: .milliseconds(100))
@@ -248,12 +244,8 @@ struct WatcherTests {
     @Test("rule 7: a watch that goes silent is noticed and restarted from its last version")
     func stalledWatch() async throws {
         try await TestCluster.with(configure: { $0.idleReadTimeout = .milliseconds(700) }) { cluster in
-            let collector = EventCollector()
             let observer = WatcherObserver()
-            let watcher = RunningWatcher(Watcher(resource: .configmaps, client: cluster.client, options: .test(), observer: observer, logger: .test),
-                                         collector: collector)
-            try await collector.wait { !$0.isEmpty }
-            try await waitForOpenWatch(cluster)
+            let (collector, watcher) = try await watchConfigMaps(cluster, observer: observer)
             try await cluster.server.inject(FaultRule(verbs: [.watch], resource: "configmaps", action: .stallWatch, count: 1))
             try await cluster.server.endAllWatches()
             try await Task.sleep(for: .milliseconds(100))
