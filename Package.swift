@@ -109,6 +109,10 @@ let package = Package(
             path: "Sources/KubeBridgeBench"
         ),
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", "KubeTestServer", "TestSupport"]),
+        .testTarget(
+            name: "BridgeCoreTests",
+            dependencies: ["BridgeCore", "KubeModel", "TestSupport", .product(name: "NIOFoundationCompat", package: "swift-nio")]
+        ),
         .testTarget(name: "KubeInformerTests", dependencies: ["KubeInformer", "BridgeCore", "KubeTestServer", "TestSupport"]),
         .testTarget(name: "KubeTestServerTests", dependencies: ["KubeTestServer", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["KubeAPI", "KubeTestServer", "TestSupport"]),

@@ -1,0 +1,126 @@
+import Foundation
+import KubeModel
+import NIOCore
+
+/// A CloudEvents 1.0 event for one change.
+public struct Envelope: Sendable {
+    /// Deterministic: the same change always gets the same id, so redeliveries deduplicate.
+    public var id: String
+    public var source: String
+    public var type: String
+    public var subject: String
+    /// When the bridge received the change (RFC 3339).
+    public var time: String
+    public static let dataContentType = "application/json"
+    /// The object as received, after the configured redaction; spliced in as bytes.
+    public var data: ByteBuffer
+    /// Extension attributes, in a fixed order.
+    public var extensions: [(name: String, value: String)]
+
+    /// `specversion`, `id`, `source`, `type`, `subject`, `time`, `datacontenttype` and the
+    /// extensions: every attribute but `data`, as a protocol binding's headers carry them.
+    public var attributes: [(name: String, value: String)] {
+        [("specversion", "1.0"), ("id", id), ("source", source), ("type", type), ("subject", subject), ("time", time),
+         ("datacontenttype", Self.dataContentType)] + extensions
+    }
+
+    /// The JSON event format (structured mode): the attributes, then `data` spliced in.
+    public func structured() -> ByteBuffer {
+        var out = ByteBuffer()
+        out.reserveCapacity(data.readableBytes + 512)
+        out.writeStaticString("{")
+        for (index, attribute) in attributes.enumerated() {
+            if index > 0 { out.writeStaticString(",") }
+            out.writeJSONString(attribute.name)
+            out.writeStaticString(":")
+            out.writeJSONString(attribute.value)
+        }
+        out.writeStaticString(",\"data\":")
+        var data = self.data
+        out.writeBuffer(&data)
+        out.writeStaticString("}")
+        return out
+    }
+}
+
+/// How changes become envelopes.
+public struct EnvelopeOptions: Sendable {
+    /// The cluster's identity in `source`: `/kubebridge/<cluster>/...`.
+    public var cluster = "default"
+    /// The first part of `type`: `<prefix>.<group>.<version>.<resource>.<change>`.
+    public var typePrefix = "io.kubebridge"
+    public var dropManagedFields = true
+    /// Secrets whose `data` and `stringData` may pass unredacted, as `namespace/name` patterns
+    /// (`*` matches within a part); none by default.
+    public var revealSecrets: [String] = []
+    public static let redactionMarker = "REDACTED"
+
+    public init() {}
+}
+
+/// Builds envelopes; its work is on the path of every change.
+public struct EnvelopeBuilder: Sendable {
+    public let options: EnvelopeOptions
+
+    public init(options: EnvelopeOptions = EnvelopeOptions()) {
+        self.options = options
+    }
+
+    /// The deterministic id. A state of an object (added, modified or synced at a resourceVersion)
+    /// is the same state whichever way the bridge learned of it, so all three share an id: a
+    /// `synced` resent after a crash deduplicates against the `modified` sent before it. A deletion
+    /// has its own id, since a deletion found by relisting carries the last known version.
+    public static func id(uid: String, resourceVersion: String, type: ChangeType) -> String {
+        type == .deleted ? "\(uid)/\(resourceVersion)/deleted" : "\(uid)/\(resourceVersion)"
+    }
+
+    public func envelope(for change: Change, receivedAt: Date) throws -> Envelope {
+        let meta = change.metadata
+        let resource = change.resource
+        let group = resource.group.isEmpty ? "core" : resource.group
+        var edits = ObjectRewriter.Edits(dropManagedFields: options.dropManagedFields)
+        if resource.group.isEmpty, resource.resource == "secrets", !revealed(meta) {
+            edits.redactDataWith = EnvelopeOptions.redactionMarker
+        }
+        let data = try ObjectRewriter.apply(edits, to: change.object.bytes)
+        var subject = "\(resource.resource)/\(meta.name)"
+        if let namespace = meta.namespace { subject = "namespaces/\(namespace)/\(subject)" }
+        var extensions: [(String, String)] = [
+            ("resourceversion", meta.resourceVersion), ("kind", meta.kind), ("name", meta.name),
+        ]
+        if let namespace = meta.namespace { extensions.append(("namespace", namespace)) }
+        extensions += [("uid", meta.uid), ("partitionkey", meta.uid), ("changetype", change.type.rawValue)]
+        if change.finalStateUnknown { extensions.append(("finalstateunknown", "true")) }
+        return Envelope(
+            id: Self.id(uid: meta.uid, resourceVersion: meta.resourceVersion, type: change.type),
+            source: "/kubebridge/\(options.cluster)\(resource.collectionPath(namespace: meta.namespace))",
+            type: "\(options.typePrefix).\(group).\(resource.version).\(resource.resource).\(change.type.rawValue)",
+            subject: subject, time: Self.timestamp(receivedAt), data: data, extensions: extensions)
+    }
+
+    func revealed(_ meta: ObjectMeta) -> Bool {
+        let path = "\(meta.namespace ?? "")/\(meta.name)"
+        return options.revealSecrets.contains { Self.glob($0, path) }
+    }
+
+    static func glob(_ pattern: String, _ text: String) -> Bool {
+        let p = pattern.split(separator: "/", omittingEmptySubsequences: false)
+        let t = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard p.count == t.count else { return false }
+        return zip(p, t).allSatisfy { part, value in
+            if part == "*" { return true }
+            if part.hasSuffix("*") { return value.hasPrefix(part.dropLast()) }
+            return part == value
+        }
+    }
+
+    /// RFC 3339 with milliseconds, UTC.
+    static func timestamp(_ date: Date) -> String {
+        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        var seconds = time_t(milliseconds / 1000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
+                      parts.tm_hour, parts.tm_min, parts.tm_sec, Int32(milliseconds % 1000))
+    }
+}

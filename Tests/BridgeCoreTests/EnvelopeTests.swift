@@ -1,0 +1,121 @@
+import BridgeCore
+import Foundation
+import KubeModel
+import NIOCore
+import Testing
+import TestSupport
+
+@Suite("Object rewriting by spans")
+struct ObjectRewriterTests {
+    static func rewrite(_ text: String, _ edits: ObjectRewriter.Edits) throws -> String {
+        String(buffer: try ObjectRewriter.apply(edits, to: ByteBuffer(string: text)))
+    }
+
+    @Test("managedFields is cut wherever it stands in metadata, and the rest stays byte for byte", arguments: [
+        (#"{"metadata":{"name":"a","managedFields":[{"x":1}],"uid":"u"},"data":{}}"#, #"{"metadata":{"name":"a","uid":"u"},"data":{}}"#),
+        (#"{"metadata":{"name":"a","managedFields":[{"x":1}]},"data":{}}"#, #"{"metadata":{"name":"a"},"data":{}}"#),
+        (#"{"metadata":{"managedFields":[]}}"#, #"{"metadata":{}}"#),
+        (#"{"metadata":{ "managedFields" : [ 1 ] , "name" : "a" }}"#, #"{"metadata":{ "name" : "a" }}"#),
+        (#"{"metadata":{"name":"a"}}"#, #"{"metadata":{"name":"a"}}"#),
+        (#"{"spec":{"metadata":{"managedFields":[]}},"metadata":{"name":"a"}}"#, #"{"spec":{"metadata":{"managedFields":[]}},"metadata":{"name":"a"}}"#),
+    ])
+    func managedFields(input: String, expected: String) throws {
+        #expect(try Self.rewrite(input, .init(dropManagedFields: true)) == expected)
+    }
+
+    @Test("data and stringData values are replaced, their keys kept")
+    func redaction() throws {
+        let input = #"{"kind":"Secret","data":{"password":"c2VjcmV0","tls.crt":"Q0VSVA=="},"stringData":{"token":"a\"b"},"type":"Opaque"}"#
+        let expected = #"{"kind":"Secret","data":{"password":"REDACTED","tls.crt":"REDACTED"},"stringData":{"token":"REDACTED"},"type":"Opaque"}"#
+        #expect(try Self.rewrite(input, .init(redactDataWith: "REDACTED")) == expected)
+    }
+
+    @Test("the recorded ConfigMap without its managedFields is still the same object")
+    func recordedObject() throws {
+        let text = try Transcript.load(18).body.trimmingCharacters(in: .newlines)
+        let rewritten = try Self.rewrite(text, .init(dropManagedFields: true))
+        let original = try #require(JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+        let result = try #require(JSONSerialization.jsonObject(with: Data(rewritten.utf8)) as? [String: Any])
+        var metadata = try #require(original["metadata"] as? [String: Any])
+        metadata["managedFields"] = nil
+        #expect(NSDictionary(dictionary: result["metadata"] as? [String: Any] ?? [:]).isEqual(to: metadata))
+        #expect(NSDictionary(dictionary: result["data"] as? [String: Any] ?? [:]).isEqual(to: original["data"] as? [String: Any] ?? [:]))
+    }
+
+    @Test("malformed objects are an error, not a silent pass")
+    func malformed() {
+        #expect(throws: (any Error).self) { try Self.rewrite(#"{"metadata":{"managedFields":[}"#, .init(dropManagedFields: true)) }
+    }
+}
+
+@Suite("CloudEvents envelopes")
+struct EnvelopeTests {
+    static func change(_ type: ChangeType, kind: String = "ConfigMap", resource: String = "core/v1/configmaps", rv: String = "42",
+                       json: String = #"{"kind":"ConfigMap","metadata":{"name":"web","managedFields":[{}]},"data":{"k":"v"}}"#,
+                       finalStateUnknown: Bool = false) -> Change {
+        var meta = ObjectMeta()
+        meta.apiVersion = "v1"
+        meta.kind = kind
+        meta.name = "web"
+        meta.namespace = "shop"
+        meta.uid = "0de05f38-605b-4e4b-acb9-f6a59626d3bd"
+        meta.resourceVersion = rv
+        return Change(type: type, resource: GroupVersionResource(resource)!, object: KubeObject(metadata: meta, bytes: ByteBuffer(string: json)),
+                      finalStateUnknown: finalStateUnknown)
+    }
+
+    @Test("attributes: source, type, subject, time and the extensions")
+    func attributes() throws {
+        var options = EnvelopeOptions()
+        options.cluster = "prod-eu"
+        let envelope = try EnvelopeBuilder(options: options).envelope(for: Self.change(.modified), receivedAt: Date(timeIntervalSince1970: 1_795_000_000.123))
+        let attributes = Dictionary(uniqueKeysWithValues: envelope.attributes.map { ($0.name, $0.value) })
+        #expect(attributes["specversion"] == "1.0")
+        #expect(attributes["id"] == "0de05f38-605b-4e4b-acb9-f6a59626d3bd/42")
+        #expect(attributes["source"] == "/kubebridge/prod-eu/api/v1/namespaces/shop/configmaps")
+        #expect(attributes["type"] == "io.kubebridge.core.v1.configmaps.modified")
+        #expect(attributes["subject"] == "namespaces/shop/configmaps/web")
+        #expect(attributes["time"] == "2026-11-18T11:06:40.123Z")
+        #expect(attributes["datacontenttype"] == "application/json")
+        #expect(attributes["partitionkey"] == attributes["uid"])
+        #expect(attributes["changetype"] == "modified")
+        #expect(attributes["resourceversion"] == "42")
+        for name in attributes.keys {
+            #expect(name.count <= 20 && name.allSatisfy { $0.isLowercase || $0.isNumber }, "\(name) is not a valid CloudEvents attribute name")
+        }
+        #expect(String(buffer: envelope.data) == #"{"kind":"ConfigMap","metadata":{"name":"web"},"data":{"k":"v"}}"#)
+    }
+
+    @Test("the same state has the same id however it was learned; a deletion has its own")
+    func deterministicIDs() throws {
+        let builder = EnvelopeBuilder()
+        let modified = try builder.envelope(for: Self.change(.modified), receivedAt: Date()).id
+        let synced = try builder.envelope(for: Self.change(.synced), receivedAt: Date(timeIntervalSinceNow: 60)).id
+        let deleted = try builder.envelope(for: Self.change(.deleted, finalStateUnknown: true), receivedAt: Date()).id
+        #expect(modified == synced)
+        #expect(deleted != modified)
+        #expect(try builder.envelope(for: Self.change(.modified, rv: "43"), receivedAt: Date()).id != modified)
+    }
+
+    @Test("Secrets are redacted unless revealed by name; other kinds are not touched")
+    func secrets() throws {
+        let secret = Self.change(.added, kind: "Secret", resource: "core/v1/secrets", json: #"{"kind":"Secret","data":{"password":"c2VjcmV0"}}"#)
+        #expect(String(buffer: try EnvelopeBuilder().envelope(for: secret, receivedAt: Date()).data) == #"{"kind":"Secret","data":{"password":"REDACTED"}}"#)
+        var options = EnvelopeOptions()
+        options.revealSecrets = ["shop/*"]
+        #expect(String(buffer: try EnvelopeBuilder(options: options).envelope(for: secret, receivedAt: Date()).data).contains("c2VjcmV0"))
+        options.revealSecrets = ["other/web"]
+        #expect(!String(buffer: try EnvelopeBuilder(options: options).envelope(for: secret, receivedAt: Date()).data).contains("c2VjcmV0"))
+        let configmap = Self.change(.added, json: #"{"kind":"ConfigMap","data":{"password":"plain"}}"#)
+        #expect(String(buffer: try EnvelopeBuilder().envelope(for: configmap, receivedAt: Date()).data).contains("plain"))
+    }
+
+    @Test("the structured form is one JSON event with data spliced in")
+    func structured() throws {
+        let envelope = try EnvelopeBuilder().envelope(for: Self.change(.deleted, finalStateUnknown: true), receivedAt: Date())
+        let event = try #require(JSONSerialization.jsonObject(with: Data(buffer: envelope.structured())) as? [String: Any])
+        #expect(event["id"] as? String == envelope.id)
+        #expect(event["finalstateunknown"] as? String == "true")
+        #expect((event["data"] as? [String: Any])?["kind"] as? String == "ConfigMap")
+    }
+}
