@@ -53,6 +53,10 @@ public struct KnownObjects: Sendable, Hashable, Codable {
         entries[uid] = nil
     }
 
+    public mutating func set(uid: String, _ entry: Entry) {
+        entries[uid] = entry
+    }
+
     /// The last known identity of an object, as a minimal object: what a deletion found by relisting carries.
     public func tombstone(uid: String) -> KubeObject? {
         guard let entry = entries[uid] else { return nil }
