@@ -51,6 +51,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .systemLibrary(
+            name: "CSQLite",
+            path: "Sources/CSQLite",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
+        .target(
+            name: "BridgeCheckpoint",
+            dependencies: [
+                "BridgeCore",
+                "CSQLite",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "KubeInformer",
             dependencies: [
@@ -111,7 +124,7 @@ let package = Package(
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", "KubeTestServer", "TestSupport"]),
         .testTarget(
             name: "BridgeCoreTests",
-            dependencies: ["BridgeCore", "KubeModel", "TestSupport", .product(name: "NIOFoundationCompat", package: "swift-nio")]
+            dependencies: ["BridgeCore", "BridgeCheckpoint", "KubeModel", "TestSupport", .product(name: "NIOFoundationCompat", package: "swift-nio")]
         ),
         .testTarget(name: "KubeInformerTests", dependencies: ["KubeInformer", "BridgeCore", "KubeTestServer", "TestSupport"]),
         .testTarget(name: "KubeTestServerTests", dependencies: ["KubeTestServer", "TestSupport"]),

@@ -3,7 +3,7 @@
 step() { printf '\n==> %s\n' "$*"; }
 
 # Debian packages the build and the tests need (C libraries of the sinks, brokers for the tests).
-APT_PACKAGES=()
+APT_PACKAGES=(libsqlite3-dev)
 # PyPI tools the tests use as independent checkers.
 PIP_PACKAGES=()
 
