@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
     ],
     targets: [
         .target(
@@ -47,6 +48,7 @@ let package = Package(
             name: "BridgeCore",
             dependencies: [
                 "KubeModel",
+                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -63,6 +65,11 @@ let package = Package(
                 "CSQLite",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
+        ),
+        .target(
+            name: "FileSink",
+            dependencies: ["BridgeCore", .product(name: "NIOCore", package: "swift-nio")],
+            path: "sinks/file"
         ),
         .target(
             name: "KubeInformer",
@@ -124,7 +131,7 @@ let package = Package(
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", "KubeTestServer", "TestSupport"]),
         .testTarget(
             name: "BridgeCoreTests",
-            dependencies: ["BridgeCore", "BridgeCheckpoint", "KubeModel", "TestSupport", .product(name: "NIOFoundationCompat", package: "swift-nio")]
+            dependencies: ["BridgeCore", "BridgeCheckpoint", "FileSink", "KubeModel", "TestSupport", .product(name: "NIOFoundationCompat", package: "swift-nio")]
         ),
         .testTarget(name: "KubeInformerTests", dependencies: ["KubeInformer", "BridgeCore", "KubeTestServer", "TestSupport"]),
         .testTarget(name: "KubeTestServerTests", dependencies: ["KubeTestServer", "TestSupport"]),

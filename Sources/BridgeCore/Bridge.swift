@@ -1,0 +1,100 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// Connects the informers to the sinks: each change becomes one envelope, is registered with the
+/// `AckTracker` in arrival order, and is handed to every pipeline; acknowledgements move the
+/// watermarks, and the `Checkpointer` saves them.
+public final class Bridge: Sendable {
+    public let pipelines: [Pipeline]
+    let envelopes: EnvelopeBuilder
+    let checkpointer: Checkpointer
+    let tracker: TrackerBox
+    let deadLetters: DeadLetterFile?
+    let logger: Logger
+    private let counts = Mutex<(received: Int, unencodable: Int)>((0, 0))
+
+    /// The tracker, shared by the bridge and its pipelines' acknowledgement callbacks.
+    final class TrackerBox: Sendable {
+        let state: Mutex<AckTracker>
+        init(_ tracker: AckTracker) { state = Mutex(tracker) }
+    }
+
+    /// `makeSinks` gets the acknowledgement callback each pipeline must be given.
+    public init(
+        sinks: [(any Sink, Pipeline.Options)], envelopes: EnvelopeBuilder, checkpointer: Checkpointer,
+        deadLetters: DeadLetterFile?, logger: Logger
+    ) {
+        let tracker = TrackerBox(AckTracker(sinkCount: max(1, sinks.count)))
+        self.tracker = tracker
+        self.envelopes = envelopes
+        self.checkpointer = checkpointer
+        self.deadLetters = deadLetters
+        self.logger = logger
+        self.pipelines = sinks.enumerated().map { index, sink in
+            Pipeline(sink: sink.0, index: index, options: sink.1, deadLetters: deadLetters, logger: logger) { tokens, sinkIndex in
+                let advances = tracker.state.withLock { tracker in tokens.compactMap { tracker.acknowledge($0, sink: sinkIndex) } }
+                for advance in advances { await checkpointer.record(advance) }
+            }
+        }
+    }
+
+    public var received: Int { counts.withLock { $0.received } }
+
+    /// The informers' consumer. It returns once every pipeline took the event, so a full pipeline
+    /// holds the watcher, and the watcher holds the API server.
+    public func accept(_ event: ResourceEvent) async throws {
+        switch event {
+        case .progress:
+            if let advance = tracker.state.withLock({ $0.register(event).advance }) {
+                await checkpointer.record(advance)
+            }
+        case .change(let change):
+            counts.withLock { $0.received += 1 }
+            let envelope: Envelope
+            do {
+                envelope = try envelopes.envelope(for: change, receivedAt: Date())
+            } catch {
+                try await unencodable(change, error: error)
+                return
+            }
+            guard let token = tracker.state.withLock({ $0.register(event).token }) else { return }
+            for pipeline in pipelines {
+                try await pipeline.enqueue(OutboundEvent(envelope: envelope, token: token, resource: change.resource, namespace: change.metadata.namespace))
+            }
+        }
+    }
+
+    /// An object whose bytes could not be edited (redaction needs to parse them): it is not sent
+    /// as it is, since it may hold a Secret, but written to the dead-letter file and counted.
+    private func unencodable(_ change: Change, error: Error) async throws {
+        counts.withLock { $0.unencodable += 1 }
+        logger.error("cannot build the event of \(change.resource) \(change.metadata.namespace ?? "")/\(change.metadata.name) at \(change.metadata.resourceVersion): \(error)")
+        let token = tracker.state.withLock { $0.register(.change(change)).token }
+        if let deadLetters, let token {
+            var raw = change
+            raw.object.bytes = .init(string: #"{"unencodable":true}"#)
+            let placeholder = try envelopes.envelope(for: raw, receivedAt: Date())
+            try await deadLetters.write(OutboundEvent(envelope: placeholder, token: token, resource: change.resource, namespace: change.metadata.namespace),
+                                       sink: "envelope", reason: "\(error)")
+        }
+        if let token {
+            let advances = tracker.state.withLock { tracker in (0..<max(1, pipelines.count)).compactMap { tracker.acknowledge(token, sink: $0) } }
+            for advance in advances { await checkpointer.record(advance) }
+        }
+    }
+
+    /// Runs the pipelines and the checkpointer until cancelled or finished.
+    public func run() async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for pipeline in pipelines {
+                group.addTask { try await pipeline.run() }
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    public func watermark(of scope: WatchScope) -> String? {
+        tracker.state.withLock { $0.watermark(of: scope) }
+    }
+}

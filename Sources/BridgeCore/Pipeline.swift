@@ -1,0 +1,131 @@
+import Logging
+import Synchronization
+
+/// The path to one sink: a bounded buffer, batches, retries, dead letters, acknowledgements.
+public final class Pipeline: Sendable {
+    public struct Options: Sendable {
+        public var maxBufferedEvents = 10_000
+        public var maxBufferedBytes = 64 * 1024 * 1024
+        public var batchSize = 500
+        public var batchBytes = 4 * 1024 * 1024
+        /// How long a batch may wait to fill up once its first event is there.
+        public var linger: Duration = .milliseconds(5)
+        public var retry = Backoff(initial: .milliseconds(200), maximum: .seconds(30))
+
+        public init() {}
+    }
+
+    public enum Status: Sendable, Equatable {
+        case running
+        /// A fatal sink error: nothing more is delivered, and the checkpoint stays behind.
+        case stopped(String)
+    }
+
+    public let sink: any Sink
+    /// The sink's index in the `AckTracker`.
+    public let index: Int
+    let options: Options
+    let buffer: BoundedBuffer<OutboundEvent>
+    let deadLetters: DeadLetterFile?
+    let acknowledge: @Sendable ([AckTracker.Token], Int) async -> Void
+    let logger: Logger
+    private let state = Mutex<(status: Status, delivered: Int, retried: Int, deadLettered: Int)>((.running, 0, 0, 0))
+
+    public init(sink: any Sink, index: Int, options: Options = Options(), deadLetters: DeadLetterFile?,
+                logger: Logger, acknowledge: @escaping @Sendable ([AckTracker.Token], Int) async -> Void) {
+        self.sink = sink
+        self.index = index
+        self.options = options
+        self.buffer = BoundedBuffer(maxCount: options.maxBufferedEvents, maxBytes: options.maxBufferedBytes)
+        self.deadLetters = deadLetters
+        self.acknowledge = acknowledge
+        var logger = logger
+        logger[metadataKey: "sink"] = "\(sink.name)"
+        self.logger = logger
+    }
+
+    public var status: Status { state.withLock { $0.status } }
+    public var delivered: Int { state.withLock { $0.delivered } }
+    public var retried: Int { state.withLock { $0.retried } }
+    public var deadLettered: Int { state.withLock { $0.deadLettered } }
+    public var buffered: Int { buffer.count }
+
+    /// Hands an event to the pipeline, waiting while its buffer is full.
+    public func enqueue(_ event: OutboundEvent) async throws {
+        try await buffer.push(event, bytes: event.size)
+    }
+
+    /// No more events: `run` delivers what is buffered, then returns.
+    public func finish() {
+        buffer.close()
+    }
+
+    /// Delivers until finished and drained, cancelled, or stopped by a fatal sink error.
+    public func run() async throws {
+        var random = SystemRandomNumberGenerator()
+        while !Task.isCancelled {
+            guard var batch = await buffer.take(maxCount: options.batchSize, maxBytes: options.batchBytes) else { return }
+            if options.linger > .zero, batch.count < options.batchSize {
+                try? await Task.sleep(for: options.linger)
+                let bytes = batch.reduce(0) { $0 + $1.size }
+                batch += buffer.takeAvailable(maxCount: options.batchSize - batch.count, maxBytes: options.batchBytes - bytes)
+            }
+            if try await !deliver(batch, random: &random) { return }
+        }
+    }
+
+    /// Delivers one batch, retrying what failed (in order) until every event is delivered or
+    /// dead-lettered; false when the sink hit a fatal error.
+    private func deliver(_ batch: [OutboundEvent], random: inout SystemRandomNumberGenerator) async throws -> Bool {
+        var remaining = batch
+        var attempt = 0
+        while !remaining.isEmpty {
+            let outcomes = await sink.deliver(remaining)
+            precondition(outcomes.count == remaining.count, "\(sink.name) returned \(outcomes.count) outcomes for \(remaining.count) events")
+            var confirmed: [AckTracker.Token] = []
+            var again: [OutboundEvent] = []
+            var fatal: String?
+            for (event, outcome) in zip(remaining, outcomes) {
+                switch outcome {
+                case .delivered:
+                    confirmed.append(event.token)
+                case .rejected(let reason):
+                    try await deadLetter(event, reason: reason)
+                    confirmed.append(event.token)
+                case .retriable(let reason):
+                    if again.isEmpty { logger.warning("delivery failed, retrying: \(reason)") }
+                    again.append(event)
+                case .fatal(let reason):
+                    fatal = fatal ?? reason
+                    again.append(event)
+                }
+            }
+            state.withLock { state in
+                state.delivered += confirmed.count
+                state.retried += again.count
+            }
+            if !confirmed.isEmpty { await acknowledge(confirmed, index) }
+            if let fatal {
+                logger.error("the sink cannot go on: \(fatal). Its pipeline stops; the checkpoint stays before the first event not delivered, so nothing is lost when it is restarted")
+                state.withLock { $0.status = .stopped(fatal) }
+                return false
+            }
+            remaining = again
+            if !remaining.isEmpty {
+                attempt += 1
+                try await Task.sleep(for: options.retry.delay(attempt: attempt, using: &random))
+            }
+        }
+        return true
+    }
+
+    private func deadLetter(_ event: OutboundEvent, reason: String) async throws {
+        state.withLock { $0.deadLettered += 1 }
+        logger.error("event \(event.envelope.id) rejected for good: \(reason); written to the dead-letter file")
+        guard let deadLetters else {
+            logger.error("no dead-letter file is configured: event \(event.envelope.id) (\(event.envelope.subject)) is only logged")
+            return
+        }
+        try await deadLetters.write(event, sink: sink.name, reason: reason)
+    }
+}

@@ -1,0 +1,74 @@
+import Foundation
+import KubeModel
+import NIOCore
+
+/// One event as a sink receives it.
+public struct OutboundEvent: Sendable {
+    public var envelope: Envelope
+    public var token: AckTracker.Token
+    public var resource: GroupVersionResource
+    public var namespace: String?
+    /// The object's size, for the buffer's byte bound.
+    public var size: Int { envelope.data.readableBytes + 512 }
+
+    public init(envelope: Envelope, token: AckTracker.Token, resource: GroupVersionResource, namespace: String?) {
+        self.envelope = envelope
+        self.token = token
+        self.resource = resource
+        self.namespace = namespace
+    }
+}
+
+/// What became of one event.
+public enum DeliveryOutcome: Sendable, Equatable {
+    /// The sink's destination confirmed it (broker ack, 2xx, fsync).
+    case delivered
+    /// Not now: sent again after a backoff.
+    case retriable(String)
+    /// Never: written to the dead-letter file with the reason, then counted as delivered.
+    case rejected(String)
+    /// The sink cannot go on (a full disk, a fenced producer): its pipeline stops and holds the
+    /// checkpoint where it is.
+    case fatal(String)
+}
+
+/// A destination of events.
+public protocol Sink: Sendable {
+    var name: String { get }
+
+    /// Delivers a batch and returns one outcome per event, in order. Per-object order within a
+    /// batch is the sink's to keep: it must not report an event delivered when an earlier event of
+    /// the same object in the batch was not.
+    func deliver(_ batch: [OutboundEvent]) async -> [DeliveryOutcome]
+
+    /// Flushes what is pending and releases the sink's resources.
+    func close() async throws
+}
+
+/// Where rejected events go, with the reason: never dropped silently.
+public final class DeadLetterFile: Sendable {
+    public let path: String
+    private let writer: DurableAppender
+
+    public init(path: String) throws {
+        self.path = path
+        writer = try DurableAppender(path: path)
+    }
+
+    public func write(_ event: OutboundEvent, sink: String, reason: String) async throws {
+        var line = ByteBuffer()
+        line.writeStaticString("{\"sink\":")
+        line.writeJSONString(sink)
+        line.writeStaticString(",\"reason\":")
+        line.writeJSONString(reason)
+        line.writeStaticString(",\"event\":")
+        var structured = event.envelope.structured()
+        line.writeBuffer(&structured)
+        line.writeStaticString("}\n")
+        try await writer.append([line])
+    }
+
+    public func close() async throws {
+        try await writer.close()
+    }
+}

@@ -1,0 +1,196 @@
+import BridgeCheckpoint
+import BridgeCore
+import FileSink
+import Foundation
+import KubeModel
+import Logging
+import NIOCore
+import Synchronization
+import Testing
+import TestSupport
+
+@Suite("Bounded buffer")
+struct BoundedBufferTests {
+    @Test("a full buffer holds producers until the consumer makes room; the byte bound counts too")
+    func bounds() async throws {
+        let buffer = BoundedBuffer<Int>(maxCount: 3, maxBytes: 100)
+        for value in 0..<3 { try await buffer.push(value, bytes: 10) }
+        let pushed = Mutex(false)
+        let producer = Task {
+            try await buffer.push(3, bytes: 10)
+            pushed.withLock { $0 = true }
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(!pushed.withLock { $0 }, "the fourth element waits")
+        let first = await buffer.take(maxCount: 2, maxBytes: 1000)
+        #expect(first == [0, 1])
+        try await producer.value
+        #expect(pushed.withLock { $0 })
+        #expect(await buffer.take(maxCount: 10, maxBytes: 1000) == [2, 3])
+        // Bytes: 60 + 50 does not fit in 100, but an oversized element gets in when the buffer is empty.
+        try await buffer.push(10, bytes: 60)
+        let waiting = Task { try await buffer.push(11, bytes: 50) }
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(buffer.count == 1)
+        _ = await buffer.take(maxCount: 1, maxBytes: 1000)
+        try await waiting.value
+        _ = await buffer.take(maxCount: 1, maxBytes: 1000)
+        try await buffer.push(12, bytes: 500)
+        #expect(buffer.count == 1)
+    }
+
+    @Test("closing drains what is left, then the consumer gets nil and producers an error")
+    func closing() async throws {
+        let buffer = BoundedBuffer<Int>(maxCount: 1, maxBytes: 100)
+        try await buffer.push(1, bytes: 1)
+        let blocked = Task { try await buffer.push(2, bytes: 1) }
+        try await Task.sleep(for: .milliseconds(50))
+        buffer.close()
+        await #expect(throws: BoundedBuffer<Int>.Closed.self) { try await blocked.value }
+        #expect(await buffer.take(maxCount: 5, maxBytes: 100) == [1])
+        #expect(await buffer.take(maxCount: 5, maxBytes: 100) == nil)
+    }
+}
+
+/// A sink that answers with a script of outcomes, for the pipeline's own logic.
+final class ScriptedSink: Sink {
+    let name = "scripted"
+    private let script: Mutex<[DeliveryOutcome]>
+    let received = Mutex<[String]>([])
+
+    init(_ script: [DeliveryOutcome]) {
+        self.script = Mutex(script)
+    }
+
+    func deliver(_ batch: [OutboundEvent]) async -> [DeliveryOutcome] {
+        received.withLock { $0 += batch.map(\.envelope.id) }
+        return batch.map { _ in script.withLock { $0.isEmpty ? .delivered : $0.removeFirst() } }
+    }
+
+    func close() async throws {}
+}
+
+@Suite("Pipelines, the file sink and checkpoints")
+struct DeliveryTests {
+    static let scope = WatchScope(GroupVersionResource("core/v1/configmaps")!)
+
+    static func event(_ name: String, rv: String, tracker: inout AckTracker) throws -> OutboundEvent {
+        var meta = ObjectMeta()
+        meta.apiVersion = "v1"
+        meta.kind = "ConfigMap"
+        meta.name = name
+        meta.namespace = "default"
+        meta.uid = "uid-\(name)"
+        meta.resourceVersion = rv
+        let change = Change(type: .added, scope: scope, object: KubeObject(metadata: meta, bytes: ByteBuffer(string: #"{"kind":"ConfigMap","metadata":{"name":"\#(name)"}}"#)))
+        let token = try #require(tracker.register(.change(change)).token)
+        return OutboundEvent(envelope: try EnvelopeBuilder().envelope(for: change, receivedAt: Date()), token: token,
+                             resource: change.resource, namespace: "default")
+    }
+
+    static var fastOptions: Pipeline.Options {
+        var options = Pipeline.Options()
+        options.retry = Backoff(initial: .milliseconds(10), maximum: .milliseconds(20))
+        return options
+    }
+
+    @Test("retriable failures are retried until delivered; rejected events go to the dead-letter file and count as delivered")
+    func retriesAndDeadLetters() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let deadLetterPath = directory.appendingPathComponent("dead-letters.jsonl").path
+        let sink = ScriptedSink([.retriable("broker away"), .rejected("too large"), .retriable("still away")])
+        let acknowledged = Mutex<[UInt64]>([])
+        let pipeline = Pipeline(sink: sink, index: 0, options: Self.fastOptions, deadLetters: try DeadLetterFile(path: deadLetterPath),
+                                logger: Logger(label: "test")) { tokens, _ in acknowledged.withLock { $0 += tokens.map(\.sequence) } }
+        var tracker = AckTracker(sinkCount: 1)
+        for name in ["a", "b"] { try await pipeline.enqueue(try Self.event(name, rv: name == "a" ? "1" : "2", tracker: &tracker)) }
+        pipeline.finish()
+        try await pipeline.run()
+        #expect(acknowledged.withLock { $0.sorted() } == [0, 1])
+        #expect(pipeline.deadLettered == 1)
+        #expect(pipeline.retried == 2)
+        let deadLetters = try String(contentsOfFile: deadLetterPath, encoding: .utf8)
+        #expect(deadLetters.contains(#""reason":"too large""#))
+        #expect(deadLetters.contains(#""id":"uid-b/2""#))
+        // a failed, then b was rejected while a failed again, then a went through: a was sent three times, b once.
+        #expect(sink.received.withLock { $0 } == ["uid-a/1", "uid-b/2", "uid-a/1", "uid-a/1"])
+    }
+
+    @Test("a fatal sink error stops the pipeline without acknowledging")
+    func fatal() async throws {
+        let acknowledged = Mutex(0)
+        let pipeline = Pipeline(sink: ScriptedSink([.fatal("disk full")]), index: 0, options: Self.fastOptions, deadLetters: nil,
+                                logger: Logger(label: "test")) { tokens, _ in acknowledged.withLock { $0 += tokens.count } }
+        var tracker = AckTracker(sinkCount: 1)
+        try await pipeline.enqueue(try Self.event("a", rv: "1", tracker: &tracker))
+        try await pipeline.run()
+        #expect(pipeline.status == .stopped("disk full"))
+        #expect(acknowledged.withLock { $0 } == 0)
+    }
+
+    @Test("the file sink writes one structured event per line, and rotates by size")
+    func fileSink() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var options = FileSink.Options(path: directory.appendingPathComponent("{group}-{resource}.jsonl").path)
+        options.maxFileBytes = 2000
+        options.keepFiles = 2
+        let sink = FileSink(options: options)
+        var tracker = AckTracker(sinkCount: 1)
+        var events: [OutboundEvent] = []
+        for index in 0..<12 { events.append(try Self.event("cm-\(index)", rv: "\(index + 1)", tracker: &tracker)) }
+        for chunk in stride(from: 0, to: events.count, by: 3) {
+            let outcomes = await sink.deliver(Array(events[chunk..<min(chunk + 3, events.count)]))
+            #expect(outcomes.allSatisfy { $0 == .delivered })
+        }
+        try await sink.close()
+        let base = directory.appendingPathComponent("core-configmaps.jsonl").path
+        #expect(FileManager.default.fileExists(atPath: base + ".1"))
+        #expect(FileManager.default.fileExists(atPath: base + ".2"))
+        #expect(!FileManager.default.fileExists(atPath: base + ".3"), "only keepFiles rotated files stay")
+        let lines = try String(contentsOfFile: base + ".1", encoding: .utf8).split(separator: "\n")
+        for line in lines {
+            let event = try #require(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            #expect(event["specversion"] as? String == "1.0")
+            #expect((event["data"] as? [String: Any])?["kind"] as? String == "ConfigMap")
+        }
+    }
+
+    @Test("a full disk or a path that cannot be written is fatal, with the path and what happened", arguments: [
+        ("/dev/full", "the disk is full"), ("/sys/kernel/kubebridge-events.jsonl", "failed"),
+    ])
+    func unwritable(path: String, expected: String) async throws {
+        let sink = FileSink(options: FileSink.Options(path: path))
+        var tracker = AckTracker(sinkCount: 1)
+        let outcomes = await sink.deliver([try Self.event("a", rv: "1", tracker: &tracker)])
+        guard case .fatal(let message) = outcomes.first else {
+            Issue.record("expected a fatal outcome, got \(outcomes)")
+            return
+        }
+        #expect(message.contains(path))
+        #expect(message.contains(expected))
+        try await sink.close()
+    }
+
+    @Test("the checkpointer merges advances and saves them; a store reopened gives them back")
+    func checkpointer() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("checkpoints.sqlite").path
+        let store = try SQLiteCheckpointStore(path: path)
+        let checkpointer = Checkpointer(store: store, logger: Logger(label: "test"))
+        var tracker = AckTracker(sinkCount: 1)
+        var tokens: [AckTracker.Token] = []
+        for (name, rv) in [("a", "1"), ("b", "2")] { tokens.append(try Self.event(name, rv: rv, tracker: &tracker).token) }
+        for token in tokens {
+            if let advance = tracker.acknowledge(token, sink: 0) { await checkpointer.record(advance) }
+        }
+        try await checkpointer.flush()
+        try await store.close()
+        let loaded = try await SQLiteCheckpointStore(path: path).load()
+        #expect(loaded[Self.scope]?.resourceVersion == "2")
+        #expect(loaded[Self.scope]?.known.entries.keys.sorted() == ["uid-a", "uid-b"])
+        #expect(loaded[Self.scope]?.known.kind == "ConfigMap")
+    }
+}
