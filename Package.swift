@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         .target(
@@ -80,6 +81,19 @@ let package = Package(
             ]
         ),
         .target(
+            name: "BridgeApp",
+            dependencies: [
+                "BridgeCore",
+                "BridgeCheckpoint",
+                "FileSink",
+                "KubeAPI",
+                "KubeInformer",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
             name: "KubeTestServer",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -95,6 +109,7 @@ let package = Package(
         .executableTarget(
             name: "kubebridge",
             dependencies: [
+                "BridgeApp",
                 "KubeAPI",
                 "KubeInformer",
                 "BridgeCore",

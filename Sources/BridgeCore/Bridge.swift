@@ -94,6 +94,11 @@ public final class Bridge: Sendable {
         }
     }
 
+    /// No more events: the pipelines deliver what they hold, then `run` returns.
+    public func finish() {
+        for pipeline in pipelines { pipeline.finish() }
+    }
+
     public func watermark(of scope: WatchScope) -> String? {
         tracker.state.withLock { $0.watermark(of: scope) }
     }

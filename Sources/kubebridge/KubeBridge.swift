@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import BridgeApp
 import KubeAPI
 import Logging
 
@@ -15,10 +16,11 @@ struct KubeBridge: AsyncParsableCommand {
             Start here:
               kubebridge discover                 what the configured cluster serves and kubebridge can watch
               kubebridge demo                     everything against a built-in test API server, no cluster needed
+              kubebridge run --config FILE        bridge every change to the configured sinks
 
             The cluster comes from --kubeconfig, then $KUBECONFIG, then the pod's service account, then ~/.kube/config.
             """,
-        subcommands: [Discover.self, Demo.self, TestAPIServer.self])
+        subcommands: [Run.self, CheckConfig.self, Discover.self, Demo.self, TestAPIServer.self])
 
     static func bootstrapLogging(level: Logger.Level) {
         LoggingSystem.bootstrap { label in
@@ -52,6 +54,7 @@ func fail(_ message: String) -> ExitCode {
 func describe(_ error: Error) -> String {
     switch error {
     case let error as KubeConfigError: return error.message
+    case let error as ConfigurationError: return error.problems.joined(separator: "; ")
     case let error as KubeAPIError:
         if error.isUnauthorized {
             return "\(error.request): 401 Unauthorized: the credentials were refused (expired or wrong token?); refresh them in the kubeconfig"

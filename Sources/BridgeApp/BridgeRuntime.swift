@@ -1,0 +1,137 @@
+import BridgeCheckpoint
+import BridgeCore
+import FileSink
+import Foundation
+import KubeAPI
+import KubeInformer
+import Logging
+import ServiceLifecycle
+
+/// kubebridge assembled from its configuration: informers → bridge → pipelines → sinks, and the
+/// checkpointer. Services start in that dependency order and stop in reverse: on SIGTERM the
+/// watches stop first, the pipelines deliver what is buffered, the sinks flush, and the
+/// checkpointer saves last.
+public struct BridgeRuntime: Sendable {
+    public let configuration: Configuration
+    public let client: KubeClient
+    public let bridge: Bridge
+    public let supervisor: InformerSupervisor
+    public let checkpointer: Checkpointer
+    let store: SQLiteCheckpointStore
+    let deadLetters: DeadLetterFile
+    let sinks: [any Sink]
+    let logger: Logger
+
+    /// Opens the state, the sinks and the cluster client; nothing runs yet.
+    public init(configuration: Configuration, logger: Logger) async throws {
+        self.configuration = configuration
+        self.logger = logger
+        let kubeConfiguration = try KubeConfigLoader.load(kubeconfig: configuration.cluster.kubeconfig, context: configuration.cluster.context)
+        client = try KubeClient(configuration: kubeConfiguration, logger: logger)
+        do {
+            try FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw ConfigurationError(problems: ["state.directory \(configuration.stateDirectory) cannot be created: \(error.localizedDescription)"])
+        }
+        store = try SQLiteCheckpointStore(path: "\(configuration.stateDirectory)/checkpoints.sqlite")
+        let checkpoints = try await store.load()
+        deadLetters = try DeadLetterFile(path: "\(configuration.stateDirectory)/dead-letters.jsonl")
+        sinks = configuration.sinks.map { sink in
+            switch sink.kind {
+            case .file(let file):
+                var options = FileSink.Options(path: file.path)
+                options.maxFileBytes = file.maxFileBytes
+                options.keepFiles = file.keepFiles
+                return FileSink(name: sink.name, options: options)
+            }
+        }
+        checkpointer = Checkpointer(store: store, interval: configuration.checkpointInterval, logger: logger)
+        bridge = Bridge(sinks: zip(sinks, configuration.sinks.map(\.pipeline)).map { ($0, $1) },
+                        envelopes: EnvelopeBuilder(options: configuration.envelopes), checkpointer: checkpointer,
+                        deadLetters: deadLetters, logger: logger)
+        var informerOptions = InformerOptions()
+        informerOptions.selection = configuration.selection
+        supervisor = InformerSupervisor(client: client, options: informerOptions, resumePoint: { scope in
+            checkpoints[scope].map { ResumePoint(resourceVersion: $0.resourceVersion, known: $0.known) }
+        }, logger: logger)
+        logger.info("resuming \(checkpoints.count) watch scopes from \(store.path)")
+    }
+
+    /// Runs until SIGTERM or SIGINT (graceful), or until a service fails.
+    public func run() async throws {
+        let group = ServiceGroup(configuration: .init(
+            services: [
+                .init(service: CheckpointerService(checkpointer: checkpointer)),
+                .init(service: BridgeService(bridge: bridge, sinks: sinks, drainTimeout: configuration.drainTimeout, logger: logger)),
+                .init(service: InformerService(supervisor: supervisor, bridge: bridge)),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            try? await shutdown()
+            throw error
+        }
+        try await shutdown()
+    }
+
+    func shutdown() async throws {
+        try await deadLetters.close()
+        try await store.close()
+        try await client.shutdown()
+    }
+}
+
+/// Saves checkpoints on its period; on shutdown, once more, last of all.
+struct CheckpointerService: Service {
+    let checkpointer: Checkpointer
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await checkpointer.run()
+        }
+    }
+}
+
+/// The pipelines; on shutdown they deliver what is buffered (within the drain timeout) and the
+/// sinks are closed.
+struct BridgeService: Service {
+    let bridge: Bridge
+    let sinks: [any Sink]
+    let drainTimeout: Duration
+    let logger: Logger
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await bridge.run() }
+                group.addTask {
+                    // The drain deadline starts with the shutdown.
+                    try? await gracefulShutdown()
+                    guard !Task.isCancelled else { return }
+                    try? await Task.sleep(for: drainTimeout)
+                    guard !Task.isCancelled else { return }
+                    logger.warning("the pipelines did not drain within \(drainTimeout); what is left is delivered after the next start")
+                }
+                try await group.next()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            bridge.finish()
+        }
+        for sink in sinks { try await sink.close() }
+    }
+}
+
+/// Discovery and the watches; on shutdown they stop first, so nothing new enters the pipelines.
+struct InformerService: Service {
+    let supervisor: InformerSupervisor
+    let bridge: Bridge
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            try await supervisor.run { try await bridge.accept($0) }
+        }
+    }
+}

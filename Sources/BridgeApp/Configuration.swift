@@ -1,0 +1,299 @@
+import BridgeCore
+import Foundation
+import KubeInformer
+import Yams
+
+/// kubebridge's configuration, read from YAML.
+public struct Configuration: Sendable {
+    public struct Cluster: Sendable {
+        /// The cluster's identity in each event's `source`.
+        public var name = "default"
+        public var kubeconfig: String?
+        public var context: String?
+    }
+
+    public struct FileSinkConfiguration: Sendable {
+        public var path: String
+        public var maxFileBytes = 256 * 1024 * 1024
+        public var keepFiles = 5
+    }
+
+    public enum SinkKind: Sendable {
+        case file(FileSinkConfiguration)
+    }
+
+    public struct Sink: Sendable {
+        public var name: String
+        public var kind: SinkKind
+        public var pipeline = Pipeline.Options()
+    }
+
+    public var cluster = Cluster()
+    /// Where the checkpoints (`checkpoints.sqlite`) and dead letters (`dead-letters.jsonl`) live.
+    public var stateDirectory = "./kubebridge-state"
+    public var selection = ResourceSelection()
+    public var envelopes = EnvelopeOptions()
+    public var sinks: [Sink] = []
+    public var checkpointInterval: Duration = .seconds(1)
+    /// How long a graceful shutdown may spend delivering what is buffered.
+    public var drainTimeout: Duration = .seconds(30)
+    public var logLevel = "info"
+
+    public init() {}
+
+    /// Reads and validates a configuration file; every problem is reported with its line.
+    public static func load(path: String) throws -> Configuration {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw ConfigurationError(problems: ["\(path): cannot be read"])
+        }
+        return try parse(text, file: path)
+    }
+
+    public static func parse(_ text: String, file: String) throws -> Configuration {
+        let root: Node
+        do {
+            guard let node = try Yams.compose(yaml: text) else {
+                throw ConfigurationError(problems: ["\(file): the file is empty; it needs at least a sinks section"])
+            }
+            root = node
+        } catch let error as ConfigurationError {
+            throw error
+        } catch let error as YamlError {
+            throw ConfigurationError(problems: ["\(file): not valid YAML: \(String(describing: error).split(separator: "\n").first ?? "")"])
+        }
+        var reader = ConfigReader(file: file)
+        let configuration = reader.configuration(root)
+        if !reader.problems.isEmpty { throw ConfigurationError(problems: reader.problems) }
+        return configuration
+    }
+}
+
+/// Every problem of a configuration, each with its file, line and key.
+public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+    public var problems: [String]
+    public var description: String { problems.joined(separator: "\n") }
+}
+
+/// Walks the YAML tree, collecting problems rather than stopping at the first.
+struct ConfigReader {
+    let file: String
+    var problems: [String] = []
+
+    func location(_ node: Node) -> String {
+        "\(file):\(node.mark.map { "\($0.line)" } ?? "?")"
+    }
+
+    mutating func problem(_ node: Node, _ key: String, _ message: String) {
+        problems.append("\(location(node)): \(key): \(message)")
+    }
+
+    /// The members of a mapping, reporting unknown keys (typos are the usual mistake).
+    mutating func mapping(_ node: Node, _ key: String, allowed: [String]) -> [String: Node] {
+        guard case .mapping(let mapping) = node else {
+            problem(node, key, "expected a mapping")
+            return [:]
+        }
+        var result: [String: Node] = [:]
+        for (keyNode, value) in mapping {
+            let name = keyNode.string ?? ""
+            if !allowed.contains(name) {
+                problem(keyNode, key.isEmpty ? name : "\(key).\(name)",
+                        "unknown key; expected one of \(allowed.joined(separator: ", "))")
+                continue
+            }
+            result[name] = value
+        }
+        return result
+    }
+
+    mutating func string(_ node: Node?, _ key: String) -> String? {
+        guard let node else { return nil }
+        guard case .scalar(let scalar) = node else {
+            problem(node, key, "expected a string")
+            return nil
+        }
+        return scalar.string
+    }
+
+    mutating func int(_ node: Node?, _ key: String, minimum: Int = 0) -> Int? {
+        guard let text = string(node, key), let node else { return nil }
+        guard let value = Int(text.replacingOccurrences(of: "_", with: "")), value >= minimum else {
+            problem(node, key, "expected a whole number of at least \(minimum), got \"\(text)\"")
+            return nil
+        }
+        return value
+    }
+
+    mutating func bool(_ node: Node?, _ key: String) -> Bool? {
+        guard let text = string(node, key), let node else { return nil }
+        switch text.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default:
+            problem(node, key, "expected true or false, got \"\(text)\"")
+            return nil
+        }
+    }
+
+    /// `500ms`, `5s`, `2m`, `1h`.
+    mutating func duration(_ node: Node?, _ key: String) -> Duration? {
+        guard let text = string(node, key), let node else { return nil }
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        for (unit, scale) in units where text.hasSuffix(unit) {
+            if let value = Double(text.dropLast(unit.count)), value >= 0 {
+                return .milliseconds(Int64(value * scale * 1000))
+            }
+        }
+        problem(node, key, "expected a duration such as 500ms, 5s or 2m, got \"\(text)\"")
+        return nil
+    }
+
+    mutating func strings(_ node: Node?, _ key: String) -> [String]? {
+        guard let node else { return nil }
+        guard case .sequence(let sequence) = node else {
+            problem(node, key, "expected a list")
+            return nil
+        }
+        return sequence.enumerated().compactMap { string($0.element, "\(key)[\($0.offset)]") }
+    }
+
+    mutating func configuration(_ root: Node) -> Configuration {
+        var configuration = Configuration()
+        let top = mapping(root, "", allowed: ["cluster", "state", "resources", "events", "sinks", "checkpoint", "shutdown", "logging"])
+        if let cluster = top["cluster"] {
+            let fields = mapping(cluster, "cluster", allowed: ["name", "kubeconfig", "context"])
+            if let name = string(fields["name"], "cluster.name") { configuration.cluster.name = name }
+            configuration.cluster.kubeconfig = string(fields["kubeconfig"], "cluster.kubeconfig")
+            configuration.cluster.context = string(fields["context"], "cluster.context")
+        }
+        if let state = top["state"] {
+            let fields = mapping(state, "state", allowed: ["directory"])
+            if let directory = string(fields["directory"], "state.directory") { configuration.stateDirectory = directory }
+        }
+        if let resources = top["resources"] {
+            configuration.selection = selection(resources)
+        }
+        if let events = top["events"] {
+            let fields = mapping(events, "events", allowed: ["typePrefix", "dropManagedFields", "revealSecrets"])
+            if let prefix = string(fields["typePrefix"], "events.typePrefix") { configuration.envelopes.typePrefix = prefix }
+            if let drop = bool(fields["dropManagedFields"], "events.dropManagedFields") { configuration.envelopes.dropManagedFields = drop }
+            if let reveal = strings(fields["revealSecrets"], "events.revealSecrets") {
+                for (index, pattern) in reveal.enumerated() where pattern.split(separator: "/", omittingEmptySubsequences: false).count != 2 {
+                    problem(fields["revealSecrets"]!, "events.revealSecrets[\(index)]", "expected namespace/name (with * as a wildcard), got \"\(pattern)\"")
+                }
+                configuration.envelopes.revealSecrets = reveal
+            }
+        }
+        configuration.envelopes.cluster = configuration.cluster.name
+        if let checkpoint = top["checkpoint"] {
+            let fields = mapping(checkpoint, "checkpoint", allowed: ["interval"])
+            if let interval = duration(fields["interval"], "checkpoint.interval") { configuration.checkpointInterval = interval }
+        }
+        if let shutdown = top["shutdown"] {
+            let fields = mapping(shutdown, "shutdown", allowed: ["drainTimeout"])
+            if let timeout = duration(fields["drainTimeout"], "shutdown.drainTimeout") { configuration.drainTimeout = timeout }
+        }
+        if let logging = top["logging"] {
+            let fields = mapping(logging, "logging", allowed: ["level"])
+            if let level = string(fields["level"], "logging.level") {
+                if ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) {
+                    configuration.logLevel = level
+                } else {
+                    problem(fields["level"]!, "logging.level", "expected trace, debug, info, notice, warning, error or critical")
+                }
+            }
+        }
+        if let sinks = top["sinks"] {
+            if case .sequence(let list) = sinks {
+                configuration.sinks = list.enumerated().compactMap { sink($0.element, index: $0.offset) }
+                let names = configuration.sinks.map(\.name)
+                for name in Set(names) where names.filter({ $0 == name }).count > 1 {
+                    problem(sinks, "sinks", "the name \"\(name)\" is used twice; sink names must be unique")
+                }
+            } else {
+                problem(sinks, "sinks", "expected a list of sinks")
+            }
+        }
+        if configuration.sinks.isEmpty, problems.isEmpty {
+            problems.append("\(location(root)): sinks: at least one sink is needed (for example: - type: file, path: events.jsonl)")
+        }
+        return configuration
+    }
+
+    mutating func selection(_ node: Node) -> ResourceSelection {
+        var selection = ResourceSelection()
+        let fields = mapping(node, "resources", allowed: ["include", "exclude", "namespaces", "labelSelector", "changeTypes", "specChangesOnly"])
+        if let include = strings(fields["include"], "resources.include") { selection.include = include }
+        if let exclude = strings(fields["exclude"], "resources.exclude") { selection.exclude = exclude }
+        for (key, patterns) in [("resources.include", selection.include), ("resources.exclude", selection.exclude)] {
+            var check = ResourceSelection()
+            for pattern in patterns {
+                check.include = [pattern]
+                if (try? check.validate()) == nil {
+                    problem(fields[String(key.dropFirst("resources.".count))] ?? node, key,
+                            "\"\(pattern)\" is not group/version/resource (core for the core group, * as a wildcard)")
+                }
+            }
+        }
+        if let namespaces = fields["namespaces"] {
+            let namespaceFields = mapping(namespaces, "resources.namespaces", allowed: ["include", "exclude"])
+            if let include = strings(namespaceFields["include"], "resources.namespaces.include") { selection.includeNamespaces = include }
+            if let exclude = strings(namespaceFields["exclude"], "resources.namespaces.exclude") { selection.excludeNamespaces = exclude }
+        }
+        selection.labelSelector = string(fields["labelSelector"], "resources.labelSelector")
+        if let types = strings(fields["changeTypes"], "resources.changeTypes") {
+            var set: Set<ChangeType> = []
+            for type in types {
+                if let changeType = ChangeType(rawValue: type) {
+                    set.insert(changeType)
+                } else {
+                    problem(fields["changeTypes"]!, "resources.changeTypes", "unknown change type \"\(type)\"; expected added, modified, deleted or synced")
+                }
+            }
+            selection.changeTypes = set
+        }
+        if let specOnly = bool(fields["specChangesOnly"], "resources.specChangesOnly") { selection.specChangesOnly = specOnly }
+        return selection
+    }
+
+    mutating func sink(_ node: Node, index: Int) -> Configuration.Sink? {
+        let key = "sinks[\(index)]"
+        let fields = mapping(node, key, allowed: ["type", "name", "path", "maxFileBytes", "keepFiles", "buffer", "batch", "retry"])
+        guard let type = string(fields["type"], "\(key).type") else {
+            problem(node, "\(key).type", "missing; known sink types: file")
+            return nil
+        }
+        var pipeline = Pipeline.Options()
+        if let buffer = fields["buffer"] {
+            let bufferFields = mapping(buffer, "\(key).buffer", allowed: ["maxEvents", "maxBytes"])
+            if let events = int(bufferFields["maxEvents"], "\(key).buffer.maxEvents", minimum: 1) { pipeline.maxBufferedEvents = events }
+            if let bytes = int(bufferFields["maxBytes"], "\(key).buffer.maxBytes", minimum: 1024) { pipeline.maxBufferedBytes = bytes }
+        }
+        if let batch = fields["batch"] {
+            let batchFields = mapping(batch, "\(key).batch", allowed: ["size", "bytes", "linger"])
+            if let size = int(batchFields["size"], "\(key).batch.size", minimum: 1) { pipeline.batchSize = size }
+            if let bytes = int(batchFields["bytes"], "\(key).batch.bytes", minimum: 1024) { pipeline.batchBytes = bytes }
+            if let linger = duration(batchFields["linger"], "\(key).batch.linger") { pipeline.linger = linger }
+        }
+        if let retry = fields["retry"] {
+            let retryFields = mapping(retry, "\(key).retry", allowed: ["initial", "maximum"])
+            if let initial = duration(retryFields["initial"], "\(key).retry.initial") { pipeline.retry.initial = initial }
+            if let maximum = duration(retryFields["maximum"], "\(key).retry.maximum") { pipeline.retry.maximum = maximum }
+        }
+        let name = string(fields["name"], "\(key).name") ?? "\(type)-\(index)"
+        switch type {
+        case "file":
+            guard let path = string(fields["path"], "\(key).path"), !path.isEmpty else {
+                problem(node, "\(key).path", "a file sink needs a path")
+                return nil
+            }
+            var file = Configuration.FileSinkConfiguration(path: path)
+            if let bytes = int(fields["maxFileBytes"], "\(key).maxFileBytes", minimum: 4096) { file.maxFileBytes = bytes }
+            if let keep = int(fields["keepFiles"], "\(key).keepFiles", minimum: 1) { file.keepFiles = keep }
+            return Configuration.Sink(name: name, kind: .file(file), pipeline: pipeline)
+        default:
+            problem(fields["type"]!, "\(key).type", "unknown sink type \"\(type)\"; known sink types: file")
+            return nil
+        }
+    }
+}

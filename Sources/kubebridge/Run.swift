@@ -1,0 +1,81 @@
+import ArgumentParser
+import BridgeApp
+import Foundation
+import Logging
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Bridge every change of the cluster to the configured sinks.",
+        discussion: """
+            Watches every selected resource and delivers each change as a CloudEvent to every sink, \
+            at least once and in order per object. Progress is checkpointed in the state directory, \
+            so a restart resumes where the last run stopped. SIGTERM or SIGINT stops it gracefully: \
+            the watches stop, the buffered events are delivered, the checkpoint is saved.
+
+            A minimal configuration:
+
+              cluster:
+                name: prod-eu
+              state:
+                directory: /var/lib/kubebridge
+              sinks:
+                - type: file
+                  path: /var/log/kubebridge/events.jsonl
+
+            Examples:
+              kubebridge check-config kubebridge.yaml
+              kubebridge run --config kubebridge.yaml
+            """)
+
+    @Option(name: .long, help: ArgumentHelp("The configuration file (YAML).", valueName: "file"))
+    var config: String
+
+    @Option(help: "Log level, overriding the configuration's (trace, debug, info, warning, error).")
+    var logLevel: String?
+
+    func run() async throws {
+        let configuration: Configuration
+        do {
+            configuration = try Configuration.load(path: config)
+        } catch let error as ConfigurationError {
+            for problem in error.problems { FileHandle.standardError.write(Data("kubebridge: error: \(problem)\n".utf8)) }
+            throw ExitCode(2)
+        }
+        KubeBridge.bootstrapLogging(level: Logger.Level(rawValue: logLevel ?? configuration.logLevel) ?? .info)
+        let logger = Logger(label: "kubebridge")
+        let runtime: BridgeRuntime
+        do {
+            runtime = try await BridgeRuntime(configuration: configuration, logger: logger)
+        } catch {
+            throw fail(describe(error))
+        }
+        logger.info("kubebridge started: \(configuration.sinks.count) sinks, state in \(configuration.stateDirectory)")
+        try await runtime.run()
+        logger.info("kubebridge stopped")
+    }
+}
+
+struct CheckConfig: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config",
+        abstract: "Validate a configuration file without running anything.",
+        discussion: """
+            Prints every problem with its file, line and key, and exits with code 2 if there is one.
+
+            Example:
+              kubebridge check-config kubebridge.yaml
+            """)
+
+    @Argument(help: ArgumentHelp("The configuration file (YAML).", valueName: "file"))
+    var file: String
+
+    func run() async throws {
+        do {
+            let configuration = try Configuration.load(path: file)
+            print("\(file): valid; \(configuration.sinks.count) sink\(configuration.sinks.count == 1 ? "" : "s") (\(configuration.sinks.map(\.name).joined(separator: ", "))), state in \(configuration.stateDirectory)")
+        } catch let error as ConfigurationError {
+            for problem in error.problems { FileHandle.standardError.write(Data("kubebridge: error: \(problem)\n".utf8)) }
+            throw ExitCode(2)
+        }
+    }
+}
