@@ -148,6 +148,7 @@ let package = Package(
             name: "BridgeCoreTests",
             dependencies: ["BridgeCore", "BridgeCheckpoint", "FileSink", "KubeModel", "TestSupport", .product(name: "NIOFoundationCompat", package: "swift-nio")]
         ),
+        .testTarget(name: "BridgeAppTests", dependencies: ["BridgeApp", "BridgeCore", "KubeTestServer", "TestSupport"]),
         .testTarget(name: "KubeInformerTests", dependencies: ["KubeInformer", "BridgeCore", "KubeTestServer", "TestSupport"]),
         .testTarget(name: "KubeTestServerTests", dependencies: ["KubeTestServer", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["KubeAPI", "KubeTestServer", "TestSupport"]),

@@ -29,11 +29,15 @@ public final class DurableAppender: Sendable {
     public let path: String
     private let descriptor: Mutex<Int32>
 
-    public init(path: String) throws {
+    /// Opens `path` for appending. With `lines`, a last line left unfinished by a crash is cut
+    /// off: it was never acknowledged, it will be sent again, and appending after it would merge
+    /// two events into one broken line.
+    public init(path: String, lines: Bool = true) throws {
         self.path = path
-        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        let fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw FileWriteError(path: path, errno: errno, operation: "opening") }
         descriptor = Mutex(fd)
+        if lines { try Self.cutUnfinishedLine(fd, path: path) }
         // A new file's directory entry must be durable too.
         let directory = (path as NSString).deletingLastPathComponent
         let dirfd = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -41,6 +45,28 @@ public final class DurableAppender: Sendable {
             fsync(dirfd)
             Glibc.close(dirfd)
         }
+    }
+
+    private static func cutUnfinishedLine(_ fd: Int32, path: String) throws {
+        var info = stat()
+        guard fstat(fd, &info) == 0, info.st_size > 0, (info.st_mode & S_IFMT) == S_IFREG else { return }
+        var end = info.st_size
+        var byte: UInt8 = 0
+        guard pread(fd, &byte, 1, end - 1) == 1, byte != 0x0A else { return }
+        // Walk back to the last newline, in blocks.
+        var block = [UInt8](repeating: 0, count: 64 * 1024)
+        while end > 0 {
+            let start = max(0, end - off_t(block.count))
+            let count = Int(end - start)
+            guard pread(fd, &block, count, start) == count else { break }
+            if let newline = block[0..<count].lastIndex(of: 0x0A) {
+                end = start + off_t(newline) + 1
+                break
+            }
+            end = start
+        }
+        guard ftruncate(fd, end) == 0 else { throw FileWriteError(path: path, errno: errno, operation: "repairing") }
+        fsync(fd)
     }
 
     /// Bytes in the file now.

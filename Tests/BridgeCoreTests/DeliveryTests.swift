@@ -194,3 +194,18 @@ struct DeliveryTests {
         #expect(loaded[Self.scope]?.known.kind == "ConfigMap")
     }
 }
+
+@Suite("Durable appends")
+struct DurableAppenderTests {
+    @Test("a line left unfinished by a crash is cut before appending, so no two events merge")
+    func unfinishedLine() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("events.jsonl").path
+        try "{\"id\":1}\n{\"id\":2}\n{\"id\":3,\"da".write(toFile: path, atomically: true, encoding: .utf8)
+        let appender = try DurableAppender(path: path)
+        try await appender.append([ByteBuffer(string: "{\"id\":3}\n")])
+        try await appender.close()
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n")
+    }
+}

@@ -1,0 +1,89 @@
+import BridgeApp
+import BridgeCore
+import Testing
+
+@Suite("Configuration")
+struct ConfigurationTests {
+    @Test("a full configuration is read as written")
+    func full() throws {
+        let configuration = try Configuration.parse("""
+            cluster:
+              name: prod-eu
+              kubeconfig: /etc/kube/config
+              context: admin
+            state:
+              directory: /var/lib/kubebridge
+            resources:
+              include: ["*/*/*", core/v1/events]
+              exclude: ["*.example.com/*/*"]
+              namespaces:
+                include: [team-*]
+                exclude: [team-secret]
+              labelSelector: app=web
+              changeTypes: [added, deleted]
+              specChangesOnly: true
+            events:
+              typePrefix: com.example.k8s
+              dropManagedFields: false
+              revealSecrets: [kube-system/bootstrap-*]
+            checkpoint:
+              interval: 500ms
+            shutdown:
+              drainTimeout: 1m
+            logging:
+              level: debug
+            sinks:
+              - type: file
+                name: audit
+                path: /var/log/kubebridge/{resource}.jsonl
+                maxFileBytes: 1_000_000
+                keepFiles: 3
+                buffer: {maxEvents: 100, maxBytes: 1048576}
+                batch: {size: 50, bytes: 65536, linger: 20ms}
+                retry: {initial: 100ms, maximum: 10s}
+            """, file: "bridge.yaml")
+        #expect(configuration.cluster.name == "prod-eu")
+        #expect(configuration.envelopes.cluster == "prod-eu")
+        #expect(configuration.cluster.context == "admin")
+        #expect(configuration.stateDirectory == "/var/lib/kubebridge")
+        #expect(configuration.selection.include == ["*/*/*", "core/v1/events"])
+        #expect(configuration.selection.includeNamespaces == ["team-*"])
+        #expect(configuration.selection.changeTypes == [.added, .deleted])
+        #expect(configuration.selection.specChangesOnly)
+        #expect(configuration.envelopes.typePrefix == "com.example.k8s")
+        #expect(!configuration.envelopes.dropManagedFields)
+        #expect(configuration.checkpointInterval == .milliseconds(500))
+        #expect(configuration.drainTimeout == .seconds(60))
+        #expect(configuration.logLevel == "debug")
+        let sink = try #require(configuration.sinks.first)
+        #expect(sink.name == "audit")
+        #expect(sink.pipeline.maxBufferedEvents == 100)
+        #expect(sink.pipeline.batchSize == 50)
+        #expect(sink.pipeline.linger == .milliseconds(20))
+        #expect(sink.pipeline.retry.maximum == .seconds(10))
+        guard case .file(let file) = sink.kind else { Issue.record("expected a file sink"); return }
+        #expect(file.maxFileBytes == 1_000_000)
+        #expect(file.keepFiles == 3)
+    }
+
+    @Test("every problem is reported, each with its line and key", arguments: [
+        ("sinks:\n  - type: file\n    path: x\nstat:\n  directory: y\n", ["bridge.yaml:4: stat: unknown key"]),
+        ("sinks:\n  - type: kafak\n", ["bridge.yaml:2: sinks[0].type: unknown sink type \"kafak\""]),
+        ("sinks:\n  - type: file\n", ["bridge.yaml:2: sinks[0].path: a file sink needs a path"]),
+        ("checkpoint:\n  interval: soon\nsinks:\n  - {type: file, path: x}\n", ["bridge.yaml:2: checkpoint.interval: expected a duration"]),
+        ("resources:\n  include: [apps/deployments]\nsinks:\n  - {type: file, path: x}\n", ["resources.include: \"apps/deployments\" is not group/version/resource"]),
+        ("resources:\n  changeTypes: [added, created]\nsinks:\n  - {type: file, path: x}\n", ["unknown change type \"created\""]),
+        ("sinks:\n  - {type: file, path: x, keepFiles: zero}\n  - {type: file, name: file-0, path: y}\n",
+         ["sinks[0].keepFiles: expected a whole number", "the name \"file-0\" is used twice"]),
+        ("cluster:\n  name: x\n", ["sinks: at least one sink is needed"]),
+        ("sinks: [\n", ["not valid YAML"]),
+        ("", ["the file is empty"]),
+    ])
+    func problems(text: String, expected: [String]) {
+        let error = #expect(throws: ConfigurationError.self) { try Configuration.parse(text, file: "bridge.yaml") }
+        let problems = error?.problems ?? []
+        for fragment in expected {
+            #expect(problems.contains { $0.contains(fragment) }, "\(problems) should mention \(fragment)")
+        }
+    }
+}
