@@ -5,7 +5,7 @@ step() { printf '\n==> %s\n' "$*"; }
 # Debian packages the build and the tests need (C libraries of the sinks, brokers for the tests).
 APT_PACKAGES=(libsqlite3-dev)
 # PyPI tools the tests use as independent checkers.
-PIP_PACKAGES=()
+PIP_PACKAGES=(cloudevents)
 
 install_prerequisites() {
   step "checking the Swift toolchain"

@@ -55,9 +55,13 @@ public final class SQLiteCheckpointStore: CheckpointStore {
         try await NIOThreadPool.singleton.runIfActive { try self.loadSync() }
     }
 
+    /// Saves the deltas in one transaction. A save that started is not cancelled: the last one
+    /// runs while the process shuts down, when everything around it is being cancelled.
     public func save(_ deltas: [CheckpointDelta]) async throws {
         guard !deltas.isEmpty else { return }
-        try await NIOThreadPool.singleton.runIfActive { try self.saveSync(deltas) }
+        try await Task.detached {
+            try await NIOThreadPool.singleton.runIfActive { try self.saveSync(deltas) }
+        }.value
     }
 
     public func close() async throws {

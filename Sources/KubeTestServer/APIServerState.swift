@@ -99,6 +99,7 @@ final class APIServerState {
     var clock: @Sendable () -> Date = { Date() }
     /// Generation runs in progress (control API).
     var generating = 0
+    var history: [KubeTestServer.HistoryEntry] = []
 
     init(loop: EventLoop, options: KubeTestServer.Options) {
         self.loop = loop
@@ -732,6 +733,10 @@ final class APIServerState {
             store.removeKey(object.key)
         }
         store.log.append(LogEntry(type: type, revision: revision, object: object, previous: previous))
+        if options.recordHistory {
+            history.append(KubeTestServer.HistoryEntry(storage: store.storage, type: type.rawValue, uid: object.uid, resourceVersion: revision,
+                                                       namespace: object.namespace, name: object.name))
+        }
         trimWatchCache(store)
         for session in store.watchers.values { session.pump() }
         return object

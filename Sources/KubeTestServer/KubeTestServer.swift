@@ -27,6 +27,8 @@ public final class KubeTestServer: Sendable {
         /// Streaming lists (`sendInitialEvents=true`); false answers 422 as a server with the gate off.
         public var watchListEnabled = true
         public var namespaces = ["default", "kube-system", "kube-public", "kube-node-lease"]
+        /// Keep every change ever made (compaction does not touch it), for checkers.
+        public var recordHistory = false
 
         public init() {}
     }
@@ -173,6 +175,22 @@ public final class KubeTestServer: Sendable {
     /// Requests served so far, as `METHOD /path?sorted-query STATUS`.
     public func requestLog() async throws -> [String] {
         try await onLoop { $0.requestLog }
+    }
+
+    /// One change the server made, from the history (`Options.recordHistory`).
+    public struct HistoryEntry: Sendable, Equatable {
+        /// `configmaps`, `deployments.apps`, `widgets.example.com`.
+        public var storage: String
+        /// ADDED, MODIFIED or DELETED.
+        public var type: String
+        public var uid: String
+        public var resourceVersion: Int64
+        public var namespace: String?
+        public var name: String
+    }
+
+    public func history() async throws -> [HistoryEntry] {
+        try await onLoop { $0.history }
     }
 
     public func openWatchCount() async throws -> Int {

@@ -1,0 +1,270 @@
+import Foundation
+import KubeAPI
+import KubeTestServer
+import Testing
+import TestSupport
+
+/// `kubebridge run` as a process, writing to a file sink, against the test API server.
+final class BridgeProcess: @unchecked Sendable {
+    let configPath: String
+    let outputPath: String
+    let directory: URL
+    private var process: Process?
+    let log: URL
+
+    /// Writes a configuration for `server` into `directory`.
+    init(server: KubeTestServer, directory: URL, include: [String] = ["core/v1/configmaps", "core/v1/secrets", "apps/v1/deployments", "example.com/*/*"]) throws {
+        self.directory = directory
+        let kubeconfig = directory.appendingPathComponent("kubeconfig").path
+        try server.writeKubeconfig(to: kubeconfig)
+        outputPath = directory.appendingPathComponent("out/events.jsonl").path
+        configPath = directory.appendingPathComponent("bridge.yaml").path
+        log = directory.appendingPathComponent("bridge.log")
+        try """
+            cluster:
+              name: test
+              kubeconfig: \(kubeconfig)
+            state:
+              directory: \(directory.appendingPathComponent("state").path)
+            resources:
+              include: [\(include.map { "\"\($0)\"" }.joined(separator: ", "))]
+            checkpoint:
+              interval: 200ms
+            logging:
+              level: info
+            sinks:
+              - type: file
+                name: out
+                path: \(outputPath)
+                batch: {linger: 1ms}
+            """.write(toFile: configPath, atomically: true, encoding: .utf8)
+    }
+
+    func start() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: KubeBridgeBinary.path)
+        process.arguments = ["run", "--config", configPath]
+        var environment = ProcessInfo.processInfo.environment
+        environment["KUBECONFIG"] = nil
+        process.environment = environment
+        if !FileManager.default.fileExists(atPath: log.path) { _ = FileManager.default.createFile(atPath: log.path, contents: nil) }
+        let handle = try FileHandle(forWritingTo: log)
+        handle.seekToEndOfFile()
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        self.process = process
+    }
+
+    /// SIGTERM, and waits for the exit; returns the status.
+    func stop() async -> Int32 {
+        guard let process else { return -1 }
+        process.terminate()
+        return await waitForExit(process)
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    func kill() async {
+        guard let process else { return }
+        Foundation.kill(process.processIdentifier, SIGKILL)
+        _ = await waitForExit(process)
+    }
+
+    private func waitForExit(_ process: Process) async -> Int32 {
+        while process.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
+        self.process = nil
+        return process.terminationStatus
+    }
+
+    /// The events written so far, parsed.
+    func events() -> [[String: Any]] {
+        guard let text = try? String(contentsOfFile: outputPath, encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    }
+
+    /// `changetype name` of each event.
+    func described(from start: Int = 0) -> [String] {
+        events().dropFirst(start).map { "\($0["changetype"] as? String ?? "?") \($0["name"] as? String ?? "?")" }
+    }
+
+    func waitForEvents(_ count: Int, timeout: Duration = .seconds(20)) async throws {
+        try await waitUntil(timeout: timeout) { self.events().count >= count }
+    }
+}
+
+@Suite("kubebridge run, as a process")
+struct RunCommandTests {
+    static func server(history: Bool = false) async throws -> KubeTestServer {
+        var options = KubeTestServer.Options()
+        // Plain HTTP: a TLS connection cancelled mid-stream lingers five seconds at shutdown (NIOSSL
+        // waits for the peer's close_notify), which would only slow these tests down.
+        options.tls = false
+        options.recordHistory = history
+        options.bookmarkInterval = .milliseconds(500)
+        return try await KubeTestServer.start(options)
+    }
+
+    func create(_ server: KubeTestServer, _ name: String, value: String = "1") async throws {
+        let (status, body) = try await server.perform("POST", "/api/v1/namespaces/default/configmaps",
+                                                      body: #"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"\#(name)"},"data":{"v":"\#(value)"}}"#)
+        #expect(status == 201, "\(body)")
+    }
+
+    func patch(_ server: KubeTestServer, _ name: String, value: String) async throws {
+        let (status, _) = try await server.perform("PATCH", "/api/v1/namespaces/default/configmaps/\(name)", body: #"{"data":{"v":"\#(value)"}}"#,
+                                                   contentType: "application/merge-patch+json")
+        #expect(status == 200)
+    }
+
+    func delete(_ server: KubeTestServer, _ name: String) async throws {
+        let (status, _) = try await server.perform("DELETE", "/api/v1/namespaces/default/configmaps/\(name)")
+        #expect(status == 200)
+    }
+
+    @Test("done-when: a clean restart (SIGTERM, start again) re-sends nothing already acknowledged")
+    func cleanRestart() async throws {
+        let server = try await Self.server()
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for name in ["a", "b", "c"] { try await create(server, name) }
+        let bridge = try BridgeProcess(server: server, directory: directory, include: ["core/v1/configmaps"])
+        try bridge.start()
+        try await bridge.waitForEvents(3)
+        try await patch(server, "a", value: "2")
+        try await bridge.waitForEvents(4)
+        #expect(await bridge.stop() == 0)
+        #expect(bridge.described() == ["synced a", "synced b", "synced c", "modified a"])
+
+        try bridge.start()
+        try await Task.sleep(for: .seconds(1))
+        try await patch(server, "b", value: "2")
+        try await bridge.waitForEvents(5)
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(await bridge.stop() == 0)
+        #expect(bridge.described(from: 4) == ["modified b"], "nothing sent twice: \(bridge.described())\n\((try? String(contentsOf: bridge.log, encoding: .utf8)) ?? "")")
+        try await server.stop()
+    }
+
+    @Test("done-when: changes while the bridge is down, then a compaction: the file shows exactly those differences")
+    func downtimeAndCompaction() async throws {
+        let server = try await Self.server()
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for name in ["same", "changed", "gone", "recreated"] { try await create(server, name) }
+        let bridge = try BridgeProcess(server: server, directory: directory, include: ["core/v1/configmaps"])
+        try bridge.start()
+        try await bridge.waitForEvents(4)
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(await bridge.stop() == 0)
+
+        try await patch(server, "changed", value: "2")
+        try await delete(server, "gone")
+        try await delete(server, "recreated")
+        try await create(server, "recreated", value: "new")
+        try await create(server, "new")
+        try await server.compact()
+
+        try bridge.start()
+        try await bridge.waitForEvents(4 + 5)
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(await bridge.stop() == 0)
+        let after = bridge.events().dropFirst(4)
+        #expect(after.map { "\($0["changetype"] as? String ?? "") \($0["name"] as? String ?? "")" }.sorted()
+                == ["deleted gone", "deleted recreated", "synced changed", "synced new", "synced recreated"])
+        #expect(after.filter { $0["changetype"] as? String == "deleted" }.allSatisfy { $0["finalstateunknown"] as? String == "true" })
+        try await server.stop()
+    }
+
+    @Test("done-when: SIGKILL at random moments, ten times, under churn: every change arrives, in order per object, duplicates with the same id")
+    func crashes() async throws {
+        let server = try await Self.server(history: true)
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var churnOptions = Churn.Options()
+        churnOptions.rate = 60
+        churnOptions.installCRDAfter = .seconds(2)
+        churnOptions.objectsPerKind = 4
+        let churn = Task { try await Churn(server: server, options: churnOptions).run() }
+        let bridge = try BridgeProcess(server: server, directory: directory)
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<10 {
+            try bridge.start()
+            try await Task.sleep(for: .milliseconds(Int.random(in: 400...1500, using: &random)))
+            await bridge.kill()
+        }
+        churn.cancel()
+        _ = try? await churn.value
+        // A last run catches up with everything, then stops cleanly.
+        try bridge.start()
+        let history = try await server.history().filter { ["configmaps", "secrets", "deployments.apps", "widgets.example.com"].contains($0.storage) }
+        let finalVersion = history.map(\.resourceVersion).max() ?? 0
+        try await waitUntil(timeout: .seconds(30)) {
+            bridge.events().contains { Int64($0["resourceversion"] as? String ?? "") == finalVersion }
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(await bridge.stop() == 0)
+
+        let events = bridge.events()
+        // Duplicates carry the same id, and the same id always means the same content.
+        var byID: [String: [String: Any]] = [:]
+        for event in events {
+            let id = try #require(event["id"] as? String)
+            if let earlier = byID[id] {
+                #expect(earlier["changetype"] as? String == event["changetype"] as? String)
+                #expect(earlier["resourceversion"] as? String == event["resourceversion"] as? String)
+            }
+            byID[id] = event
+        }
+        // Per object: every change after the first the bridge saw arrived, first arrivals in order.
+        var arrivals: [String: [Int64]] = [:]
+        var seen: Set<String> = []
+        for event in events {
+            guard let id = event["id"] as? String, seen.insert(id).inserted,
+                  let uid = event["uid"] as? String, let version = Int64(event["resourceversion"] as? String ?? "") else { continue }
+            arrivals[uid, default: []].append(version)
+        }
+        var missing: [String] = []
+        var disorder: [String] = []
+        for (uid, changes) in Dictionary(grouping: history, by: \.uid) {
+            guard let delivered = arrivals[uid] else {
+                missing.append("\(changes[0].storage) \(changes[0].name): nothing delivered")
+                continue
+            }
+            if delivered != delivered.sorted() { disorder.append("\(changes[0].name): \(delivered)") }
+            let first = delivered.min()!
+            for change in changes where change.resourceVersion > first && !delivered.contains(change.resourceVersion) {
+                missing.append("\(change.storage) \(change.name) \(change.type) rv=\(change.resourceVersion)")
+            }
+            let last = changes.max { $0.resourceVersion < $1.resourceVersion }!
+            if !delivered.contains(last.resourceVersion) { missing.append("\(last.name): final \(last.type) rv=\(last.resourceVersion)") }
+        }
+        #expect(missing.isEmpty, "missing: \(missing.prefix(20))")
+        #expect(disorder.isEmpty, "out of order: \(disorder.prefix(20))")
+        #expect(events.count >= Set(events.compactMap { $0["id"] as? String }).count)
+        print("crash test: \(history.count) changes made, \(events.count) events written, \(events.count - byID.count) duplicates, \(missing.count) missing")
+
+        // Every line parses with the official CloudEvents SDK for Python.
+        let check = try await ProcessRunner.runBinary("/usr/bin/env", ["python3", "-c", Self.cloudEventsCheck, bridge.outputPath], timeout: 120)
+        #expect(check.status == 0, "\(String(decoding: check.stderr, as: UTF8.self))")
+        #expect(String(decoding: check.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "\(events.count)")
+        try await server.stop()
+    }
+
+    static let cloudEventsCheck = """
+        import json, sys
+        from cloudevents.v1.http import from_dict
+        count = 0
+        for line in open(sys.argv[1]):
+            raw = json.loads(line)
+            event = from_dict(raw)
+            assert event["specversion"] == "1.0", raw
+            assert event["id"] == raw["id"] and event["source"] and event["type"].startswith("io.kubebridge."), raw
+            assert event["datacontenttype"] == "application/json"
+            assert isinstance(event.data, dict) and event.data.get("kind"), raw
+            assert "managedFields" not in event.data.get("metadata", {})
+            if event.data["kind"] == "Secret":
+                assert all(v == "REDACTED" for v in event.data.get("data", {}).values()), raw
+            count += 1
+        print(count)
+        """
+}
