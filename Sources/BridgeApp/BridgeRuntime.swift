@@ -57,8 +57,9 @@ public struct BridgeRuntime: Sendable {
         logger.info("resuming \(checkpoints.count) watch scopes from \(store.path)")
     }
 
-    /// Runs until SIGTERM or SIGINT (graceful), or until a service fails.
-    public func run() async throws {
+    /// Runs until SIGTERM or SIGINT (graceful), until `stopAfter` has passed (graceful too), or
+    /// until a service fails.
+    public func run(stopAfter: Duration? = nil) async throws {
         let group = ServiceGroup(configuration: .init(
             services: [
                 .init(service: CheckpointerService(checkpointer: checkpointer)),
@@ -68,7 +69,22 @@ public struct BridgeRuntime: Sendable {
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         do {
-            try await group.run()
+            // true: the service group finished; false: the timer fired and asked it to stop.
+            try await withThrowingTaskGroup(of: Bool.self) { tasks in
+                tasks.addTask {
+                    try await group.run()
+                    return true
+                }
+                if let stopAfter {
+                    tasks.addTask {
+                        try await Task.sleep(for: stopAfter)
+                        await group.triggerGracefulShutdown()
+                        return false
+                    }
+                }
+                while let finished = try await tasks.next(), !finished {}
+                tasks.cancelAll()
+            }
         } catch {
             try? await shutdown()
             throw error

@@ -16,6 +16,10 @@ public struct Configuration: Sendable {
         public var path: String
         public var maxFileBytes = 256 * 1024 * 1024
         public var keepFiles = 5
+
+        public init(path: String) {
+            self.path = path
+        }
     }
 
     public enum SinkKind: Sendable {
@@ -26,6 +30,12 @@ public struct Configuration: Sendable {
         public var name: String
         public var kind: SinkKind
         public var pipeline = Pipeline.Options()
+
+        public init(name: String, kind: SinkKind, pipeline: Pipeline.Options = Pipeline.Options()) {
+            self.name = name
+            self.kind = kind
+            self.pipeline = pipeline
+        }
     }
 
     public var cluster = Cluster()

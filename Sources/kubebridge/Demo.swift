@@ -1,8 +1,8 @@
 import ArgumentParser
+import BridgeApp
 import BridgeCore
 import Foundation
 import KubeAPI
-import KubeInformer
 import KubeTestServer
 import Logging
 
@@ -12,11 +12,15 @@ struct Demo: AsyncParsableCommand {
         discussion: """
             Starts the test API server on 127.0.0.1 with generated activity (ConfigMaps, Secrets, \
             Deployments in several namespaces, and a CustomResourceDefinition installed a few \
-            seconds in and removed again near the end), and prints every change kubebridge sees, live.
+            seconds in and removed again near the end), and runs the whole bridge against it with a \
+            file sink. Each event is printed as it lands in the file, with a summary every few seconds.
+
+            The events (CloudEvents, one JSON per line) and the checkpoints are left in the demo
+            directory to look at afterwards.
 
             Examples:
               kubebridge demo
-              kubebridge demo --duration 60 --rate 50
+              kubebridge demo --duration 60 --rate 50 --directory /tmp/kubebridge-demo
             """)
 
     @Option(help: "How long to run, in seconds.")
@@ -25,103 +29,137 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "Writes per second the generated activity makes.")
     var rate = 20.0
 
+    @Option(help: "Where the events and the checkpoints go; emptied first.")
+    var directory = "kubebridge-demo"
+
     func run() async throws {
         KubeBridge.bootstrapLogging(level: .warning)
+        let root = URL(fileURLWithPath: directory)
+        try? FileManager.default.removeItem(at: root)
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
         let server = try await KubeTestServer.start()
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kubebridge-demo-\(getpid())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let kubeconfig = directory.appendingPathComponent("kubeconfig").path
+        let kubeconfig = root.appendingPathComponent("kubeconfig").path
         try server.writeKubeconfig(to: kubeconfig)
-        let client = try KubeClient(configuration: try KubeConfigLoader.load(kubeconfig: kubeconfig))
+        var configuration = Configuration()
+        configuration.cluster.name = "demo"
+        configuration.cluster.kubeconfig = kubeconfig
+        configuration.envelopes.cluster = "demo"
+        configuration.stateDirectory = root.appendingPathComponent("state").path
+        let events = root.appendingPathComponent("events.jsonl").path
+        configuration.sinks = [Configuration.Sink(name: "demo-file", kind: .file(Configuration.FileSinkConfiguration(path: events)))]
         do {
-            try await demo(client: client, server: server)
+            let runtime = try await BridgeRuntime(configuration: configuration, logger: Logger(label: "kubebridge"))
+            try await demo(runtime: runtime, server: server, events: events)
         } catch {
-            try? await client.shutdown()
             try? await server.stop()
             throw fail(describe(error))
         }
-        try await client.shutdown()
         try await server.stop()
     }
 
-    func demo(client: KubeClient, server: KubeTestServer) async throws {
-        let printer = ChangePrinter()
-        print("==> test API server on \(server.url)")
-        let discovery = try await client.discover()
-        print("==> it serves \(discovery.preferred.filter(\.isWatchable).count) watchable resources (discovery: \(discovery.method.rawValue))")
-        var options = InformerOptions()
-        options.rediscoveryInterval = .seconds(30)
-        let supervisor = InformerSupervisor(client: client, options: options, logger: Logger(label: "kubebridge.demo"))
+    func demo(runtime: BridgeRuntime, server: KubeTestServer, events: String) async throws {
+        print("==> test API server on \(server.url); the bridge writes CloudEvents to \(events)")
         var churnOptions = Churn.Options()
         churnOptions.rate = rate
         churnOptions.installCRDAfter = .seconds(min(3, duration / 3))
-        churnOptions.removeCRDAfter = duration > 6 ? .seconds(duration - 2) : nil
+        churnOptions.removeCRDAfter = duration > 6 ? .seconds(duration - 3) : nil
         let churn = Churn(server: server, options: churnOptions)
-        print("==> watching every resource; generated activity for \(duration) s, a CRD installed at +\(min(3, duration / 3)) s\(duration > 6 ? " and removed at +\(duration - 2) s" : "")")
-        print("")
-        let report = try await withThrowingTaskGroup(of: Churn.Report?.self) { group in
-            group.addTask {
-                try await supervisor.run { event in await printer.print(event) }
-                return nil
+        let tail = EventTail(path: events)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await runtime.run(stopAfter: .seconds(duration + 1)) }
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !runtime.supervisor.isSynced, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
             }
-            try await waitUntilReady(supervisor)
-            await printer.markStart()
-            group.addTask { try await churn.run() }
-            try await Task.sleep(for: .seconds(duration))
+            print("==> watching \(runtime.supervisor.watchedResources.count) resources; \(tail.drain(printing: false)) events for what already existed")
+            print("==> generated activity for \(duration) s, a CRD installed at +\(min(3, duration / 3)) s\(duration > 6 ? " and removed at +\(duration - 3) s" : "")")
+            print("")
+            group.addTask {
+                _ = try await churn.run()
+            }
+            group.addTask {
+                var tick = 0
+                while !Task.isCancelled {
+                    try await Task.sleep(for: .milliseconds(200))
+                    tail.drain(printing: true)
+                    tick += 1
+                    if tick % 25 == 0 { print("    -- \(tail.count) events in the file so far") }
+                }
+            }
+            try await group.next()
             group.cancelAll()
-            var report: Churn.Report?
-            for try await result in group { if let result { report = result } }
-            return report
         }
+        tail.drain(printing: true)
         print("")
-        print("==> \(await printer.summary())")
-        if let report { print("==> the generated activity made \(report.total) writes") }
-        print("==> next: `kubebridge discover` against your own cluster")
-    }
-
-    func waitUntilReady(_ supervisor: InformerSupervisor) async throws {
-        let deadline = ContinuousClock.now + .seconds(10)
-        while !supervisor.isSynced, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        print("==> \(tail.summary())")
+        print("==> the events are in \(events); the checkpoints in \(runtime.configuration.stateDirectory)/checkpoints.sqlite")
+        print("==> next: `kubebridge discover` against your own cluster, then `kubebridge run --config FILE`")
     }
 }
 
-/// Prints changes as they arrive and counts them.
-actor ChangePrinter {
-    private var counts: [String: Int] = [:]
-    private var resources: Set<GroupVersionResource> = []
-    private var started = ContinuousClock.now
-    private var live = false
+/// Follows the events file and prints what lands in it.
+final class EventTail: @unchecked Sendable {
+    let path: String
+    private var offset: UInt64 = 0
+    private var partial = Data()
+    private(set) var count = 0
+    private var byType: [String: Int] = [:]
+    private var resources: Set<String> = []
+    private let started = ContinuousClock.now
+    private let lock = NSLock()
 
-    func markStart() {
-        started = ContinuousClock.now
-        live = true
+    init(path: String) {
+        self.path = path
     }
 
-    func print(_ event: ResourceEvent) {
-        guard case .change(let change) = event else { return }
-        counts[change.type.rawValue, default: 0] += 1
-        resources.insert(change.resource)
-        // The initial state of the cluster is counted, not printed: the live changes are the show.
-        guard live else { return }
-        let elapsed = ContinuousClock.now - started
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        let meta = change.metadata
-        let name = meta.namespace.map { "\($0)/\(meta.name)" } ?? meta.name
-        let line = String(format: "+%6.2fs  ", seconds) + Self.column(change.type.rawValue, 9) + Self.column(change.resource.description, 50)
-            + Self.column(name, 28) + "rv=\(meta.resourceVersion)"
-        Swift.print(line)
+    /// Reads the new lines; returns how many.
+    @discardableResult
+    func drain(printing: Bool) -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let handle = FileHandle(forReadingAtPath: path) else { return 0 }
+        defer { try? handle.close() }
+        try? handle.seek(toOffset: offset)
+        let data = handle.readDataToEndOfFile()
+        offset += UInt64(data.count)
+        partial.append(data)
+        var lines = 0
+        while let newline = partial.firstIndex(of: 0x0A) {
+            let line = partial[partial.startIndex..<newline]
+            partial.removeSubrange(partial.startIndex...newline)
+            guard let event = try? JSONSerialization.jsonObject(with: line) as? [String: Any] else { continue }
+            lines += 1
+            count += 1
+            let type = event["changetype"] as? String ?? "?"
+            byType[type, default: 0] += 1
+            let resource = Self.resource(ofType: event["type"] as? String ?? "")
+            resources.insert(resource)
+            if printing {
+                let elapsed = ContinuousClock.now - started
+                let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+                let name = (event["namespace"] as? String).map { "\($0)/" } ?? ""
+                print(String(format: "+%6.2fs  ", seconds) + column(type, 9) + column(resource, 42)
+                      + column(name + (event["name"] as? String ?? ""), 28) + "id=\(event["id"] as? String ?? "")")
+            }
+        }
+        return lines
     }
 
-    /// Left-aligned in `width` characters, never cut.
-    static func column(_ text: String, _ width: Int) -> String {
-        text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
+    /// `apps/v1/deployments` from `io.kubebridge.apps.v1.deployments.added` (groups may hold dots).
+    static func resource(ofType type: String) -> String {
+        let parts = type.split(separator: ".").map(String.init)
+        guard parts.count >= 6 else { return type }
+        let group = parts[2..<(parts.count - 3)].joined(separator: ".")
+        return "\(group)/\(parts[parts.count - 3])/\(parts[parts.count - 2])"
     }
 
     func summary() -> String {
-        let byType = ChangeType.allCases.map { "\(counts[$0.rawValue] ?? 0) \($0.rawValue)" }.joined(separator: ", ")
-        return "\(counts.values.reduce(0, +)) changes (\(byType)) across \(resources.count) resources"
+        let types = ["added", "modified", "deleted", "synced"].map { "\(byType[$0] ?? 0) \($0)" }.joined(separator: ", ")
+        return "\(count) events delivered (\(types)) across \(resources.count) resources"
+    }
+
+    /// Left-aligned in `width` characters, never cut.
+    func column(_ text: String, _ width: Int) -> String {
+        text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
     }
 }

@@ -110,18 +110,21 @@ struct DiscoverCommandTests {
         #expect(discover.stdout.contains("--kubeconfig"))
     }
 
-    @Test("kubebridge demo prints the changes of a churning test server, a CRD added mid-run included")
+    @Test("kubebridge demo bridges a churning test server to a file, a CRD added mid-run included, and prints what lands")
     func demo() async throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let result = try await KubeBridgeBinary.run(["demo", "--duration", "8"], environment: ["HOME": directory.path])
+        let result = try await KubeBridgeBinary.run(["demo", "--duration", "8", "--directory", directory.appendingPathComponent("demo").path],
+                                                    environment: ["HOME": directory.path])
         #expect(result.status == 0, "\(result.stderr)")
         let lines = result.stdout.split(separator: "\n")
         #expect(lines.contains { $0.contains("added") && $0.contains("apiextensions.k8s.io/v1/customresourcedefinitions") && $0.contains("widgets.example.com") })
         #expect(lines.contains { $0.contains("example.com/v1/widgets") && $0.contains("added") })
         #expect(lines.contains { $0.contains("apps/v1/deployments") && $0.contains("modified") })
         #expect(lines.contains { $0.contains("core/v1/secrets") && $0.contains("deleted") })
-        #expect(result.stdout.contains("changes ("))
+        #expect(result.stdout.contains("events delivered ("))
+        let events = try String(contentsOfFile: directory.appendingPathComponent("demo/events.jsonl").path, encoding: .utf8)
+        #expect(events.split(separator: "\n").count > 50, "the file sink holds the events")
     }
 
     func base64(_ text: String) -> String { Data(text.utf8).base64EncodedString() }
