@@ -133,6 +133,7 @@ let package = Package(
         .executableTarget(
             name: "kubebridge-bench",
             dependencies: [
+                "BridgeApp",
                 "KubeAPI",
                 "KubeInformer",
                 "BridgeCore",

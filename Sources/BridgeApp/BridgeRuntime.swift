@@ -23,7 +23,7 @@ public struct BridgeRuntime: Sendable {
     let logger: Logger
 
     /// Opens the state, the sinks and the cluster client; nothing runs yet.
-    public init(configuration: Configuration, logger: Logger) async throws {
+    public init(configuration: Configuration, logger: Logger, probe: (any BridgeProbe)? = nil) async throws {
         self.configuration = configuration
         self.logger = logger
         let kubeConfiguration = try KubeConfigLoader.load(kubeconfig: configuration.cluster.kubeconfig, context: configuration.cluster.context)
@@ -48,7 +48,7 @@ public struct BridgeRuntime: Sendable {
         checkpointer = Checkpointer(store: store, interval: configuration.checkpointInterval, logger: logger)
         bridge = Bridge(sinks: zip(sinks, configuration.sinks.map(\.pipeline)).map { ($0, $1) },
                         envelopes: EnvelopeBuilder(options: configuration.envelopes), checkpointer: checkpointer,
-                        deadLetters: deadLetters, logger: logger)
+                        deadLetters: deadLetters, logger: logger, probe: probe)
         var informerOptions = InformerOptions()
         informerOptions.selection = configuration.selection
         supervisor = InformerSupervisor(client: client, options: informerOptions, resumePoint: { scope in

@@ -2,6 +2,12 @@ import Foundation
 import Logging
 import Synchronization
 
+/// Watches the bridge's flow, for benchmarks: each change registered, and each acknowledgement.
+public protocol BridgeProbe: Sendable {
+    func registered(_ token: AckTracker.Token)
+    func acknowledged(_ tokens: [AckTracker.Token], sink: Int)
+}
+
 /// Connects the informers to the sinks: each change becomes one envelope, is registered with the
 /// `AckTracker` in arrival order, and is handed to every pipeline; acknowledgements move the
 /// watermarks, and the `Checkpointer` saves them.
@@ -12,6 +18,7 @@ public final class Bridge: Sendable {
     let tracker: TrackerBox
     let deadLetters: DeadLetterFile?
     let logger: Logger
+    let probe: (any BridgeProbe)?
     private let counts = Mutex<(received: Int, unencodable: Int)>((0, 0))
 
     /// The tracker, shared by the bridge and its pipelines' acknowledgement callbacks.
@@ -23,9 +30,10 @@ public final class Bridge: Sendable {
     /// `makeSinks` gets the acknowledgement callback each pipeline must be given.
     public init(
         sinks: [(any Sink, Pipeline.Options)], envelopes: EnvelopeBuilder, checkpointer: Checkpointer,
-        deadLetters: DeadLetterFile?, logger: Logger
+        deadLetters: DeadLetterFile?, logger: Logger, probe: (any BridgeProbe)? = nil
     ) {
         let tracker = TrackerBox(AckTracker(sinkCount: max(1, sinks.count)))
+        self.probe = probe
         self.tracker = tracker
         self.envelopes = envelopes
         self.checkpointer = checkpointer
@@ -34,6 +42,7 @@ public final class Bridge: Sendable {
         self.pipelines = sinks.enumerated().map { index, sink in
             Pipeline(sink: sink.0, index: index, options: sink.1, deadLetters: deadLetters, logger: logger) { tokens, sinkIndex in
                 let advances = tracker.state.withLock { tracker in tokens.compactMap { tracker.acknowledge($0, sink: sinkIndex) } }
+                probe?.acknowledged(tokens, sink: sinkIndex)
                 for advance in advances { await checkpointer.record(advance) }
             }
         }
@@ -59,6 +68,7 @@ public final class Bridge: Sendable {
                 return
             }
             guard let token = tracker.state.withLock({ $0.register(event).token }) else { return }
+            probe?.registered(token)
             for pipeline in pipelines {
                 try await pipeline.enqueue(OutboundEvent(envelope: envelope, token: token, resource: change.resource, namespace: change.metadata.namespace))
             }

@@ -6,8 +6,9 @@ import NIOHTTP1
 ///
 /// - `GET  /kubebridge-test/status`: `{"resourceVersion":N,"generating":B,"openWatches":W}`
 /// - `POST /kubebridge-test/compact?rollWatchCache=true`
-/// - `POST /kubebridge-test/generate?namespace=NS&count=N&bytes=B&prefix=P`: N ConfigMaps of about B
-///   bytes each, created on the server's loop in batches (so watches keep flowing), answered at once.
+/// - `POST /kubebridge-test/generate?namespace=NS&count=N&bytes=B&prefix=P&rate=R`: N ConfigMaps of
+///   about B bytes each, created on the server's loop in batches (so watches keep flowing), at R per
+///   second when R is given; answered at once.
 /// - `POST /kubebridge-test/end-watches`
 extension APIServerState {
     static let controlPrefix = "/kubebridge-test/"
@@ -33,19 +34,21 @@ extension APIServerState {
             let count = Int(request.query["count"] ?? "") ?? 0
             let bytes = Int(request.query["bytes"] ?? "") ?? 256
             let prefix = request.query["prefix"] ?? "generated"
+            let rate = Int(request.query["rate"] ?? "")
             if !namespaceExists(namespace) { seedNamespace(namespace) }
             generating += 1
-            generate(namespace: namespace, prefix: prefix, from: 0, count: count, bytes: bytes)
+            generate(namespace: namespace, prefix: prefix, from: 0, count: count, bytes: bytes, rate: rate)
             return .json(202, .object([("accepted", .int(count))]))
         default:
             return .status(404, reason: "NotFound", message: "unknown control \(request.method.rawValue) \(request.path)")
         }
     }
 
-    private func generate(namespace: String, prefix: String, from start: Int, count: Int, bytes: Int) {
+    private func generate(namespace: String, prefix: String, from start: Int, count: Int, bytes: Int, rate: Int?) {
         let configmaps = BuiltinCatalog.groups[0].resources.first { $0.resource == "configmaps" }!
         let filler = String(repeating: "x", count: max(0, bytes - 200))
-        let batchEnd = min(count, start + 500)
+        // Paced: a tenth of the rate every 100 ms.
+        let batchEnd = min(count, start + (rate.map { max(1, $0 / 10) } ?? 500))
         for index in start..<batchEnd {
             let body = #"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"\#(prefix)-\#(index)","labels":{"generated":"true"}},"data":{"filler":"\#(filler)"}}"#
             _ = create(ResourceTarget(definition: configmaps, namespace: namespace), request: APIRequest(
@@ -53,7 +56,12 @@ extension APIServerState {
                 body: Array(body.utf8), tlsUser: nil))
         }
         if batchEnd < count {
-            loop.assumeIsolated().execute { self.generate(namespace: namespace, prefix: prefix, from: batchEnd, count: count, bytes: bytes) }
+            let next = { self.generate(namespace: namespace, prefix: prefix, from: batchEnd, count: count, bytes: bytes, rate: rate) }
+            if rate != nil {
+                loop.assumeIsolated().scheduleTask(in: .milliseconds(100), next)
+            } else {
+                loop.assumeIsolated().execute(next)
+            }
         } else {
             generating -= 1
         }

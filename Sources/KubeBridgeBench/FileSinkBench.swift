@@ -1,0 +1,101 @@
+import ArgumentParser
+import BridgeApp
+import BridgeCore
+import Foundation
+import Logging
+import Synchronization
+
+/// Times from registration (the bridge received the change) to acknowledgement (the sink confirmed it).
+final class LatencyProbe: BridgeProbe {
+    private let state = Mutex<(started: [AckTracker.Token: ContinuousClock.Instant], latencies: [Double], acknowledged: Int)>(([:], [], 0))
+
+    func registered(_ token: AckTracker.Token) {
+        let now = ContinuousClock.now
+        state.withLock { $0.started[token] = now }
+    }
+
+    func acknowledged(_ tokens: [AckTracker.Token], sink: Int) {
+        let now = ContinuousClock.now
+        state.withLock { state in
+            for token in tokens {
+                guard let start = state.started.removeValue(forKey: token) else { continue }
+                let elapsed = now - start
+                state.latencies.append(Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15)
+            }
+            state.acknowledged += tokens.count
+        }
+    }
+
+    var acknowledged: Int { state.withLock { $0.acknowledged } }
+
+    func resetLatencies() { state.withLock { $0.latencies = [] } }
+
+    /// p50, p99, p999 in milliseconds.
+    func percentiles() -> (Double, Double, Double) {
+        let sorted = state.withLock { $0.latencies }.sorted()
+        guard !sorted.isEmpty else { return (0, 0, 0) }
+        func at(_ q: Double) -> Double { sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] }
+        return (at(0.5), at(0.99), at(0.999))
+    }
+}
+
+struct FileSinkBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "file-sink",
+        abstract: "Changes of 1 KiB objects through the whole bridge into the file sink: throughput, latency, memory.")
+
+    @OptionGroup var server: ServerOptions
+
+    @Option(help: "Objects listed at start (the initial sync is the throughput run).")
+    var objects = 100_000
+
+    @Option(help: "Changes per second of the steady run (latency).")
+    var rate = 1000
+
+    @Option(help: "Seconds of the steady run.")
+    var seconds = 10
+
+    func run() async throws {
+        let server = try await ServerProcess(binary: server.kubebridge)
+        try await server.generate(count: objects, bytes: 1024)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kubebridge-bench-file-\(getpid())")
+        try? FileManager.default.removeItem(at: directory)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var configuration = Configuration()
+        configuration.cluster.kubeconfig = server.kubeconfig
+        configuration.stateDirectory = directory.appendingPathComponent("state").path
+        configuration.selection.include = ["core/v1/configmaps"]
+        configuration.sinks = [Configuration.Sink(name: "file", kind: .file(Configuration.FileSinkConfiguration(path: directory.appendingPathComponent("events.jsonl").path)))]
+        let probe = LatencyProbe()
+        let baseline = residentBytes()
+        let runtime = try await BridgeRuntime(configuration: configuration, logger: benchLogger(), probe: probe)
+        let task = Task { try await runtime.run() }
+        var peak = baseline
+        let started = ContinuousClock.now
+        while probe.acknowledged < objects {
+            peak = max(peak, residentBytes())
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let synced = ContinuousClock.now - started
+        let syncSeconds = Double(synced.components.seconds) + Double(synced.components.attoseconds) / 1e18
+        let (syncP50, syncP99, _) = probe.percentiles()
+        probe.resetLatencies()
+        let steadyCount = rate * seconds
+        let before = probe.acknowledged
+        _ = try await server.control("generate", query: [("namespace", "steady"), ("count", String(steadyCount)), ("bytes", "1024"), ("rate", String(rate))])
+        while probe.acknowledged < before + steadyCount {
+            peak = max(peak, residentBytes())
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let (p50, p99, p999) = probe.percentiles()
+        task.cancel()
+        _ = try? await task.value
+        await server.stop()
+        print("| run | events | events/s | p50 | p99 | p999 |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        print(String(format: "| initial sync into the file sink | %d | %.0f | %.1f ms | %.1f ms | |", objects, Double(objects) / syncSeconds, syncP50, syncP99))
+        print(String(format: "| steady %d events/s for %d s | %d | %d | %.2f ms | %.2f ms | %.2f ms |", rate, seconds, steadyCount, rate, p50, p99, p999))
+        print("peak resident memory \(mib(peak)) (baseline \(mib(baseline))) with \(objects + steadyCount) known objects")
+    }
+}
