@@ -51,7 +51,17 @@ public struct AckTracker: Sendable {
     }
 
     public let sinkCount: Int
-    private var scopes: [WatchScope: ScopeState] = [:]
+    /// States in an array, found by slot: changed in place through the array's subscript, which
+    /// (unlike a dictionary's) never copies a state's entries on the way.
+    private var slots: [WatchScope: Int] = [:]
+    private var states: [ScopeState] = []
+
+    private mutating func slot(_ scope: WatchScope) -> Int {
+        if let slot = slots[scope] { return slot }
+        states.append(ScopeState())
+        slots[scope] = states.count - 1
+        return states.count - 1
+    }
 
     public init(sinkCount: Int) {
         precondition(sinkCount >= 1 && sinkCount <= 64, "between 1 and 64 sinks")
@@ -63,40 +73,39 @@ public struct AckTracker: Sendable {
     /// Registers an event in arrival order. A change gets a token to acknowledge; progress is
     /// acknowledged already and returns the advance it may cause.
     public mutating func register(_ event: ResourceEvent) -> (token: Token?, advance: Advance?) {
-        var state = scopes[event.scope] ?? ScopeState()
-        let sequence = state.nextSequence
-        state.nextSequence += 1
+        let pending = allPending
+        let slot = slot(event.scope)
+        let sequence = states[slot].nextSequence
+        states[slot].nextSequence += 1
         switch event {
         case .change(let change):
             let meta = change.metadata
-            state.entries.append(Entry(
-                sequence: sequence, resourceVersion: meta.resourceVersion, pending: allPending,
-                change: ConfirmedChange(type: change.type, apiVersion: meta.apiVersion, kind: meta.kind, uid: meta.uid, namespace: meta.namespace, name: meta.name,
+            states[slot].entries.append(Entry(
+                sequence: sequence, resourceVersion: meta.resourceVersion, pending: pending,
+                change: ConfirmedChange(type: change.type, apiVersion: meta.apiVersion, kind: meta.kind, uid: meta.uid,
+                                        namespace: meta.namespace, name: meta.name,
                                         resourceVersion: meta.resourceVersion, generation: meta.generation)))
-            scopes[event.scope] = state
             return (Token(scope: event.scope, sequence: sequence), nil)
         case .progress(_, let resourceVersion):
-            state.entries.append(Entry(sequence: sequence, resourceVersion: resourceVersion, pending: 0, change: nil))
-            scopes[event.scope] = state
-            return (nil, retire(event.scope))
+            states[slot].entries.append(Entry(sequence: sequence, resourceVersion: resourceVersion, pending: 0, change: nil))
+            return (nil, Self.retire(event.scope, &states[slot]))
         }
     }
 
     /// Sink `sink` confirmed the change; returns the advance of the watermark, if any.
     public mutating func acknowledge(_ token: Token, sink: Int) -> Advance? {
-        guard var state = scopes[token.scope], let first = state.entries[state.head...].first?.sequence,
-              token.sequence >= first
-        else { return nil }
-        let index = state.head + Int(token.sequence - first)
-        guard index < state.entries.count else { return nil }
-        state.entries[index].pending &= ~(1 << UInt64(sink))
-        scopes[token.scope] = state
-        return index == state.head ? retire(token.scope) : nil
+        guard let slot = slots[token.scope] else { return nil }
+        let head = states[slot].head
+        guard head < states[slot].entries.count else { return nil }
+        let first = states[slot].entries[head].sequence
+        guard token.sequence >= first else { return nil }
+        let index = head + Int(token.sequence - first)
+        guard index < states[slot].entries.count else { return nil }
+        states[slot].entries[index].pending &= ~(1 << UInt64(sink))
+        return index == head ? Self.retire(token.scope, &states[slot]) : nil
     }
 
-    /// Retires the acknowledged prefix of a scope.
-    private mutating func retire(_ scope: WatchScope) -> Advance? {
-        guard var state = scopes[scope] else { return nil }
+    private static func retire(_ scope: WatchScope, _ state: inout ScopeState) -> Advance? {
         var confirmed: [ConfirmedChange] = []
         var newest: String?
         while state.head < state.entries.count, state.entries[state.head].pending == 0 {
@@ -109,22 +118,19 @@ public struct AckTracker: Sendable {
             state.entries.removeFirst(state.head)
             state.head = 0
         }
-        guard let newest else {
-            scopes[scope] = state
-            return nil
-        }
+        guard let newest else { return nil }
         state.watermark = newest
-        scopes[scope] = state
         return Advance(scope: scope, resourceVersion: newest, confirmed: confirmed)
     }
 
     public func watermark(of scope: WatchScope) -> String? {
-        scopes[scope]?.watermark
+        slots[scope].flatMap { states[$0].watermark }
     }
 
     /// Changes registered and not yet confirmed everywhere, per scope.
     public func unconfirmed(in scope: WatchScope) -> Int {
-        guard let state = scopes[scope] else { return 0 }
+        guard let slot = slots[scope] else { return 0 }
+        let state = states[slot]
         return state.entries[state.head...].filter { $0.pending != 0 }.count
     }
 }

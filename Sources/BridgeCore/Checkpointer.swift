@@ -22,7 +22,8 @@ public actor Checkpointer {
 
     /// Records an advance of a watermark.
     public func record(_ advance: AckTracker.Advance) {
-        var delta = pending[advance.scope] ?? CheckpointDelta(scope: advance.scope, resourceVersion: advance.resourceVersion)
+        // Taken out of the dictionary while it changes, so that it is not copied on every record.
+        var delta = pending.removeValue(forKey: advance.scope) ?? CheckpointDelta(scope: advance.scope, resourceVersion: advance.resourceVersion)
         delta.resourceVersion = advance.resourceVersion
         for change in advance.confirmed {
             if delta.apiVersion.isEmpty { delta.apiVersion = change.apiVersion }

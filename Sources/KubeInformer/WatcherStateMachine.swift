@@ -121,9 +121,10 @@ public struct WatcherStateMachine: Sendable {
 
     /// A list page arrived: its objects are compared with the known ones.
     public mutating func pageReceived(_ page: ObjectList) -> ([ResourceEvent], Action) {
-        guard case .listing(var relist, let firstVersion) = state else {
+        guard case .listing(_, let firstVersion) = state else {
             preconditionFailure("a list page arrived in state \(state)")
         }
+        var relist = takeRelist()
         var events: [ResourceEvent] = []
         for item in page.items where filter.accepts(item.metadata) {
             sync(item, relist: &relist, into: &events)
@@ -186,24 +187,13 @@ public struct WatcherStateMachine: Sendable {
     /// A watch frame arrived.
     public mutating func frameReceived(_ frame: WatchFrame) -> ([ResourceEvent], FrameOutcome) {
         var events: [ResourceEvent] = []
+        // The relist is moved out of the state before it is changed: while the state still held it
+        // (a `switch state` keeps its subject alive), every insert would copy the whole seen set.
+        if case .streamingInitialEvents = state {
+            var relist = takeRelist()
+            return streamingFrame(frame, relist: &relist)
+        }
         switch state {
-        case .streamingInitialEvents(var relist):
-            switch frame {
-            case .added(let object):
-                if filter.accepts(object.metadata) { sync(object, relist: &relist, into: &events) }
-                state = .streamingInitialEvents(relist)
-            case .bookmark(let version, let initialEventsEnd):
-                if initialEventsEnd { finishRelist(relist, at: version, into: &events) }
-            case .modified, .deleted:
-                // Only additions come before the initial-events-end bookmark; anything else means
-                // the server does not stream lists as expected.
-                streamingListsSupported = false
-                return ([], .stopReading(beginRelist()))
-            case .error(let status):
-                return ([], .stopReading(failed(KubeAPIError(
-                    code: .apiStatus, httpStatus: status.code, status: status, message: status.message ?? "watch error", request: "watch \(resource)"))))
-            }
-            return (events, .keepReading)
         case .watching:
             switch frame {
             case .added(let object): watched(.added, object, into: &events)
@@ -222,6 +212,43 @@ public struct WatcherStateMachine: Sendable {
         default:
             preconditionFailure("a watch frame arrived in state \(state)")
         }
+    }
+
+    /// Moves the relist out of the state, leaving `.idle`.
+    private mutating func takeRelist() -> Relist {
+        let relist: Relist
+        switch state {
+        case .streamingInitialEvents(let r): relist = r
+        case .listing(let r, _): relist = r
+        default: preconditionFailure("no relist in state \(state)")
+        }
+        state = .idle
+        return relist
+    }
+
+    private mutating func streamingFrame(_ frame: WatchFrame, relist: inout Relist) -> ([ResourceEvent], FrameOutcome) {
+        var events: [ResourceEvent] = []
+        switch frame {
+        case .added(let object):
+            if filter.accepts(object.metadata) { sync(object, relist: &relist, into: &events) }
+            state = .streamingInitialEvents(relist)
+        case .bookmark(let version, let initialEventsEnd):
+            if initialEventsEnd {
+                finishRelist(relist, at: version, into: &events)
+            } else {
+                state = .streamingInitialEvents(relist)
+            }
+        case .modified, .deleted:
+            // Only additions come before the initial-events-end bookmark; anything else means
+            // the server does not stream lists as expected.
+            streamingListsSupported = false
+            return ([], .stopReading(beginRelist()))
+        case .error(let status):
+            state = .streamingInitialEvents(relist)
+            return ([], .stopReading(failed(KubeAPIError(
+                code: .apiStatus, httpStatus: status.code, status: status, message: status.message ?? "watch error", request: "watch \(resource)"))))
+        }
+        return (events, .keepReading)
     }
 
     mutating func watched(_ type: ChangeType, _ object: KubeObject, into events: inout [ResourceEvent]) {
