@@ -4,8 +4,8 @@ import Synchronization
 /// The path to one sink: a bounded buffer, batches, retries, dead letters, acknowledgements.
 public final class Pipeline: Sendable {
     public struct Options: Sendable {
-        public var maxBufferedEvents = 10_000
-        public var maxBufferedBytes = 64 * 1024 * 1024
+        public var maxBufferedEvents = 4096
+        public var maxBufferedBytes = 32 * 1024 * 1024
         public var batchSize = 500
         public var batchBytes = 4 * 1024 * 1024
         /// How long a batch may wait to fill up once its first event is there.
