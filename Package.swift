@@ -72,6 +72,17 @@ let package = Package(
             dependencies: ["BridgeCore", .product(name: "NIOCore", package: "swift-nio")],
             path: "sinks/file"
         ),
+        .systemLibrary(
+            name: "CRdKafka",
+            path: "sinks/kafka/CRdKafka",
+            pkgConfig: "rdkafka",
+            providers: [.apt(["librdkafka-dev"])]
+        ),
+        .target(
+            name: "KafkaSink",
+            dependencies: ["BridgeCore", "CRdKafka", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log")],
+            path: "sinks/kafka/KafkaSink"
+        ),
         .target(
             name: "KubeInformer",
             dependencies: [
@@ -86,6 +97,7 @@ let package = Package(
                 "BridgeCore",
                 "BridgeCheckpoint",
                 "FileSink",
+                "KafkaSink",
                 "KubeAPI",
                 "KubeInformer",
                 .product(name: "Yams", package: "Yams"),
@@ -150,6 +162,7 @@ let package = Package(
             dependencies: ["BridgeCore", "BridgeCheckpoint", "FileSink", "KubeModel", "TestSupport", .product(name: "NIOFoundationCompat", package: "swift-nio")]
         ),
         .testTarget(name: "BridgeAppTests", dependencies: ["BridgeApp", "BridgeCore", "KubeTestServer", "TestSupport"]),
+        .testTarget(name: "KafkaSinkTests", dependencies: ["KafkaSink", "BridgeCore", "KubeAPI", "TestSupport"]),
         .testTarget(name: "KubeInformerTests", dependencies: ["KubeInformer", "BridgeCore", "KubeTestServer", "TestSupport"]),
         .testTarget(name: "KubeTestServerTests", dependencies: ["KubeTestServer", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["KubeAPI", "KubeTestServer", "TestSupport"]),

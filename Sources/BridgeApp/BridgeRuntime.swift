@@ -2,6 +2,7 @@ import BridgeCheckpoint
 import BridgeCore
 import FileSink
 import Foundation
+import KafkaSink
 import KubeAPI
 import KubeInformer
 import Logging
@@ -36,13 +37,15 @@ public struct BridgeRuntime: Sendable {
         store = try SQLiteCheckpointStore(path: "\(configuration.stateDirectory)/checkpoints.sqlite")
         let checkpoints = try await store.load()
         deadLetters = try DeadLetterFile(path: "\(configuration.stateDirectory)/dead-letters.jsonl")
-        sinks = configuration.sinks.map { sink in
+        sinks = try configuration.sinks.map { sink -> any Sink in
             switch sink.kind {
             case .file(let file):
                 var options = FileSink.Options(path: file.path)
                 options.maxFileBytes = file.maxFileBytes
                 options.keepFiles = file.keepFiles
                 return FileSink(name: sink.name, options: options)
+            case .kafka(let options):
+                return try KafkaSink(name: sink.name, options: options, logger: logger)
             }
         }
         checkpointer = Checkpointer(store: store, interval: configuration.checkpointInterval, logger: logger)
@@ -63,7 +66,9 @@ public struct BridgeRuntime: Sendable {
         let group = ServiceGroup(configuration: .init(
             services: [
                 .init(service: CheckpointerService(checkpointer: checkpointer)),
-                .init(service: BridgeService(bridge: bridge, sinks: sinks, drainTimeout: configuration.drainTimeout, logger: logger)),
+                .init(service: BridgeService(bridge: bridge, sinks: sinks, drainTimeout: configuration.drainTimeout, logger: logger),
+                      // A sink that cannot go on stops the watches first and the checkpointer last.
+                      failureTerminationBehavior: .gracefullyShutdownGroup),
                 .init(service: InformerService(supervisor: supervisor, bridge: bridge)),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],

@@ -1,5 +1,6 @@
 import BridgeCore
 import Foundation
+import KafkaSink
 import KubeInformer
 import Yams
 
@@ -24,6 +25,7 @@ public struct Configuration: Sendable {
 
     public enum SinkKind: Sendable {
         case file(FileSinkConfiguration)
+        case kafka(KafkaSinkOptions)
     }
 
     public struct Sink: Sendable {
@@ -97,8 +99,8 @@ struct ConfigReader {
         problems.append("\(location(node)): \(key): \(message)")
     }
 
-    /// The members of a mapping, reporting unknown keys (typos are the usual mistake).
-    mutating func mapping(_ node: Node, _ key: String, allowed: [String]) -> [String: Node] {
+    /// The members of a mapping, reporting keys not `allowed` (typos are the usual mistake).
+    mutating func mapping(_ node: Node, _ key: String, allowed: [String]?) -> [String: Node] {
         guard case .mapping(let mapping) = node else {
             problem(node, key, "expected a mapping")
             return [:]
@@ -106,7 +108,7 @@ struct ConfigReader {
         var result: [String: Node] = [:]
         for (keyNode, value) in mapping {
             let name = keyNode.string ?? ""
-            if !allowed.contains(name) {
+            if let allowed, !allowed.contains(name) {
                 problem(keyNode, key.isEmpty ? name : "\(key).\(name)",
                         "unknown key; expected one of \(allowed.joined(separator: ", "))")
                 continue
@@ -266,11 +268,18 @@ struct ConfigReader {
         return selection
     }
 
+    static let sinkKeys = [
+        "file": ["path", "maxFileBytes", "keepFiles"],
+        "kafka": ["brokers", "topic", "mode", "compression", "properties"],
+    ]
+
     mutating func sink(_ node: Node, index: Int) -> Configuration.Sink? {
         let key = "sinks[\(index)]"
-        let fields = mapping(node, key, allowed: ["type", "name", "path", "maxFileBytes", "keepFiles", "buffer", "batch", "retry"])
-        guard let type = string(fields["type"], "\(key).type") else {
-            problem(node, "\(key).type", "missing; known sink types: file")
+        let known = Self.sinkKeys.keys.sorted().joined(separator: ", ")
+        let type = (node.mapping?["type"]).flatMap { $0.string }
+        let fields = mapping(node, key, allowed: ["type", "name", "buffer", "batch", "retry"] + (type.flatMap { Self.sinkKeys[$0] } ?? []))
+        guard let type else {
+            problem(node, "\(key).type", "missing; known sink types: \(known)")
             return nil
         }
         var pipeline = Pipeline.Options()
@@ -301,9 +310,70 @@ struct ConfigReader {
             if let bytes = int(fields["maxFileBytes"], "\(key).maxFileBytes", minimum: 4096) { file.maxFileBytes = bytes }
             if let keep = int(fields["keepFiles"], "\(key).keepFiles", minimum: 1) { file.keepFiles = keep }
             return Configuration.Sink(name: name, kind: .file(file), pipeline: pipeline)
+        case "kafka":
+            return kafkaSink(fields, node: node, key: key).map { Configuration.Sink(name: name, kind: .kafka($0), pipeline: pipeline) }
         default:
-            problem(fields["type"]!, "\(key).type", "unknown sink type \"\(type)\"; known sink types: file")
+            problem(fields["type"]!, "\(key).type", "unknown sink type \"\(type)\"; known sink types: \(known)")
             return nil
         }
+    }
+
+    mutating func kafkaSink(_ fields: [String: Node], node: Node, key: String) -> KafkaSinkOptions? {
+        let brokers: [String]
+        if let node = fields["brokers"], case .scalar = node {
+            brokers = (string(node, "\(key).brokers") ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        } else {
+            brokers = strings(fields["brokers"], "\(key).brokers") ?? []
+        }
+        guard !brokers.isEmpty else {
+            problem(node, "\(key).brokers", "a Kafka sink needs at least one broker (host:port)")
+            return nil
+        }
+        var options = KafkaSinkOptions(brokers: brokers)
+        if let topic = string(fields["topic"], "\(key).topic") { options.topic = topic }
+        if let mode = string(fields["mode"], "\(key).mode") {
+            if let value = KafkaSinkOptions.Mode(rawValue: mode) {
+                options.mode = value
+            } else {
+                problem(fields["mode"]!, "\(key).mode", "expected binary or structured, got \"\(mode)\"")
+            }
+        }
+        if let compression = string(fields["compression"], "\(key).compression") { options.compression = compression }
+        if let properties = fields["properties"] {
+            for (name, value) in mapping(properties, "\(key).properties", allowed: nil) {
+                guard let text = string(value, "\(key).properties.\(name)") else { continue }
+                options.properties[name] = environmentExpanded(text, node: value, key: "\(key).properties.\(name)")
+            }
+        }
+        do {
+            try options.validate()
+            try options.validateProperties()
+        } catch {
+            problem(node, key, "\(error)")
+            return nil
+        }
+        return options
+    }
+
+    /// `${NAME}` in a value is replaced by the environment variable, so that credentials can come
+    /// from a Secret rather than the file.
+    mutating func environmentExpanded(_ text: String, node: Node, key: String) -> String {
+        var result = ""
+        var rest = Substring(text)
+        while let start = rest.range(of: "${") {
+            result += rest[..<start.lowerBound]
+            guard let end = rest[start.upperBound...].firstIndex(of: "}") else {
+                problem(node, key, "\"${\" without a closing \"}\"")
+                return text
+            }
+            let name = String(rest[start.upperBound..<end])
+            if let value = ProcessInfo.processInfo.environment[name] {
+                result += value
+            } else {
+                problem(node, key, "the environment variable \(name) is not set")
+            }
+            rest = rest[rest.index(after: end)...]
+        }
+        return result + rest
     }
 }

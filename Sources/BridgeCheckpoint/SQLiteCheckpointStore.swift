@@ -6,9 +6,12 @@ import NIOPosix
 import Synchronization
 
 /// Checkpoints in a SQLite file in WAL mode with full synchronization: a save is one transaction,
-/// on disk when it returns. Calls run on NIO's blocking pool, one at a time.
+/// on disk when it returns. Calls run one at a time on a thread of the store's own, so that
+/// other blocking work (an exec plugin, a slow disk of a file sink) never holds back the writes
+/// that sinks wait for.
 public final class SQLiteCheckpointStore: CheckpointStore {
     private let database: Mutex<OpaquePointer?>
+    private let thread: NIOThreadPool
     public let path: String
 
     public struct Error: Swift.Error, CustomStringConvertible {
@@ -27,6 +30,8 @@ public final class SQLiteCheckpointStore: CheckpointStore {
             throw Error(message: "cannot open the checkpoint store \(path): \(message)")
         }
         database = Mutex(handle)
+        thread = NIOThreadPool(numberOfThreads: 1)
+        thread.start()
         try execute("""
             PRAGMA journal_mode=WAL;
             PRAGMA synchronous=FULL;
@@ -35,9 +40,17 @@ public final class SQLiteCheckpointStore: CheckpointStore {
                 resource_version TEXT NOT NULL, api_version TEXT NOT NULL, kind TEXT NOT NULL);
             CREATE TABLE IF NOT EXISTS objects(
                 scope TEXT NOT NULL, uid TEXT NOT NULL, namespace TEXT, name TEXT NOT NULL,
-                resource_version TEXT NOT NULL, generation INTEGER,
+                resource_version TEXT NOT NULL, generation INTEGER, confirmed INTEGER NOT NULL DEFAULT 1,
                 PRIMARY KEY(scope, uid)) WITHOUT ROWID;
             """)
+        // Stores written before objects could be recorded unconfirmed hold confirmed rows only.
+        var columns: [String] = []
+        try database.withLock { handle in
+            try query(handle, "PRAGMA table_info(objects)", bind: { _ in }) { row in columns.append(column(row, 1) ?? "") }
+        }
+        if !columns.contains("confirmed") {
+            try execute("ALTER TABLE objects ADD COLUMN confirmed INTEGER NOT NULL DEFAULT 1")
+        }
     }
 
     private func execute(_ sql: String) throws {
@@ -52,7 +65,7 @@ public final class SQLiteCheckpointStore: CheckpointStore {
     }
 
     public func load() async throws -> [WatchScope: Checkpoint] {
-        try await NIOThreadPool.singleton.runIfActive { try self.loadSync() }
+        try await thread.runIfActive { try self.loadSync() }
     }
 
     /// Saves the deltas in one transaction. A save that started is not cancelled: the last one
@@ -60,7 +73,7 @@ public final class SQLiteCheckpointStore: CheckpointStore {
     public func save(_ deltas: [CheckpointDelta]) async throws {
         guard !deltas.isEmpty else { return }
         try await Task.detached {
-            try await NIOThreadPool.singleton.runIfActive { try self.saveSync(deltas) }
+            try await self.thread.runIfActive { try self.saveSync(deltas) }
         }.value
     }
 
@@ -69,10 +82,12 @@ public final class SQLiteCheckpointStore: CheckpointStore {
             sqlite3_close(handle)
             handle = nil
         }
+        try await thread.shutdownGracefully()
     }
 
     deinit {
         _ = database.withLock { handle in sqlite3_close(handle) }
+        thread.shutdownGracefully { _ in }
     }
 
     static func key(_ scope: WatchScope) -> String { scope.description }
@@ -85,13 +100,15 @@ public final class SQLiteCheckpointStore: CheckpointStore {
                 guard let resource = GroupVersionResource(column(row, 1) ?? "") else { return }
                 let scope = WatchScope(resource, namespace: column(row, 2))
                 keys[column(row, 0) ?? ""] = scope
-                result[scope] = Checkpoint(resourceVersion: column(row, 3), known: KnownObjects(apiVersion: column(row, 4) ?? "", kind: column(row, 5) ?? ""))
+                let resourceVersion = column(row, 3).flatMap { $0.isEmpty ? nil : $0 }
+                result[scope] = Checkpoint(resourceVersion: resourceVersion, known: KnownObjects(apiVersion: column(row, 4) ?? "", kind: column(row, 5) ?? ""))
             }
-            try query(handle, "SELECT scope, uid, namespace, name, resource_version, generation FROM objects", bind: { _ in }) { row in
+            try query(handle, "SELECT scope, uid, namespace, name, resource_version, generation, confirmed FROM objects", bind: { _ in }) { row in
                 guard let scope = keys[column(row, 0) ?? ""], let uid = column(row, 1) else { return }
                 let generation = sqlite3_column_type(row, 5) == SQLITE_NULL ? nil : Int64(sqlite3_column_int64(row, 5))
                 result[scope]?.known.set(uid: uid, KnownObjects.Entry(
-                    namespace: column(row, 2), name: column(row, 3) ?? "", resourceVersion: column(row, 4) ?? "", generation: generation))
+                    namespace: column(row, 2), name: column(row, 3) ?? "", resourceVersion: column(row, 4) ?? "", generation: generation,
+                    stored: true, delivered: sqlite3_column_int64(row, 6) != 0))
             }
             return result
         }
@@ -113,9 +130,42 @@ public final class SQLiteCheckpointStore: CheckpointStore {
                     }
                     for (uid, entry) in delta.upserts {
                         try run(handle, """
-                            INSERT OR REPLACE INTO objects(scope, uid, namespace, name, resource_version, generation) VALUES(?1, ?2, ?3, ?4, ?5, ?6)
+                            INSERT OR REPLACE INTO objects(scope, uid, namespace, name, resource_version, generation, confirmed) VALUES(?1, ?2, ?3, ?4, ?5, ?6, 1)
                             """, [key, uid, entry.namespace, entry.name, entry.resourceVersion, entry.generation.map(String.init)], integerColumns: [6])
                     }
+                }
+                try step(handle, "COMMIT")
+            } catch {
+                try? step(handle, "ROLLBACK")
+                throw error
+            }
+        }
+    }
+
+    public func record(_ objects: [UnrecordedObject]) async throws {
+        guard !objects.isEmpty else { return }
+        try await Task.detached {
+            try await self.thread.runIfActive { try self.recordSync(objects) }
+        }.value
+    }
+
+    private func recordSync(_ objects: [UnrecordedObject]) throws {
+        try database.withLock { handle in
+            try step(handle, "BEGIN IMMEDIATE")
+            do {
+                var scopes: Set<WatchScope> = []
+                for object in objects {
+                    let key = Self.key(object.scope)
+                    if scopes.insert(object.scope).inserted {
+                        try run(handle, """
+                            INSERT INTO scopes(scope, resource, namespace, resource_version, api_version, kind) VALUES(?1, ?2, ?3, '', ?4, ?5)
+                            ON CONFLICT(scope) DO NOTHING
+                            """, [key, object.scope.resource.description, object.scope.namespace, object.apiVersion, object.kind])
+                    }
+                    let entry = object.entry
+                    try run(handle, """
+                        INSERT OR IGNORE INTO objects(scope, uid, namespace, name, resource_version, generation, confirmed) VALUES(?1, ?2, ?3, ?4, ?5, ?6, 0)
+                        """, [key, object.uid, entry.namespace, entry.name, entry.resourceVersion, entry.generation.map(String.init)], integerColumns: [6])
                 }
                 try step(handle, "COMMIT")
             } catch {

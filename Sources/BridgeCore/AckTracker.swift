@@ -142,7 +142,8 @@ extension KnownObjects {
             remove(uid: change.uid)
             return
         }
-        set(uid: change.uid, Entry(namespace: change.namespace, name: change.name, resourceVersion: change.resourceVersion, generation: change.generation))
+        set(uid: change.uid, Entry(namespace: change.namespace, name: change.name, resourceVersion: change.resourceVersion, generation: change.generation,
+                                   stored: true))
         if apiVersion.isEmpty { apiVersion = change.apiVersion }
         if kind.isEmpty { kind = change.kind }
     }

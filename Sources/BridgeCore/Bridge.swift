@@ -15,6 +15,7 @@ public final class Bridge: Sendable {
     public let pipelines: [Pipeline]
     let envelopes: EnvelopeBuilder
     let checkpointer: Checkpointer
+    let recorder: ObjectRecorder
     let tracker: TrackerBox
     let deadLetters: DeadLetterFile?
     let logger: Logger
@@ -33,6 +34,8 @@ public final class Bridge: Sendable {
         deadLetters: DeadLetterFile?, logger: Logger, probe: (any BridgeProbe)? = nil
     ) {
         let tracker = TrackerBox(AckTracker(sinkCount: max(1, sinks.count)))
+        let recorder = ObjectRecorder(store: checkpointer.store, logger: logger)
+        self.recorder = recorder
         self.probe = probe
         self.tracker = tracker
         self.envelopes = envelopes
@@ -40,7 +43,11 @@ public final class Bridge: Sendable {
         self.deadLetters = deadLetters
         self.logger = logger
         self.pipelines = sinks.enumerated().map { index, sink in
-            Pipeline(sink: sink.0, index: index, options: sink.1, deadLetters: deadLetters, logger: logger) { tokens, sinkIndex in
+            Pipeline(sink: sink.0, index: index, options: sink.1, deadLetters: deadLetters, logger: logger, beforeDelivery: { batch in
+                if let recording = batch.lazy.map(\.recording).max(), recording > 0 {
+                    await recorder.waitUntilRecorded(through: recording)
+                }
+            }) { tokens, sinkIndex in
                 let advances = tracker.state.withLock { tracker in tokens.compactMap { tracker.acknowledge($0, sink: sinkIndex) } }
                 probe?.acknowledged(tokens, sink: sinkIndex)
                 for advance in advances { await checkpointer.record(advance) }
@@ -69,8 +76,10 @@ public final class Bridge: Sendable {
             }
             guard let token = tracker.state.withLock({ $0.register(event).token }) else { return }
             probe?.registered(token)
+            let recording = change.unrecorded ? await recorder.add(UnrecordedObject(change)) : 0
             for pipeline in pipelines {
-                try await pipeline.enqueue(OutboundEvent(envelope: envelope, token: token, resource: change.resource, namespace: change.metadata.namespace))
+                try await pipeline.enqueue(OutboundEvent(envelope: envelope, token: token, resource: change.resource, namespace: change.metadata.namespace,
+                                                         recording: recording))
             }
         }
     }

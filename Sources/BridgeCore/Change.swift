@@ -40,12 +40,17 @@ public struct Change: Sendable {
     /// A deletion the bridge inferred from a list (the object was gone): it did not see the final
     /// state, like client-go's DeletedFinalStateUnknown.
     public var finalStateUnknown: Bool
+    /// No checkpoint row knows the object yet. The bridge records it durably before any sink sees
+    /// this change, so that a restart which has to relist knows that sinks may have seen the
+    /// object, and sends its deletion if it vanished meanwhile.
+    public var unrecorded: Bool
 
-    public init(type: ChangeType, scope: WatchScope, object: KubeObject, finalStateUnknown: Bool = false) {
+    public init(type: ChangeType, scope: WatchScope, object: KubeObject, finalStateUnknown: Bool = false, unrecorded: Bool = false) {
         self.type = type
         self.scope = scope
         self.object = object
         self.finalStateUnknown = finalStateUnknown
+        self.unrecorded = unrecorded
     }
 
     public init(type: ChangeType, resource: GroupVersionResource, object: KubeObject, finalStateUnknown: Bool = false) {

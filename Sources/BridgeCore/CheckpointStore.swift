@@ -31,10 +31,35 @@ public struct CheckpointDelta: Sendable {
     }
 }
 
+/// An object sinks are about to see while no checkpoint row knows it (`Change.unrecorded`).
+public struct UnrecordedObject: Sendable, Equatable {
+    public var scope: WatchScope
+    public var apiVersion: String
+    public var kind: String
+    public var uid: String
+    public var entry: KnownObjects.Entry
+
+    public init(_ change: Change) {
+        let meta = change.metadata
+        scope = change.scope
+        apiVersion = meta.apiVersion
+        kind = meta.kind
+        uid = meta.uid
+        entry = KnownObjects.Entry(namespace: meta.namespace, name: meta.name, resourceVersion: meta.resourceVersion,
+                                   generation: meta.generation, stored: true, delivered: false)
+    }
+}
+
 /// Durable storage of checkpoints. `save` is atomic across all the deltas given and durable when
 /// it returns; a crash leaves either all of them or none.
 public protocol CheckpointStore: Sendable {
+    /// Every scope with a checkpoint; a scope that only has unconfirmed objects has no
+    /// resourceVersion, and those objects have `delivered` false.
     func load() async throws -> [WatchScope: Checkpoint]
     func save(_ deltas: [CheckpointDelta]) async throws
+    /// Adds rows for objects that sinks are about to see, durable when it returns, leaving any
+    /// row that already exists as it is. The rows are not confirmed: they make a restart's relist
+    /// send the objects again, or their deletion when they are gone.
+    func record(_ objects: [UnrecordedObject]) async throws
     func close() async throws
 }

@@ -34,7 +34,8 @@ public actor Checkpointer {
             } else {
                 delta.deletions.remove(change.uid)
                 delta.upserts[change.uid] = KnownObjects.Entry(
-                    namespace: change.namespace, name: change.name, resourceVersion: change.resourceVersion, generation: change.generation)
+                    namespace: change.namespace, name: change.name, resourceVersion: change.resourceVersion, generation: change.generation,
+                    stored: true)
             }
         }
         pending[advance.scope] = delta

@@ -17,6 +17,12 @@ public struct Envelope: Sendable {
     /// Extension attributes, in a fixed order.
     public var extensions: [(name: String, value: String)]
 
+    /// The object's uid (the `partitionkey` extension): a broker's partition key, so that an
+    /// object's changes stay in one partition, in order.
+    public var partitionKey: String {
+        extensions.first { $0.name == "partitionkey" }?.value ?? id
+    }
+
     /// `specversion`, `id`, `source`, `type`, `subject`, `time`, `datacontenttype` and the
     /// extensions: every attribute but `data`, as a protocol binding's headers carry them.
     public var attributes: [(name: String, value: String)] {

@@ -4,18 +4,27 @@ import NIOCore
 /// The objects of one resource the bridge has emitted, by uid: what a relist is compared with to
 /// find what changed or vanished while nobody watched. Only identity and version are kept, so a
 /// large cluster costs little memory.
-public struct KnownObjects: Sendable, Hashable, Codable {
-    public struct Entry: Sendable, Hashable, Codable {
+public struct KnownObjects: Sendable, Hashable {
+    public struct Entry: Sendable, Hashable {
         public var namespace: String?
         public var name: String
         public var resourceVersion: String
         public var generation: Int64?
+        /// The checkpoint store has a row for the object, so a restart knows that sinks may have
+        /// seen it. An object gets its row before the first sink sees it (see `Change.unrecorded`).
+        public var stored: Bool
+        /// Every sink has the object at `resourceVersion`, or will get it from this process's
+        /// pipelines. False for an object loaded from its early row only, whose delivery was never
+        /// confirmed: a relist sends it again.
+        public var delivered: Bool
 
-        public init(namespace: String?, name: String, resourceVersion: String, generation: Int64?) {
+        public init(namespace: String?, name: String, resourceVersion: String, generation: Int64?, stored: Bool = false, delivered: Bool = true) {
             self.namespace = namespace
             self.name = name
             self.resourceVersion = resourceVersion
             self.generation = generation
+            self.stored = stored
+            self.delivered = delivered
         }
     }
 
@@ -43,10 +52,16 @@ public struct KnownObjects: Sendable, Hashable, Codable {
         case .deleted:
             entries[meta.uid] = nil
         case .added, .modified, .synced:
-            entries[meta.uid] = Entry(namespace: meta.namespace, name: meta.name, resourceVersion: meta.resourceVersion, generation: meta.generation)
+            entries[meta.uid] = Entry(namespace: meta.namespace, name: meta.name, resourceVersion: meta.resourceVersion, generation: meta.generation,
+                                      stored: entries[meta.uid]?.stored ?? false)
             if apiVersion.isEmpty { apiVersion = meta.apiVersion }
             if kind.isEmpty { kind = meta.kind }
         }
+    }
+
+    /// The object's row is in the checkpoint store.
+    public mutating func markStored(uid: String) {
+        entries[uid]?.stored = true
     }
 
     public mutating func remove(uid: String) {

@@ -1,6 +1,16 @@
 import Logging
 import Synchronization
 
+/// A sink reported that it cannot go on. kubebridge stops (the checkpoint stays before the first
+/// event this sink did not confirm) so that its supervisor starts it again with a fresh sink.
+public struct SinkStopped: Error, CustomStringConvertible {
+    public var sink: String
+    public var reason: String
+    public var description: String {
+        "sink \(sink) cannot go on: \(reason); kubebridge stops, and resumes from its checkpoint when started again"
+    }
+}
+
 /// The path to one sink: a bounded buffer, batches, retries, dead letters, acknowledgements.
 public final class Pipeline: Sendable {
     public struct Options: Sendable {
@@ -28,12 +38,16 @@ public final class Pipeline: Sendable {
     let buffer: BoundedBuffer<OutboundEvent>
     let deadLetters: DeadLetterFile?
     let acknowledge: @Sendable ([AckTracker.Token], Int) async -> Void
+    let beforeDelivery: @Sendable ([OutboundEvent]) async -> Void
     let logger: Logger
     private let state = Mutex<(status: Status, delivered: Int, retried: Int, deadLettered: Int)>((.running, 0, 0, 0))
 
+    /// `beforeDelivery` runs before each batch goes to the sink the first time.
     public init(sink: any Sink, index: Int, options: Options = Options(), deadLetters: DeadLetterFile?,
-                logger: Logger, acknowledge: @escaping @Sendable ([AckTracker.Token], Int) async -> Void) {
+                logger: Logger, beforeDelivery: @escaping @Sendable ([OutboundEvent]) async -> Void = { _ in },
+                acknowledge: @escaping @Sendable ([AckTracker.Token], Int) async -> Void) {
         self.sink = sink
+        self.beforeDelivery = beforeDelivery
         self.index = index
         self.options = options
         self.buffer = BoundedBuffer(maxCount: options.maxBufferedEvents, maxBytes: options.maxBufferedBytes)
@@ -60,7 +74,8 @@ public final class Pipeline: Sendable {
         buffer.close()
     }
 
-    /// Delivers until finished and drained, cancelled, or stopped by a fatal sink error.
+    /// Delivers until finished and drained, or cancelled; a fatal sink error ends it with
+    /// `SinkStopped`.
     public func run() async throws {
         var random = SystemRandomNumberGenerator()
         while !Task.isCancelled {
@@ -70,7 +85,10 @@ public final class Pipeline: Sendable {
                 let bytes = batch.reduce(0) { $0 + $1.size }
                 batch += buffer.takeAvailable(maxCount: options.batchSize - batch.count, maxBytes: options.batchBytes - bytes)
             }
-            if try await !deliver(batch, random: &random) { return }
+            await beforeDelivery(batch)
+            if try await !deliver(batch, random: &random), case .stopped(let reason) = status {
+                throw SinkStopped(sink: sink.name, reason: reason)
+            }
         }
     }
 
@@ -106,7 +124,7 @@ public final class Pipeline: Sendable {
             }
             if !confirmed.isEmpty { await acknowledge(confirmed, index) }
             if let fatal {
-                logger.error("the sink cannot go on: \(fatal). Its pipeline stops; the checkpoint stays before the first event not delivered, so nothing is lost when it is restarted")
+                logger.error("the sink cannot go on: \(fatal). The checkpoint stays before the first event not delivered, so nothing is lost when kubebridge is started again")
                 state.withLock { $0.status = .stopped(fatal) }
                 return false
             }

@@ -8,14 +8,18 @@ public struct OutboundEvent: Sendable {
     public var token: AckTracker.Token
     public var resource: GroupVersionResource
     public var namespace: String?
+    /// The `ObjectRecorder` number to wait for before a sink may see the event; 0 when the object
+    /// has its checkpoint row already.
+    public var recording: UInt64
     /// The object's size, for the buffer's byte bound.
     public var size: Int { envelope.data.readableBytes + 512 }
 
-    public init(envelope: Envelope, token: AckTracker.Token, resource: GroupVersionResource, namespace: String?) {
+    public init(envelope: Envelope, token: AckTracker.Token, resource: GroupVersionResource, namespace: String?, recording: UInt64 = 0) {
         self.envelope = envelope
         self.token = token
         self.resource = resource
         self.namespace = namespace
+        self.recording = recording
     }
 }
 
@@ -30,6 +34,28 @@ public enum DeliveryOutcome: Sendable, Equatable {
     /// The sink cannot go on (a full disk, a fenced producer): its pipeline stops and holds the
     /// checkpoint where it is.
     case fatal(String)
+}
+
+extension Array where Element == DeliveryOutcome {
+    /// The outcomes of a batch sent concurrently, made to keep each object's order: an event
+    /// confirmed after an earlier event of the same object was not is reported retriable, so it is
+    /// sent again after that one and the object's last record is its latest change.
+    public func holdingObjectOrder(of batch: [OutboundEvent]) -> [DeliveryOutcome] {
+        precondition(count == batch.count)
+        var failedObjects: Set<String> = []
+        var outcomes = self
+        for index in outcomes.indices {
+            switch outcomes[index] {
+            case .retriable, .fatal:
+                failedObjects.insert(batch[index].envelope.partitionKey)
+            case .delivered, .rejected:
+                if failedObjects.contains(batch[index].envelope.partitionKey) {
+                    outcomes[index] = .retriable("an earlier change of the same object was not confirmed")
+                }
+            }
+        }
+        return outcomes
+    }
 }
 
 /// A destination of events.

@@ -10,7 +10,7 @@ package enum ProcessRunner {
         package var stderr: [UInt8]
     }
 
-    /// Runs `executable`; it is terminated when it runs longer than `timeout`.
+    /// Runs `executable`; it is killed when it runs longer than `timeout`.
     package static func run(_ executable: String, arguments: [String], environment: [String: String], timeout: TimeInterval) async throws -> Result {
         try await NIOThreadPool.singleton.runIfActive {
             let process = Process()
@@ -23,7 +23,9 @@ package enum ProcessRunner {
             process.standardError = stderr
             process.standardInput = FileHandle.nullDevice
             try process.run()
-            let killer = DispatchWorkItem { if process.isRunning { process.terminate() } }
+            // SIGKILL, as client-go does for exec plugins: a child started from a pool thread inherits
+            // that thread's blocked signal mask, so SIGTERM could stay pending forever.
+            let killer = DispatchWorkItem { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
             DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
             // Both pipes are drained at once, so a program that fills one cannot block on it.
             let group = DispatchGroup()

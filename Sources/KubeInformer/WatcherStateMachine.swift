@@ -146,7 +146,7 @@ public struct WatcherStateMachine: Sendable {
             // Deleted and created again under the same name while nobody watched: two objects.
             emitDeletion(uid: previous, into: &events)
         }
-        if let entry = known[meta.uid], entry.resourceVersion == meta.resourceVersion {
+        if let entry = known[meta.uid], entry.delivered, entry.resourceVersion == meta.resourceVersion {
             return
         }
         emit(Change(type: .synced, scope: scope, object: object), into: &events)
@@ -172,14 +172,23 @@ public struct WatcherStateMachine: Sendable {
 
     /// Records a change and emits it, or emits progress when the filters leave it out.
     mutating func emit(_ change: Change, into events: inout [ResourceEvent]) {
-        let previousGeneration = known[change.metadata.uid]?.generation
+        var change = change
+        let previous = known[change.metadata.uid]
         known.apply(change)
         var wanted = filter.changeTypes.contains(change.type)
         if filter.specChangesOnly, change.type == .modified || change.type == .synced,
-           let previousGeneration, previousGeneration == change.metadata.generation {
+           let previous, previous.delivered, previous.generation == change.metadata.generation {
             wanted = false
         }
-        events.append(wanted ? .change(change) : .progress(scope, resourceVersion: change.metadata.resourceVersion))
+        guard wanted else {
+            events.append(.progress(scope, resourceVersion: change.metadata.resourceVersion))
+            return
+        }
+        if change.type != .deleted, !(previous?.stored ?? false) {
+            change.unrecorded = true
+            known.markStored(uid: change.metadata.uid)
+        }
+        events.append(.change(change))
     }
 
     // MARK: Watches

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BridgeApp
+import BridgeCore
 import Foundation
 import Logging
 
@@ -50,7 +51,12 @@ struct Run: AsyncParsableCommand {
             throw fail(describe(error))
         }
         logger.info("kubebridge started: \(configuration.sinks.count) sinks, state in \(configuration.stateDirectory)")
-        try await runtime.run()
+        do {
+            try await runtime.run()
+        } catch let error as SinkStopped {
+            logger.critical("\(error)")
+            throw ExitCode(3)
+        }
         logger.info("kubebridge stopped")
     }
 }

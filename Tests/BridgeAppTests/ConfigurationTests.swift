@@ -1,5 +1,6 @@
 import BridgeApp
 import BridgeCore
+import Foundation
 import Testing
 
 @Suite("Configuration")
@@ -66,6 +67,40 @@ struct ConfigurationTests {
         #expect(file.keepFiles == 3)
     }
 
+    @Test("a Kafka sink: brokers as a list or a comma-separated string, librdkafka properties with ${ENV} from the environment")
+    func kafka() throws {
+        setenv("KUBEBRIDGE_TEST_KAFKA_PASSWORD", "s3cret", 1)
+        let configuration = try Configuration.parse("""
+            sinks:
+              - type: kafka
+                brokers: [kafka-0:9092, kafka-1:9092]
+                topic: k8s.{namespace}.{resource}
+                mode: structured
+                compression: zstd
+                properties:
+                  security.protocol: SASL_SSL
+                  sasl.mechanism: SCRAM-SHA-512
+                  sasl.username: kubebridge
+                  sasl.password: pre-${KUBEBRIDGE_TEST_KAFKA_PASSWORD}
+              - type: kafka
+                name: second
+                brokers: "a:9092, b:9092"
+            """, file: "bridge.yaml")
+        guard case .kafka(let first) = configuration.sinks[0].kind, case .kafka(let second) = configuration.sinks[1].kind else {
+            Issue.record("expected two Kafka sinks")
+            return
+        }
+        #expect(configuration.sinks.map(\.name) == ["kafka-0", "second"])
+        #expect(first.brokers == ["kafka-0:9092", "kafka-1:9092"])
+        #expect(first.topic == "k8s.{namespace}.{resource}")
+        #expect(first.mode == .structured)
+        #expect(first.producerProperties["compression.codec"] == "zstd")
+        #expect(first.producerProperties["sasl.password"] == "pre-s3cret")
+        #expect(first.producerProperties["acks"] == "all")
+        #expect(second.brokers == ["a:9092", "b:9092"])
+        #expect(second.producerProperties["bootstrap.servers"] == "a:9092,b:9092")
+    }
+
     @Test("every problem is reported, each with its line and key", arguments: [
         ("sinks:\n  - type: file\n    path: x\nstat:\n  directory: y\n", ["bridge.yaml:4: stat: unknown key"]),
         ("sinks:\n  - type: kafak\n", ["bridge.yaml:2: sinks[0].type: unknown sink type \"kafak\""]),
@@ -78,6 +113,13 @@ struct ConfigurationTests {
         ("cluster:\n  name: x\n", ["sinks: at least one sink is needed"]),
         ("sinks: [\n", ["not valid YAML"]),
         ("", ["the file is empty"]),
+        ("sinks:\n  - type: kafka\n    topic: x\n", ["bridge.yaml:2: sinks[0].brokers: a Kafka sink needs at least one broker"]),
+        ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    path: x\n", ["bridge.yaml:4: sinks[0].path: unknown key; expected one of type, name, buffer, batch, retry, brokers"]),
+        ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    topic: kube/{resource}\n", ["which Kafka does not accept"]),
+        ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    mode: binar\n", ["bridge.yaml:4: sinks[0].mode: expected binary or structured"]),
+        ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    properties:\n      acks: sometimes\n", ["sinks[0]: Kafka property acks=sometimes: Invalid value"]),
+        ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    properties:\n      sasl.password: ${KUBEBRIDGE_TEST_UNSET}\n",
+         ["bridge.yaml:5: sinks[0].properties.sasl.password: the environment variable KUBEBRIDGE_TEST_UNSET is not set"]),
     ])
     func problems(text: String, expected: [String]) {
         let error = #expect(throws: ConfigurationError.self) { try Configuration.parse(text, file: "bridge.yaml") }

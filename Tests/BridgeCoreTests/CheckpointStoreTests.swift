@@ -11,7 +11,7 @@ struct CheckpointStoreTests {
     static let teamA = WatchScope(GroupVersionResource("core/v1/secrets")!, namespace: "team-a")
 
     static func entry(_ name: String, rv: String, generation: Int64? = nil) -> KnownObjects.Entry {
-        KnownObjects.Entry(namespace: "default", name: name, resourceVersion: rv, generation: generation)
+        KnownObjects.Entry(namespace: "default", name: name, resourceVersion: rv, generation: generation, stored: true)
     }
 
     @Test("saved deltas come back after reopening: watermarks, known objects, namespace scopes")
@@ -36,6 +36,38 @@ struct CheckpointStoreTests {
         #expect(loaded[Self.teamA]?.resourceVersion == "11")
         #expect(loaded[Self.teamA]?.known.entries["u3"]?.name == "s")
         try await reopened.close()
+    }
+
+    @Test("recorded objects come back unconfirmed, in a scope without a resourceVersion; a save confirms them, a later record changes nothing")
+    func recordedObjects() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("checkpoints.sqlite").path
+        let store = try SQLiteCheckpointStore(path: path)
+        func recorded(_ name: String, rv: String) -> UnrecordedObject {
+            var meta = ObjectMeta()
+            meta.apiVersion = "v1"
+            meta.kind = "ConfigMap"
+            meta.name = name
+            meta.namespace = "default"
+            meta.uid = "uid-\(name)"
+            meta.resourceVersion = rv
+            return UnrecordedObject(Change(type: .added, scope: Self.configmaps, object: KubeObject(metadata: meta, bytes: .init(string: "{}"))))
+        }
+        try await store.record([recorded("a", rv: "3"), recorded("b", rv: "4")])
+        var loaded = try await store.load()
+        #expect(loaded[Self.configmaps]?.resourceVersion == nil)
+        #expect(loaded[Self.configmaps]?.known.kind == "ConfigMap")
+        #expect(loaded[Self.configmaps]?.known["uid-a"] == KnownObjects.Entry(namespace: "default", name: "a", resourceVersion: "3", generation: nil,
+                                                                              stored: true, delivered: false))
+        try await store.save([CheckpointDelta(scope: Self.configmaps, resourceVersion: "5", upserts: ["uid-a": Self.entry("a", rv: "5")])])
+        try await store.record([recorded("a", rv: "6")])
+        loaded = try await store.load()
+        #expect(loaded[Self.configmaps]?.resourceVersion == "5")
+        #expect(loaded[Self.configmaps]?.known["uid-a"]?.resourceVersion == "5")
+        #expect(loaded[Self.configmaps]?.known["uid-a"]?.delivered == true)
+        #expect(loaded[Self.configmaps]?.known["uid-b"]?.delivered == false)
+        try await store.close()
     }
 
     @Test("a store that cannot be opened says where")

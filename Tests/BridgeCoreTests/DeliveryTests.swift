@@ -117,14 +117,15 @@ struct DeliveryTests {
         #expect(sink.received.withLock { $0 } == ["uid-a/1", "uid-b/2", "uid-a/1", "uid-a/1"])
     }
 
-    @Test("a fatal sink error stops the pipeline without acknowledging")
+    @Test("a fatal sink error stops the pipeline with SinkStopped, without acknowledging")
     func fatal() async throws {
         let acknowledged = Mutex(0)
         let pipeline = Pipeline(sink: ScriptedSink([.fatal("disk full")]), index: 0, options: Self.fastOptions, deadLetters: nil,
                                 logger: Logger(label: "test")) { tokens, _ in acknowledged.withLock { $0 += tokens.count } }
         var tracker = AckTracker(sinkCount: 1)
         try await pipeline.enqueue(try Self.event("a", rv: "1", tracker: &tracker))
-        try await pipeline.run()
+        let error = await #expect(throws: SinkStopped.self) { try await pipeline.run() }
+        #expect(error?.reason == "disk full")
         #expect(pipeline.status == .stopped("disk full"))
         #expect(acknowledged.withLock { $0 } == 0)
     }
@@ -171,6 +172,62 @@ struct DeliveryTests {
         #expect(message.contains(path))
         #expect(message.contains(expected))
         try await sink.close()
+    }
+
+    /// A checkpoint store whose `record` waits until the test opens the gate.
+    final class GatedStore: CheckpointStore {
+        let base: SQLiteCheckpointStore
+        let gate = Mutex<(open: Bool, waiting: [CheckedContinuation<Void, Never>], calls: Int)>((false, [], 0))
+        init(_ base: SQLiteCheckpointStore) { self.base = base }
+        func load() async throws -> [WatchScope: Checkpoint] { try await base.load() }
+        func save(_ deltas: [CheckpointDelta]) async throws { try await base.save(deltas) }
+        func close() async throws { try await base.close() }
+        func record(_ objects: [UnrecordedObject]) async throws {
+            await withCheckedContinuation { continuation in
+                let open = gate.withLock { gate in
+                    gate.calls += 1
+                    if !gate.open { gate.waiting.append(continuation) }
+                    return gate.open
+                }
+                if open { continuation.resume() }
+            }
+            try await base.record(objects)
+        }
+        func open() {
+            for waiter in gate.withLock({ gate in gate.open = true; defer { gate.waiting = [] }; return gate.waiting }) { waiter.resume() }
+        }
+    }
+
+    @Test("a sink sees a new object only once its checkpoint row is on disk")
+    func recordedBeforeDelivery() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("checkpoints.sqlite").path
+        let store = GatedStore(try SQLiteCheckpointStore(path: path))
+        let sink = ScriptedSink([])
+        let checkpointer = Checkpointer(store: store, logger: Logger(label: "test"))
+        let bridge = Bridge(sinks: [(sink, Self.fastOptions)], envelopes: EnvelopeBuilder(), checkpointer: checkpointer, deadLetters: nil,
+                            logger: Logger(label: "test"))
+        let running = Task { try await bridge.run() }
+        var meta = ObjectMeta()
+        meta.apiVersion = "v1"
+        meta.kind = "ConfigMap"
+        meta.name = "a"
+        meta.namespace = "default"
+        meta.uid = "uid-a"
+        meta.resourceVersion = "1"
+        let change = Change(type: .added, scope: Self.scope, object: KubeObject(metadata: meta, bytes: ByteBuffer(string: #"{"kind":"ConfigMap"}"#)),
+                            unrecorded: true)
+        try await bridge.accept(.change(change))
+        try await waitUntil { store.gate.withLock { $0.calls } == 1 }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(sink.received.withLock { $0 }.isEmpty)
+        store.open()
+        try await waitUntil { sink.received.withLock { $0 } == ["uid-a/1"] }
+        let loaded = try await store.load()
+        #expect(loaded[Self.scope]?.known["uid-a"]?.stored == true)
+        bridge.finish()
+        try await running.value
     }
 
     @Test("the checkpointer merges advances and saves them; a store reopened gives them back")

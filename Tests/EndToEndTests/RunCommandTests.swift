@@ -4,7 +4,7 @@ import KubeTestServer
 import Testing
 import TestSupport
 
-/// `kubebridge run` as a process, writing to a file sink, against the test API server.
+/// `kubebridge run` as a process, against the test API server: a file sink, and any `extraSinks`.
 final class BridgeProcess: @unchecked Sendable {
     let configPath: String
     let outputPath: String
@@ -13,7 +13,8 @@ final class BridgeProcess: @unchecked Sendable {
     let log: URL
 
     /// Writes a configuration for `server` into `directory`.
-    init(server: KubeTestServer, directory: URL, include: [String] = ["core/v1/configmaps", "core/v1/secrets", "apps/v1/deployments", "example.com/*/*"]) throws {
+    init(server: KubeTestServer, directory: URL, include: [String] = ["core/v1/configmaps", "core/v1/secrets", "apps/v1/deployments", "example.com/*/*"],
+         extraSinks: String = "") throws {
         self.directory = directory
         let kubeconfig = directory.appendingPathComponent("kubeconfig").path
         try server.writeKubeconfig(to: kubeconfig)
@@ -37,6 +38,7 @@ final class BridgeProcess: @unchecked Sendable {
                 name: out
                 path: \(outputPath)
                 batch: {linger: 1ms}
+            \(extraSinks)
             """.write(toFile: configPath, atomically: true, encoding: .utf8)
     }
 
@@ -205,43 +207,12 @@ struct RunCommandTests {
         #expect(await bridge.stop() == 0)
 
         let events = bridge.events()
-        // Duplicates carry the same id, and the same id always means the same content.
-        var byID: [String: [String: Any]] = [:]
-        for event in events {
-            let id = try #require(event["id"] as? String)
-            if let earlier = byID[id] {
-                #expect(earlier["changetype"] as? String == event["changetype"] as? String)
-                #expect(earlier["resourceversion"] as? String == event["resourceversion"] as? String)
-            }
-            byID[id] = event
-        }
-        // Per object: every change after the first the bridge saw arrived, first arrivals in order.
-        var arrivals: [String: [Int64]] = [:]
-        var seen: Set<String> = []
-        for event in events {
-            guard let id = event["id"] as? String, seen.insert(id).inserted,
-                  let uid = event["uid"] as? String, let version = Int64(event["resourceversion"] as? String ?? "") else { continue }
-            arrivals[uid, default: []].append(version)
-        }
-        var missing: [String] = []
-        var disorder: [String] = []
-        for (uid, changes) in Dictionary(grouping: history, by: \.uid) {
-            guard let delivered = arrivals[uid] else {
-                missing.append("\(changes[0].storage) \(changes[0].name): nothing delivered")
-                continue
-            }
-            if delivered != delivered.sorted() { disorder.append("\(changes[0].name): \(delivered)") }
-            let first = delivered.min()!
-            for change in changes where change.resourceVersion > first && !delivered.contains(change.resourceVersion) {
-                missing.append("\(change.storage) \(change.name) \(change.type) rv=\(change.resourceVersion)")
-            }
-            let last = changes.max { $0.resourceVersion < $1.resourceVersion }!
-            if !delivered.contains(last.resourceVersion) { missing.append("\(last.name): final \(last.type) rv=\(last.resourceVersion)") }
-        }
-        #expect(missing.isEmpty, "missing: \(missing.prefix(20))")
-        #expect(disorder.isEmpty, "out of order: \(disorder.prefix(20))")
-        #expect(events.count >= Set(events.compactMap { $0["id"] as? String }).count)
-        print("crash test: \(history.count) changes made, \(events.count) events written, \(events.count - byID.count) duplicates, \(missing.count) missing")
+        let audit = DeliveryAudit(delivered: events.compactMap(DeliveryAudit.Delivered.init), history: history)
+        #expect(audit.missing.isEmpty, "missing: \(audit.missing.prefix(20))")
+        #expect(audit.disorder.isEmpty, "out of order: \(audit.disorder.prefix(20))")
+        #expect(audit.conflicting.isEmpty, "one id, two contents: \(audit.conflicting.prefix(20))")
+        #expect(events.count == events.compactMap(DeliveryAudit.Delivered.init).count, "every line is a complete event")
+        print("crash test: \(history.count) changes made, \(events.count) events written, \(audit.duplicates) duplicates, \(audit.missing.count) missing")
 
         // Every line parses with the official CloudEvents SDK for Python.
         let check = try await ProcessRunner.runBinary("/usr/bin/env", ["python3", "-c", Self.cloudEventsCheck, bridge.outputPath], timeout: 120)

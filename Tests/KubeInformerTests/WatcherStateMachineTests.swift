@@ -230,4 +230,40 @@ struct WatcherStateMachineTests {
         #expect(machine.known.count == 0)
         #expect(machine.resourceVersion == "6")
     }
+
+    /// The names of the changes that ask for a checkpoint row before sinks see them.
+    static func unrecorded(_ events: [ResourceEvent]) -> [String] {
+        events.compactMap { event in
+            guard case .change(let change) = event, change.unrecorded else { return nil }
+            return change.metadata.name
+        }
+    }
+
+    @Test("an object gets its checkpoint row before sinks first see it, once: stored objects and deletions need none")
+    func recordingBeforeDelivery() {
+        var stored = known([Self.object("old", rv: "1")])
+        stored.markStored(uid: "uid-old")
+        var machine = WatcherStateMachine(resource: Self.gvr, known: stored)
+        _ = machine.start(resumeFrom: "1")
+        var events: [ResourceEvent] = []
+        for frame in [WatchFrame.modified(Self.object("old", rv: "2")), .added(Self.object("new", rv: "3")), .modified(Self.object("new", rv: "4")),
+                      .added(Self.object("brief", rv: "5")), .deleted(Self.object("brief", rv: "6"))] {
+            events += machine.frameReceived(frame).0
+        }
+        #expect(Self.unrecorded(events) == ["new", "brief"])
+        #expect(machine.known["uid-new"]?.stored == true)
+    }
+
+    @Test("after a restart, objects recorded but never confirmed are sent again by a relist even at the same version, or deleted when gone")
+    func relistAfterUnconfirmedRecords() {
+        var loaded = KnownObjects()
+        for name in ["sent", "vanished"] {
+            loaded.set(uid: "uid-\(name)", KnownObjects.Entry(namespace: "ns", name: name, resourceVersion: "7", generation: nil, stored: true, delivered: false))
+        }
+        var machine = WatcherStateMachine(resource: Self.gvr, known: loaded, useStreamingLists: false)
+        #expect(machine.start(resumeFrom: nil) == .list(continueToken: nil))
+        let (events, _) = machine.pageReceived(Self.page([Self.object("sent", rv: "7")], rv: "9"))
+        #expect(Self.describe(events) == ["synced sent 7", "deleted vanished 7 unknown-final-state", "progress 9"])
+        #expect(Self.unrecorded(events).isEmpty, "both have their rows already")
+    }
 }

@@ -74,7 +74,7 @@ public struct TestCluster: Sendable {
             if try await client.discover().resources.contains(where: { $0.gvr == Self.widgets }) { return }
             try await Task.sleep(for: .milliseconds(20))
         }
-        throw TranscriptError(message: "the Widget CRD did not become served")
+        throw TestFailure(message: "the Widget CRD did not become served")
     }
 }
 
@@ -89,11 +89,11 @@ public struct ConditionTimeout: Error, CustomStringConvertible {
 }
 
 /// Polls until `condition` holds; throws when it does not within `timeout`.
-public func waitUntil(timeout: Duration = .seconds(5), _ condition: () async throws -> Bool) async throws {
+public func waitUntil(timeout: Duration = .seconds(5), interval: Duration = .milliseconds(20), _ condition: () async throws -> Bool) async throws {
     let start = ContinuousClock.now
     while ContinuousClock.now - start < timeout {
         if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(20))
+        try await Task.sleep(for: interval)
     }
     throw ConditionTimeout(description: "condition not met within \(timeout)")
 }

@@ -35,7 +35,7 @@ public struct Transcript: Sendable {
         let prefix = String(format: "%02d-", number)
         let files = try FileManager.default.contentsOfDirectory(atPath: directory.path)
         guard let file = files.first(where: { $0.hasPrefix(prefix) && $0.hasSuffix(".http") }) else {
-            throw TranscriptError(message: "no transcript \(prefix)*.http")
+            throw TestFailure(message: "no transcript \(prefix)*.http")
         }
         return try parse(String(contentsOf: directory.appendingPathComponent(file), encoding: .utf8), name: file)
     }
@@ -47,7 +47,7 @@ public struct Transcript: Sendable {
             comments.append(line)
             lines.removeFirst()
         }
-        guard let requestLine = lines.popFirst() else { throw TranscriptError(message: "\(name): no request line") }
+        guard let requestLine = lines.popFirst() else { throw TestFailure(message: "\(name): no request line") }
         let requestParts = requestLine.split(separator: " ")
         var requestHeaders: [(String, String)] = []
         while let line = lines.popFirst(), !line.isEmpty {
@@ -61,7 +61,7 @@ public struct Transcript: Sendable {
             if lines.first == "" { lines.removeFirst() }
         }
         guard let statusLine = lines.popFirst(), statusLine.hasPrefix("HTTP/1.1 ") else {
-            throw TranscriptError(message: "\(name): no status line")
+            throw TestFailure(message: "\(name): no status line")
         }
         let statusCode = Int(statusLine.split(separator: " ")[1])!
         var responseHeaders: [(String, String)] = []
@@ -76,7 +76,9 @@ public struct Transcript: Sendable {
     }
 }
 
-public struct TranscriptError: Error, CustomStringConvertible {
+/// A test precondition that did not hold, with the reason.
+public struct TestFailure: Error, CustomStringConvertible {
     public var message: String
     public var description: String { message }
+    public init(message: String) { self.message = message }
 }

@@ -1,0 +1,92 @@
+import KubeTestServer
+
+/// Compares what sinks received with every change the API server made: at-least-once, in order
+/// per object, duplicates identical.
+///
+/// A relist (the bridge restarted before its first checkpoint of a resource, or the checkpoint
+/// was compacted) cannot see history: it sends an object's current state as `synced`, which stands
+/// for every change before it, and the deletion of an object it knew and that is gone as `deleted`
+/// with `finalstateunknown`, which stands for the rest of the object's changes. An object created
+/// and deleted while nobody watched may reach no sink at all; but once one sink saw it, every sink
+/// gets at least its deletion.
+struct DeliveryAudit {
+    /// One delivered event, by its CloudEvents attributes.
+    struct Delivered {
+        var id: String
+        var uid: String
+        var resourceVersion: Int64
+        var changeType: String
+        var finalStateUnknown: Bool
+
+        init(id: String, uid: String, resourceVersion: Int64, changeType: String, finalStateUnknown: Bool) {
+            self.id = id
+            self.uid = uid
+            self.resourceVersion = resourceVersion
+            self.changeType = changeType
+            self.finalStateUnknown = finalStateUnknown
+        }
+
+        /// From a structured event (the file sink's lines).
+        init?(_ event: [String: Any]) {
+            guard let id = event["id"] as? String, let uid = event["uid"] as? String,
+                  let version = Int64(event["resourceversion"] as? String ?? ""), let type = event["changetype"] as? String else { return nil }
+            self.init(id: id, uid: uid, resourceVersion: version, changeType: type, finalStateUnknown: event["finalstateunknown"] as? String == "true")
+        }
+
+        /// From the attributes of an event read from a broker.
+        init?(attributes: [String: String]) {
+            guard let id = attributes["id"], let uid = attributes["uid"], let version = Int64(attributes["resourceversion"] ?? ""),
+                  let type = attributes["changetype"] else { return nil }
+            self.init(id: id, uid: uid, resourceVersion: version, changeType: type, finalStateUnknown: attributes["finalstateunknown"] == "true")
+        }
+    }
+
+    /// Changes neither delivered nor covered by a relist.
+    var missing: [String] = []
+    /// Objects whose first arrivals are not in resourceVersion order.
+    var disorder: [String] = []
+    /// Ids delivered twice for different states.
+    var conflicting: [String] = []
+    var duplicates = 0
+
+    /// `seenElsewhere`: the uids other sinks of the same run received; each of them must reach
+    /// this sink too.
+    init(delivered: [Delivered], history: [KubeTestServer.HistoryEntry], seenElsewhere: Set<String> = []) {
+        var byID: [String: Delivered] = [:]
+        var arrivals: [String: [Delivered]] = [:]
+        for event in delivered {
+            if let earlier = byID[event.id] {
+                duplicates += 1
+                // One state has one id whether a watch or a relist delivered it: added or modified once, synced again.
+                if (earlier.changeType == "deleted") != (event.changeType == "deleted") || earlier.resourceVersion != event.resourceVersion {
+                    conflicting.append(event.id)
+                }
+                continue
+            }
+            byID[event.id] = event
+            arrivals[event.uid, default: []].append(event)
+        }
+        for (uid, changes) in Dictionary(grouping: history, by: \.uid) {
+            let name = "\(changes[0].storage) \(changes[0].name)"
+            let last = changes.max { $0.resourceVersion < $1.resourceVersion }!
+            guard let arrived = arrivals[uid] else {
+                if last.type != "DELETED" || seenElsewhere.contains(uid) { missing.append("\(name): nothing delivered") }
+                continue
+            }
+            // An inferred deletion carries the last version the bridge knew: it comes last whatever its version.
+            let ordered = arrived.filter { !$0.finalStateUnknown }.map(\.resourceVersion)
+            if ordered != ordered.sorted() { disorder.append("\(name): \(ordered)") }
+            if arrived.contains(where: \.finalStateUnknown) {
+                if last.type != "DELETED" { missing.append("\(name): inferred deleted, but it exists") }
+                continue
+            }
+            let versions = Set(ordered)
+            let first = ordered.min() ?? 0
+            let coveredThrough = arrived.filter { $0.changeType == "synced" }.map(\.resourceVersion).max() ?? 0
+            for change in changes where change.resourceVersion > max(first, coveredThrough) && !versions.contains(change.resourceVersion) {
+                missing.append("\(name) \(change.type) rv=\(change.resourceVersion)")
+            }
+            if !versions.contains(last.resourceVersion) { missing.append("\(name): final \(last.type) rv=\(last.resourceVersion)") }
+        }
+    }
+}

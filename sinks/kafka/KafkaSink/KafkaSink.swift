@@ -1,0 +1,166 @@
+import BridgeCore
+import Foundation
+import Logging
+import NIOCore
+
+/// How the Kafka sink connects and what it writes.
+public struct KafkaSinkOptions: Sendable {
+    /// The CloudEvents Kafka binding's two modes.
+    public enum Mode: String, Sendable, CaseIterable {
+        /// `ce_*` headers, the object JSON as the value.
+        case binary
+        /// The JSON event format as the value, `content-type: application/cloudevents+json`.
+        case structured
+    }
+
+    /// `host:port` of the brokers to bootstrap from.
+    public var brokers: [String]
+    /// The topic of each event: `{group}` (`core` for the core group), `{version}`, `{resource}`
+    /// and `{namespace}` (`_cluster` for cluster-scoped objects) are replaced.
+    public var topic = "kube.{group}.{resource}"
+    public var mode = Mode.binary
+    /// librdkafka's `compression.codec`.
+    public var compression = "lz4"
+    /// Any librdkafka property (`security.protocol`, `sasl.*`, `ssl.*`, `linger.ms`, ...); these
+    /// override kubebridge's defaults.
+    public var properties: [String: String] = [:]
+
+    public init(brokers: [String]) {
+        self.brokers = brokers
+    }
+
+    /// kubebridge's producer defaults, then the configured properties.
+    public var producerProperties: [String: String] {
+        var properties = [
+            "bootstrap.servers": brokers.joined(separator: ","),
+            "client.id": "kubebridge",
+            // Persisted by every in-sync replica, and no duplicates or reordering on retries.
+            "enable.idempotence": "true",
+            "acks": "all",
+            "compression.codec": compression,
+            "linger.ms": "5",
+            "batch.num.messages": "10000",
+            // A message not delivered within a minute is reported, and the pipeline retries it.
+            "message.timeout.ms": "60000",
+            "queue.buffering.max.messages": "100000",
+        ]
+        for (key, value) in self.properties { properties[key] = value }
+        return properties
+    }
+
+    /// Checks every producer property with librdkafka, without connecting.
+    public func validateProperties() throws {
+        try RDKafkaProducer.validate(properties: producerProperties)
+    }
+
+    /// Checks the topic template against Kafka's topic-name rules.
+    public func validate() throws {
+        let known = ["{group}", "{version}", "{resource}", "{namespace}"]
+        var rest = topic
+        for placeholder in known { rest = rest.replacingOccurrences(of: placeholder, with: "") }
+        if rest.contains("{") || rest.contains("}") {
+            throw KafkaConfigurationError(description: "topic \"\(topic)\": unknown placeholder; the known ones are \(known.joined(separator: ", "))")
+        }
+        let sample = KafkaSink.render(topic, group: "apps", version: "v1", resource: "deployments", namespace: "default")
+        guard KafkaSink.isValidTopic(sample) else {
+            throw KafkaConfigurationError(description: "topic \"\(topic)\" gives \"\(sample)\", which Kafka does not accept: a topic has 1 to 249 characters of a-z A-Z 0-9 . _ -")
+        }
+        guard !brokers.isEmpty else {
+            throw KafkaConfigurationError(description: "brokers: at least one host:port is needed")
+        }
+    }
+}
+
+/// Delivers events to Kafka through librdkafka. An event is acknowledged only when its delivery
+/// report says the brokers persisted it (acks=all). Its key is the object's uid, so an object's
+/// changes share a partition and keep their order.
+public final class KafkaSink: Sink {
+    public let name: String
+    public let options: KafkaSinkOptions
+    let producer: RDKafkaProducer
+
+    public init(name: String = "kafka", options: KafkaSinkOptions, logger: Logger = Logger(label: "kubebridge")) throws {
+        try options.validate()
+        self.name = name
+        self.options = options
+        var logger = logger
+        logger[metadataKey: "sink"] = "\(name)"
+        producer = try RDKafkaProducer(properties: options.producerProperties, logger: logger)
+    }
+
+    static func render(_ template: String, group: String, version: String, resource: String, namespace: String) -> String {
+        template.replacingOccurrences(of: "{group}", with: group).replacingOccurrences(of: "{version}", with: version)
+            .replacingOccurrences(of: "{resource}", with: resource).replacingOccurrences(of: "{namespace}", with: namespace)
+    }
+
+    /// Kafka's rules: 1 to 249 characters of `[a-zA-Z0-9._-]`, and not `.` or `..`.
+    static func isValidTopic(_ topic: String) -> Bool {
+        guard (1...249).contains(topic.utf8.count), topic != ".", topic != ".." else { return false }
+        return topic.utf8.allSatisfy { byte in
+            (0x61...0x7A).contains(byte) || (0x41...0x5A).contains(byte) || (0x30...0x39).contains(byte)
+                || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
+        }
+    }
+
+    func topic(for event: OutboundEvent) -> String {
+        Self.render(options.topic, group: event.resource.group.isEmpty ? "core" : event.resource.group, version: event.resource.version,
+                    resource: event.resource.resource, namespace: event.namespace ?? "_cluster")
+    }
+
+    /// The record of an event in the binding's mode.
+    func message(for event: OutboundEvent, topic: String) -> KafkaMessage {
+        let envelope = event.envelope
+        let key = Array(envelope.partitionKey.utf8)
+        switch options.mode {
+        case .structured:
+            return KafkaMessage(topic: topic, key: key, value: envelope.structured(),
+                                headers: [("content-type", Array("application/cloudevents+json; charset=UTF-8".utf8))])
+        case .binary:
+            var headers: [(name: String, value: [UInt8])] = [("content-type", Array(Envelope.dataContentType.utf8))]
+            for attribute in envelope.attributes where attribute.name != "datacontenttype" {
+                headers.append(("ce_\(attribute.name)", Array(attribute.value.utf8)))
+            }
+            return KafkaMessage(topic: topic, key: key, value: envelope.data, headers: headers)
+        }
+    }
+
+    public func deliver(_ batch: [OutboundEvent]) async -> [DeliveryOutcome] {
+        if let fatal = producer.fatal { return batch.map { _ in .fatal("the Kafka producer stopped: \(fatal)") } }
+        // Handed to librdkafka in order, then awaited: order per partition holds.
+        var waiters: [DeliveryWaiter?] = []
+        var immediate: [Int: DeliveryOutcome] = [:]
+        for (index, event) in batch.enumerated() {
+            let topic = topic(for: event)
+            guard Self.isValidTopic(topic) else {
+                immediate[index] = .rejected("the topic \"\(topic)\" is not a valid Kafka topic name")
+                waiters.append(nil)
+                continue
+            }
+            waiters.append(await producer.produce(message(for: event, topic: topic)))
+        }
+        var outcomes: [DeliveryOutcome] = []
+        for (index, waiter) in waiters.enumerated() {
+            guard let waiter else {
+                outcomes.append(immediate[index]!)
+                continue
+            }
+            switch await waiter.wait() {
+            case .persisted:
+                outcomes.append(.delivered)
+            case .failed(_, let message, let kind):
+                switch kind {
+                case .rejected: outcomes.append(.rejected("Kafka refused the message: \(message)"))
+                case .fatal: outcomes.append(.fatal("Kafka: \(producer.fatal ?? message)"))
+                case .retriable: outcomes.append(.retriable("Kafka: \(message)"))
+                }
+            }
+        }
+        // Idempotence keeps a partition's order, but a message that timed out can be followed by
+        // one that went through.
+        return outcomes.holdingObjectOrder(of: batch)
+    }
+
+    public func close() async throws {
+        await producer.close(timeout: .seconds(10))
+    }
+}

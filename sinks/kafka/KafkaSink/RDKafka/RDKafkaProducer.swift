@@ -1,0 +1,299 @@
+import CRdKafka
+import Foundation
+import Logging
+import NIOCore
+import Synchronization
+
+/// A NUL-terminated C string held in an array.
+func cString(_ characters: [CChar]) -> String {
+    let bytes = characters.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+/// What librdkafka reported for one message.
+enum DeliveryReport: Sendable, Equatable {
+    /// Persisted by the brokers (acks=all).
+    case persisted
+    case failed(code: Int32, message: String, kind: FailureKind)
+
+    enum FailureKind: Sendable, Equatable {
+        /// The message will never be accepted (too large, invalid).
+        case rejected
+        /// The producer cannot go on (fenced, not authorized).
+        case fatal
+        case retriable
+    }
+}
+
+/// A message to produce; no C type crosses this boundary.
+struct KafkaMessage: Sendable {
+    var topic: String
+    var key: [UInt8]
+    var value: ByteBuffer
+    var headers: [(name: String, value: [UInt8])]
+}
+
+/// Waits for one message's delivery report, which may come before anyone waits.
+final class DeliveryWaiter: Sendable {
+    private let state = Mutex<(report: DeliveryReport?, continuation: CheckedContinuation<DeliveryReport, Never>?)>((nil, nil))
+
+    func complete(_ report: DeliveryReport) {
+        let continuation = state.withLock { state -> CheckedContinuation<DeliveryReport, Never>? in
+            if let continuation = state.continuation {
+                state.continuation = nil
+                return continuation
+            }
+            state.report = report
+            return nil
+        }
+        continuation?.resume(returning: report)
+    }
+
+    func wait() async -> DeliveryReport {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> DeliveryReport? in
+                if let report = state.report { return report }
+                state.continuation = continuation
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+}
+
+/// An error in the producer's configuration: the property and librdkafka's words.
+struct KafkaConfigurationError: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// What the C callbacks need: found through the producer's opaque pointer.
+final class ProducerContext: Sendable {
+    let logger: Logger
+    let fatalError = Mutex<String?>(nil)
+
+    init(logger: Logger) {
+        self.logger = logger
+    }
+    /// Waiters by message id; the id travels as the message's opaque pointer.
+    let waiters = Mutex<(next: UInt, byID: [UInt: DeliveryWaiter])>((1, [:]))
+
+    func register(_ waiter: DeliveryWaiter) -> UInt {
+        waiters.withLock { waiters in
+            let id = waiters.next
+            waiters.next += 1
+            waiters.byID[id] = waiter
+            return id
+        }
+    }
+
+    func complete(_ id: UInt, with report: DeliveryReport) {
+        waiters.withLock { $0.byID.removeValue(forKey: id) }?.complete(report)
+    }
+
+    /// Completes every waiter still waiting: used once the handle is gone.
+    func completeAll(with report: DeliveryReport) {
+        let left = waiters.withLock { waiters in
+            defer { waiters.byID.removeAll() }
+            return Array(waiters.byID.values)
+        }
+        for waiter in left { waiter.complete(report) }
+    }
+}
+
+/// The `rd_kafka_t` handle, for the poll thread and the producer.
+struct ProducerHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+}
+
+/// A librdkafka producer. It owns the `rd_kafka_t` and frees it on `close`. Delivery reports are
+/// matched to their messages through the per-message opaque pointer, which carries an id. A
+/// dedicated thread polls, so no blocking call runs on Swift's cooperative pool.
+final class RDKafkaProducer: Sendable {
+    private let handle: ProducerHandle
+    private let context: ProducerContext
+    /// The context's retained pointer, as given to librdkafka.
+    private let opaque: UInt
+    private let poll = PollState()
+    private let closed = Atomic<Bool>(false)
+
+    /// Shared with the poll thread.
+    final class PollState: Sendable {
+        let running = Atomic<Bool>(true)
+        let stopped = Mutex<CheckedContinuation<Void, Never>?>(nil)
+    }
+
+    /// A librdkafka configuration with `properties` set; the caller owns it.
+    private static func configuration(_ properties: [String: String]) throws -> OpaquePointer {
+        let configuration = rd_kafka_conf_new()!
+        var errorText = [CChar](repeating: 0, count: 512)
+        for (key, value) in properties.sorted(by: { $0.key < $1.key }) {
+            guard rd_kafka_conf_set(configuration, key, value, &errorText, errorText.count) == RD_KAFKA_CONF_OK else {
+                rd_kafka_conf_destroy(configuration)
+                let shown = key.contains("password") || key.contains("secret") ? "(hidden)" : value
+                throw KafkaConfigurationError(description: "Kafka property \(key)=\(shown): \(cString(errorText))")
+            }
+        }
+        return configuration
+    }
+
+    static func validate(properties: [String: String]) throws {
+        rd_kafka_conf_destroy(try configuration(properties))
+    }
+
+    init(properties: [String: String], logger: Logger) throws {
+        let configuration = try Self.configuration(properties)
+        var errorText = [CChar](repeating: 0, count: 512)
+        let context = ProducerContext(logger: logger)
+        let opaque = Unmanaged.passRetained(context).toOpaque()
+        rd_kafka_conf_set_opaque(configuration, opaque)
+        rd_kafka_conf_set_dr_msg_cb(configuration) { _, message, opaque in
+            guard let message, let id = message.pointee._private, let opaque else { return }
+            let context = Unmanaged<ProducerContext>.fromOpaque(opaque).takeUnretainedValue()
+            context.complete(UInt(bitPattern: id), with: RDKafkaProducer.report(message.pointee.err))
+        }
+        rd_kafka_conf_set_error_cb(configuration) { handle, code, reason, opaque in
+            guard let handle, let opaque else { return }
+            let context = Unmanaged<ProducerContext>.fromOpaque(opaque).takeUnretainedValue()
+            let reason = reason.map { String(cString: $0) } ?? ""
+            guard code == RD_KAFKA_RESP_ERR__FATAL.rawValue else {
+                // Brokers unreachable, connections refused, authentication failing: librdkafka
+                // keeps trying, and the messages wait; the operator needs to know why.
+                context.logger.warning("kafka: \(String(cString: rd_kafka_err2str(rd_kafka_resp_err_t(rawValue: code)))): \(reason)")
+                return
+            }
+            var text = [CChar](repeating: 0, count: 512)
+            let underlying = rd_kafka_fatal_error(handle, &text, text.count)
+            let fatal = "\(String(cString: rd_kafka_err2str(underlying))): \(cString(text))"
+            context.logger.critical("kafka: the producer cannot go on: \(fatal)")
+            context.fatalError.withLock { $0 = fatal }
+        }
+        rd_kafka_conf_set_log_cb(configuration) { handle, level, facility, message in
+            guard let handle, let opaque = rd_kafka_opaque(handle) else { return }
+            let context = Unmanaged<ProducerContext>.fromOpaque(opaque).takeUnretainedValue()
+            // Syslog levels.
+            let swiftLevel: Logger.Level = switch level {
+            case ...3: .error
+            case 4: .warning
+            case 5: .notice
+            case 6: .info
+            default: .debug
+            }
+            context.logger.log(level: swiftLevel, "kafka: \(message.map { String(cString: $0) } ?? "")",
+                               metadata: ["facility": "\(facility.map { String(cString: $0) } ?? "")"])
+        }
+        guard let pointer = rd_kafka_new(RD_KAFKA_PRODUCER, configuration, &errorText, errorText.count) else {
+            Unmanaged<ProducerContext>.fromOpaque(opaque).release()
+            throw KafkaConfigurationError(description: "the Kafka producer could not start: \(cString(errorText))")
+        }
+        self.handle = ProducerHandle(pointer: pointer)
+        self.context = context
+        self.opaque = UInt(bitPattern: opaque)
+        let handle = self.handle
+        let poll = self.poll
+        let thread = Thread {
+            while poll.running.load(ordering: .relaxed) { rd_kafka_poll(handle.pointer, 100) }
+            poll.stopped.withLock { $0?.resume(); $0 = nil }
+        }
+        thread.name = "kubebridge-kafka-poll"
+        thread.start()
+    }
+
+    static func report(_ code: rd_kafka_resp_err_t) -> DeliveryReport {
+        guard code != RD_KAFKA_RESP_ERR_NO_ERROR else { return .persisted }
+        return .failed(code: code.rawValue, message: String(cString: rd_kafka_err2str(code)), kind: classify(code))
+    }
+
+    static func classify(_ code: rd_kafka_resp_err_t) -> DeliveryReport.FailureKind {
+        switch code {
+        case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, RD_KAFKA_RESP_ERR_INVALID_RECORD, RD_KAFKA_RESP_ERR_INVALID_MSG,
+             RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE, RD_KAFKA_RESP_ERR__INVALID_ARG, RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+            return .rejected
+        case RD_KAFKA_RESP_ERR__FATAL, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED,
+             RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED, RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+             RD_KAFKA_RESP_ERR__AUTHENTICATION:
+            return .fatal
+        default:
+            return .retriable
+        }
+    }
+
+    /// The reason the producer stopped for good, if it did.
+    var fatal: String? { context.fatalError.withLock { $0 } }
+
+    /// Hands a message to librdkafka; the waiter completes with its delivery report. Messages
+    /// handed over one after another keep their order per partition (idempotence preserves it
+    /// across retries).
+    func produce(_ message: KafkaMessage) async -> DeliveryWaiter {
+        let waiter = DeliveryWaiter()
+        guard !closed.load(ordering: .relaxed) else {
+            waiter.complete(.failed(code: RD_KAFKA_RESP_ERR__DESTROY.rawValue, message: "the producer is closed", kind: .retriable))
+            return waiter
+        }
+        let id = context.register(waiter)
+        while true {
+            let headers = rd_kafka_headers_new(message.headers.count)
+            for header in message.headers {
+                _ = header.value.withUnsafeBytes { bytes in
+                    rd_kafka_header_add(headers, header.name, -1, bytes.baseAddress, bytes.count)
+                }
+            }
+            let error: OpaquePointer? = message.topic.withCString { topic in
+                message.key.withUnsafeBytes { key in
+                    message.value.withUnsafeReadableBytes { value in
+                        var arguments = [rd_kafka_vu_t](repeating: rd_kafka_vu_t(), count: 6)
+                        arguments[0].vtype = RD_KAFKA_VTYPE_TOPIC
+                        arguments[0].u.cstr = topic
+                        arguments[1].vtype = RD_KAFKA_VTYPE_KEY
+                        arguments[1].u.mem.ptr = UnsafeMutableRawPointer(mutating: key.baseAddress)
+                        arguments[1].u.mem.size = key.count
+                        arguments[2].vtype = RD_KAFKA_VTYPE_VALUE
+                        arguments[2].u.mem.ptr = UnsafeMutableRawPointer(mutating: value.baseAddress)
+                        arguments[2].u.mem.size = value.count
+                        arguments[3].vtype = RD_KAFKA_VTYPE_HEADERS
+                        arguments[3].u.headers = headers
+                        arguments[4].vtype = RD_KAFKA_VTYPE_OPAQUE
+                        arguments[4].u.ptr = UnsafeMutableRawPointer(bitPattern: id)
+                        arguments[5].vtype = RD_KAFKA_VTYPE_MSGFLAGS
+                        arguments[5].u.i = RD_KAFKA_MSG_F_COPY
+                        return rd_kafka_produceva(handle.pointer, arguments, arguments.count)
+                    }
+                }
+            }
+            guard let error else { return waiter }
+            let code = rd_kafka_error_code(error)
+            let text = String(cString: rd_kafka_error_string(error))
+            rd_kafka_error_destroy(error)
+            rd_kafka_headers_destroy(headers)
+            if code == RD_KAFKA_RESP_ERR__QUEUE_FULL {
+                // librdkafka's queue is bounded; delivery reports make room.
+                try? await Task.sleep(for: .milliseconds(5))
+                continue
+            }
+            context.complete(id, with: .failed(code: code.rawValue, message: text, kind: Self.classify(code)))
+            return waiter
+        }
+    }
+
+    /// Waits (off the cooperative pool) until every message in flight has its delivery report,
+    /// or `timeout` has passed, then stops polling and frees the handle.
+    func close(timeout: Duration) async {
+        guard !closed.exchange(true, ordering: .relaxed) else { return }
+        let handle = self.handle
+        let milliseconds = Int32(timeout.components.seconds * 1000)
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            Thread {
+                _ = rd_kafka_flush(handle.pointer, milliseconds)
+                continuation.resume()
+            }.start()
+        }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            poll.stopped.withLock { $0 = continuation }
+            poll.running.store(false, ordering: .relaxed)
+        }
+        rd_kafka_destroy(handle.pointer)
+        // Messages the brokers did not confirm in time: not delivered, so sent again after a restart.
+        context.completeAll(with: .failed(code: RD_KAFKA_RESP_ERR__DESTROY.rawValue, message: "the producer closed before the brokers confirmed",
+                                          kind: .retriable))
+        Unmanaged<ProducerContext>.fromOpaque(UnsafeRawPointer(bitPattern: opaque)!).release()
+    }
+}
