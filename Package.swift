@@ -146,6 +146,8 @@ let package = Package(
             name: "kubebridge-bench",
             dependencies: [
                 "BridgeApp",
+                "KafkaSink",
+                "KubeModel",
                 "KubeAPI",
                 "KubeInformer",
                 "BridgeCore",

@@ -26,17 +26,25 @@ public struct Configuration: Sendable {
     public enum SinkKind: Sendable {
         case file(FileSinkConfiguration)
         case kafka(KafkaSinkOptions)
+
+        /// The pipeline settings a sink of this kind starts from.
+        public var defaultPipeline: Pipeline.Options {
+            switch self {
+            case .file: Pipeline.Options()
+            case .kafka: KafkaSinkOptions.defaultPipeline
+            }
+        }
     }
 
     public struct Sink: Sendable {
         public var name: String
         public var kind: SinkKind
-        public var pipeline = Pipeline.Options()
+        public var pipeline: Pipeline.Options
 
-        public init(name: String, kind: SinkKind, pipeline: Pipeline.Options = Pipeline.Options()) {
+        public init(name: String, kind: SinkKind, pipeline: Pipeline.Options? = nil) {
             self.name = name
             self.kind = kind
-            self.pipeline = pipeline
+            self.pipeline = pipeline ?? kind.defaultPipeline
         }
     }
 
@@ -282,7 +290,7 @@ struct ConfigReader {
             problem(node, "\(key).type", "missing; known sink types: \(known)")
             return nil
         }
-        var pipeline = Pipeline.Options()
+        var pipeline = type == "kafka" ? KafkaSinkOptions.defaultPipeline : Pipeline.Options()
         if let buffer = fields["buffer"] {
             let bufferFields = mapping(buffer, "\(key).buffer", allowed: ["maxEvents", "maxBytes"])
             if let events = int(bufferFields["maxEvents"], "\(key).buffer.maxEvents", minimum: 1) { pipeline.maxBufferedEvents = events }

@@ -11,6 +11,14 @@ import Synchronization
 /// that sinks wait for.
 public final class SQLiteCheckpointStore: CheckpointStore {
     private let database: Mutex<OpaquePointer?>
+    /// Prepared statements by SQL text, used under `database`'s lock: a save of thousands of rows
+    /// prepares each statement once.
+    private let statements = Mutex<[String: PreparedStatement]>([:])
+
+    /// A prepared statement; only touched under `database`'s lock.
+    private struct PreparedStatement: @unchecked Sendable {
+        let pointer: OpaquePointer
+    }
     private let thread: NIOThreadPool
     public let path: String
 
@@ -79,6 +87,7 @@ public final class SQLiteCheckpointStore: CheckpointStore {
 
     public func close() async throws {
         database.withLock { handle in
+            finalizeStatements()
             sqlite3_close(handle)
             handle = nil
         }
@@ -86,8 +95,18 @@ public final class SQLiteCheckpointStore: CheckpointStore {
     }
 
     deinit {
-        _ = database.withLock { handle in sqlite3_close(handle) }
+        database.withLock { handle in
+            finalizeStatements()
+            sqlite3_close(handle)
+        }
         thread.shutdownGracefully { _ in }
+    }
+
+    private func finalizeStatements() {
+        statements.withLock { statements in
+            for statement in statements.values { sqlite3_finalize(statement.pointer) }
+            statements = [:]
+        }
     }
 
     static func key(_ scope: WatchScope) -> String { scope.description }
@@ -197,11 +216,19 @@ public final class SQLiteCheckpointStore: CheckpointStore {
     }
 
     private func query(_ handle: OpaquePointer?, _ sql: String, bind: (OpaquePointer?) -> Void, row: (OpaquePointer?) throws -> Void) throws {
-        var statement: OpaquePointer?
-        guard sqlite3_prepare_v2(handle, sql, -1, &statement, nil) == SQLITE_OK else {
-            throw Error(message: "checkpoint store \(path): \(String(cString: sqlite3_errmsg(handle)))")
+        let statement = try statements.withLock { statements -> PreparedStatement in
+            if let statement = statements[sql] { return statement }
+            var statement: OpaquePointer?
+            guard sqlite3_prepare_v2(handle, sql, -1, &statement, nil) == SQLITE_OK, let statement else {
+                throw Error(message: "checkpoint store \(path): \(String(cString: sqlite3_errmsg(handle)))")
+            }
+            statements[sql] = PreparedStatement(pointer: statement)
+            return PreparedStatement(pointer: statement)
+        }.pointer
+        defer {
+            sqlite3_reset(statement)
+            sqlite3_clear_bindings(statement)
         }
-        defer { sqlite3_finalize(statement) }
         bind(statement)
         while true {
             let status = sqlite3_step(statement)

@@ -2,8 +2,9 @@ import Logging
 
 /// Gives objects their checkpoint rows before any sink sees them (`Change.unrecorded`), many in
 /// one transaction: each gets a sequence number, and a pipeline waits until the numbers of its
-/// batch are durable before it delivers the batch. While the pipelines deliver one batch, the
-/// next batches' objects gather, so a busy bridge pays one store write per round, not per object.
+/// batch are durable before it delivers the batch. Writing starts as soon as an object arrives,
+/// so it overlaps the delivery of earlier batches; while one write runs, the next objects gather,
+/// so a busy bridge pays one store write per round, not per object.
 public actor ObjectRecorder {
     let store: any CheckpointStore
     let logger: Logger
@@ -20,9 +21,13 @@ public actor ObjectRecorder {
         self.retry = retry
     }
 
-    /// Queues the object's row; returns the number to wait for.
+    /// Queues the object's row and starts writing; returns the number to wait for.
     public func add(_ object: UnrecordedObject) -> UInt64 {
         pending.append(object)
+        if !writing {
+            writing = true
+            Task { await self.write() }
+        }
         defer { nextSequence += 1 }
         return nextSequence
     }
@@ -33,10 +38,6 @@ public actor ObjectRecorder {
         guard sequence > durableSequence else { return }
         await withCheckedContinuation { continuation in
             waiters.append((sequence, continuation))
-            if !writing {
-                writing = true
-                Task { await self.write() }
-            }
         }
     }
 

@@ -29,6 +29,16 @@ public struct KafkaSinkOptions: Sendable {
         self.brokers = brokers
     }
 
+    /// A pipeline hands the sink a batch and waits for all its delivery reports before the next,
+    /// so a batch is one broker round trip: large batches keep librdkafka's queue full.
+    public static var defaultPipeline: Pipeline.Options {
+        var options = Pipeline.Options()
+        options.batchSize = 5000
+        options.batchBytes = 16 * 1024 * 1024
+        options.maxBufferedEvents = 20_000
+        return options
+    }
+
     /// kubebridge's producer defaults, then the configured properties.
     public var producerProperties: [String: String] {
         var properties = [
@@ -39,6 +49,9 @@ public struct KafkaSinkOptions: Sendable {
             "acks": "all",
             "compression.codec": compression,
             "linger.ms": "5",
+            // Small requests go out at once: with Nagle's algorithm, a produce request waits for
+            // the previous one's TCP acknowledgement (up to 40 ms), and each batch pays for it.
+            "socket.nagle.disable": "true",
             "batch.num.messages": "10000",
             // A message not delivered within a minute is reported, and the pipeline retries it.
             "message.timeout.ms": "60000",

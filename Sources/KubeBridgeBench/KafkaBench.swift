@@ -1,0 +1,176 @@
+import ArgumentParser
+import BridgeApp
+import BridgeCore
+import Foundation
+import KafkaSink
+import KubeModel
+import NIOCore
+import Synchronization
+
+struct KafkaSinkBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kafka-sink",
+        abstract: "Changes of 1 KiB objects through the whole bridge into Kafka, beside kcat producing the same messages to the same broker.",
+        discussion: """
+            Without --bootstrap, the broker is librdkafka's mock cluster in a child process. The
+            bridge's records are then read back with kcat, and kcat produces the same keys, values
+            and headers to another topic with the sink's producer settings: the bare producer's rate.
+            """)
+
+    @OptionGroup var server: ServerOptions
+
+    @Option(help: "Objects listed at start (the initial sync is the throughput run).")
+    var objects = 100_000
+
+    @Option(help: "Changes per second of the steady run (latency).")
+    var rate = 1000
+
+    @Option(help: "Seconds of the steady run.")
+    var seconds = 10
+
+    @Option(help: "A broker to use instead of the mock cluster, host:port.")
+    var bootstrap: String?
+
+    @Option(help: "kcat's path.")
+    var kcat = "/usr/bin/kcat"
+
+    func run() async throws {
+        let broker = bootstrap == nil ? try MockBrokerProcess() : nil
+        defer { broker?.stop() }
+        let bootstrap = try bootstrap ?? broker!.bootstrap()
+        let server = try await ServerProcess(binary: server.kubebridge)
+        try await server.generate(count: objects, bytes: 1024)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kubebridge-bench-kafka-\(getpid())")
+        try? FileManager.default.removeItem(at: directory)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+
+        var options = KafkaSinkOptions(brokers: [bootstrap])
+        options.topic = "bench.bridge"
+        let sink = Configuration.Sink(name: "kafka", kind: .kafka(options))
+        let measured = try await measureBridge(server: server, sink: sink, objects: objects, rate: rate, seconds: seconds,
+                                               stateDirectory: directory.appendingPathComponent("state").path)
+        await server.stop()
+
+        // The bare producer: the bridge's first `objects` records, produced again by kcat.
+        let dump = directory.appendingPathComponent("records.txt").path
+        let headers = try runKcat(["-C", "-b", bootstrap, "-t", "bench.bridge", "-c", "1", "-e", "-q", "-f", "%h"])
+        try runKcat(["-C", "-b", bootstrap, "-t", "bench.bridge", "-c", String(objects), "-e", "-q", "-f", "%k\t%s\n"], output: dump)
+        let headerArguments = String(decoding: headers, as: UTF8.self).split(separator: ",").flatMap { ["-H", String($0)] }
+        let settings = options.producerProperties.filter { ["enable.idempotence", "acks", "compression.codec", "linger.ms", "batch.num.messages",
+                                                             "queue.buffering.max.messages", "queue.buffering.max.kbytes"].contains($0.key) }
+            .sorted { $0.key < $1.key }.flatMap { ["-X", "\($0.key)=\($0.value)"] }
+        let started = ContinuousClock.now
+        try runKcat(["-P", "-b", bootstrap, "-t", "bench.bare", "-K", "\t", "-l"] + headerArguments + settings + [dump])
+        let bareRate = Double(objects) / (ContinuousClock.now - started).seconds
+
+        let stageRate = try await sinkStageRate(records: dump, options: options)
+
+        print(measured.report(sink: "Kafka"))
+        print(String(format: "bare producer (kcat, %@): %.0f events/s", settings.filter { $0 != "-X" }.joined(separator: " "), bareRate))
+        print(String(format: "the Kafka sink alone (a pipeline fed the same records as events): %.0f events/s, %.2f× the bare producer", stageRate, stageRate / bareRate))
+        print(String(format: "the whole bridge (initial sync): %.2f× the bare producer", measured.syncRate / bareRate))
+    }
+
+    /// The same records as events, through a pipeline into a `KafkaSink`: the sink's own rate,
+    /// without the API server and the informers in front.
+    func sinkStageRate(records path: String, options: KafkaSinkOptions) async throws -> Double {
+        var options = options
+        options.topic = "bench.stage"
+        let builder = EnvelopeBuilder()
+        var tracker = AckTracker(sinkCount: 1)
+        let scope = WatchScope(GroupVersionResource(group: "", version: "v1", resource: "configmaps"))
+        var events: [OutboundEvent] = []
+        for (index, line) in try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").enumerated() {
+            let fields = line.split(separator: "\t", maxSplits: 1)
+            guard fields.count == 2 else { continue }
+            var meta = ObjectMeta()
+            meta.apiVersion = "v1"
+            meta.kind = "ConfigMap"
+            meta.namespace = "bench"
+            meta.name = "cm-\(index)"
+            meta.uid = String(fields[0])
+            meta.resourceVersion = String(index + 1)
+            let change = Change(type: .synced, scope: scope, object: KubeObject(metadata: meta, bytes: ByteBuffer(string: String(fields[1]))))
+            guard let token = tracker.register(.change(change)).token else { continue }
+            events.append(OutboundEvent(envelope: try builder.envelope(for: change, receivedAt: Date()), token: token, resource: scope.resource, namespace: "bench"))
+        }
+        let sink = try KafkaSink(name: "kafka", options: options, logger: benchLogger())
+        let acknowledged = Mutex(0)
+        let pipeline = Pipeline(sink: sink, index: 0, options: KafkaSinkOptions.defaultPipeline, deadLetters: nil, logger: benchLogger()) { tokens, _ in acknowledged.withLock { $0 += tokens.count } }
+        let started = ContinuousClock.now
+        let running = Task { try await pipeline.run() }
+        for event in events { try await pipeline.enqueue(event) }
+        pipeline.finish()
+        try await running.value
+        let elapsed = ContinuousClock.now - started
+        try await sink.close()
+        guard acknowledged.withLock({ $0 }) == events.count else { throw ValidationError("the sink stage acknowledged \(acknowledged.withLock { $0 }) of \(events.count)") }
+        return Double(events.count) / elapsed.seconds
+    }
+
+    @discardableResult
+    func runKcat(_ arguments: [String], output: String? = nil) throws -> Data {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: kcat)
+        process.arguments = arguments
+        let pipe = Pipe()
+        if let output {
+            FileManager.default.createFile(atPath: output, contents: nil)
+            process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+        } else {
+            process.standardOutput = pipe
+        }
+        try process.run()
+        let data = output == nil ? pipe.fileHandleForReading.readDataToEndOfFile() : Data()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw ValidationError("kcat \(arguments.joined(separator: " ")) exited with \(process.terminationStatus)") }
+        return data
+    }
+}
+
+/// librdkafka's mock cluster in a child process (`kubebridge-bench kafka-broker`), so that its
+/// memory and CPU are not the bridge's.
+final class MockBrokerProcess {
+    let process = Process()
+    let output = Pipe()
+
+    init() throws {
+        process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+        process.arguments = ["kafka-broker"]
+        process.standardOutput = output
+        process.standardInput = Pipe()
+        try process.run()
+    }
+
+    /// The bootstrap address the child prints first.
+    func bootstrap() throws -> String {
+        var line = Data()
+        while let byte = try output.fileHandleForReading.read(upToCount: 1), let first = byte.first, first != UInt8(ascii: "\n") {
+            line.append(first)
+        }
+        guard !line.isEmpty else { throw ValidationError("the mock broker did not start") }
+        return String(decoding: line, as: UTF8.self)
+    }
+
+    func stop() {
+        process.terminate()
+        process.waitUntilExit()
+    }
+}
+
+struct KafkaBrokerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kafka-broker", abstract: "Runs librdkafka's mock cluster (one broker) and prints its address, until stdin closes.",
+        shouldDisplay: false)
+
+    func run() throws {
+        let cluster = try KafkaMockCluster(brokers: 1)
+        cluster.createTopic("bench.bridge", partitions: 4)
+        cluster.createTopic("bench.bare", partitions: 4)
+        cluster.createTopic("bench.stage", partitions: 4)
+        FileHandle.standardOutput.write(Data("\(cluster.bootstrapServers)\n".utf8))
+        _ = FileHandle.standardInput.readDataToEndOfFile()
+        cluster.close()
+    }
+}
