@@ -2,25 +2,35 @@ import Foundation
 import KubeModel
 import NIOCore
 
-/// A CloudEvents 1.0 event for one change.
-public struct Envelope: Sendable {
+/// A CloudEvents 1.0 event for one change. A class: each event passes through buffers, batches
+/// and retries of every sink, and a copy is then one reference, not a dozen strings.
+public final class Envelope: Sendable {
     /// Deterministic: the same change always gets the same id, so redeliveries deduplicate.
-    public var id: String
-    public var source: String
-    public var type: String
-    public var subject: String
+    public let id: String
+    public let source: String
+    public let type: String
+    public let subject: String
     /// When the bridge received the change (RFC 3339).
-    public var time: String
+    public let time: String
     public static let dataContentType = "application/json"
     /// The object as received, after the configured redaction; spliced in as bytes.
-    public var data: ByteBuffer
+    public let data: ByteBuffer
     /// Extension attributes, in a fixed order.
-    public var extensions: [(name: String, value: String)]
-
+    public let extensions: [(name: String, value: String)]
     /// The object's uid (the `partitionkey` extension): a broker's partition key, so that an
     /// object's changes stay in one partition, in order.
-    public var partitionKey: String {
-        extensions.first { $0.name == "partitionkey" }?.value ?? id
+    public let partitionKey: String
+
+    init(id: String, source: String, type: String, subject: String, time: String, data: ByteBuffer,
+         extensions: [(name: String, value: String)], partitionKey: String) {
+        self.id = id
+        self.source = source
+        self.type = type
+        self.subject = subject
+        self.time = time
+        self.data = data
+        self.extensions = extensions
+        self.partitionKey = partitionKey
     }
 
     /// `specversion`, `id`, `source`, `type`, `subject`, `time`, `datacontenttype` and the
@@ -101,7 +111,7 @@ public struct EnvelopeBuilder: Sendable {
             id: Self.id(uid: meta.uid, resourceVersion: meta.resourceVersion, type: change.type),
             source: "/kubebridge/\(options.cluster)\(resource.collectionPath(namespace: meta.namespace))",
             type: "\(options.typePrefix).\(group).\(resource.version).\(resource.resource).\(change.type.rawValue)",
-            subject: subject, time: Self.timestamp(receivedAt), data: data, extensions: extensions)
+            subject: subject, time: Self.timestamp(receivedAt), data: data, extensions: extensions, partitionKey: meta.uid)
     }
 
     func revealed(_ meta: ObjectMeta) -> Bool {

@@ -34,49 +34,63 @@ struct KafkaSinkBench: AsyncParsableCommand {
     @Option(help: "kcat's path.")
     var kcat = "/usr/bin/kcat"
 
+    @Flag(help: "Only the sink against kcat, with generated records: no API server, no bridge run.")
+    var sinkOnly = false
+
     func run() async throws {
         let broker = bootstrap == nil ? try MockBrokerProcess() : nil
         defer { broker?.stop() }
         let bootstrap = try bootstrap ?? broker!.bootstrap()
-        let server = try await ServerProcess(binary: server.kubebridge)
-        try await server.generate(count: objects, bytes: 1024)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kubebridge-bench-kafka-\(getpid())")
         try? FileManager.default.removeItem(at: directory)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-
         var options = KafkaSinkOptions(brokers: [bootstrap])
         options.topic = "bench.bridge"
-        let sink = Configuration.Sink(name: "kafka", kind: .kafka(options))
-        let measured = try await measureBridge(server: server, sink: sink, objects: objects, rate: rate, seconds: seconds,
-                                               stateDirectory: directory.appendingPathComponent("state").path)
-        await server.stop()
-
-        // The bare producer: the bridge's first `objects` records, produced again by kcat.
         let dump = directory.appendingPathComponent("records.txt").path
-        let headers = try runKcat(["-C", "-b", bootstrap, "-t", "bench.bridge", "-c", "1", "-e", "-q", "-f", "%h"])
-        try runKcat(["-C", "-b", bootstrap, "-t", "bench.bridge", "-c", String(objects), "-e", "-q", "-f", "%k\t%s\n"], output: dump)
-        let headerArguments = String(decoding: headers, as: UTF8.self).split(separator: ",").flatMap { ["-H", String($0)] }
-        let settings = options.producerProperties.filter { ["enable.idempotence", "acks", "compression.codec", "linger.ms", "batch.num.messages",
-                                                             "queue.buffering.max.messages", "queue.buffering.max.kbytes"].contains($0.key) }
+
+        var measured: BridgeMeasurement?
+        if sinkOnly {
+            try generatedRecords(objects).joined().write(toFile: dump, atomically: false, encoding: .utf8)
+        } else {
+            let server = try await ServerProcess(binary: server.kubebridge)
+            try await server.generate(count: objects, bytes: 1024)
+            let sink = Configuration.Sink(name: "kafka", kind: .kafka(options))
+            measured = try await measureBridge(server: server, sink: sink, objects: objects, rate: rate, seconds: seconds,
+                                               stateDirectory: directory.appendingPathComponent("state").path)
+            await server.stop()
+            // The bridge's first `objects` records, for the bare producer and the sink alone.
+            try runKcat(["-C", "-b", bootstrap, "-t", "bench.bridge", "-c", String(objects), "-e", "-q", "-f", "%k\t%s\n"], output: dump)
+        }
+        let events = try events(records: dump)
+
+        // The bare producer: the same keys, values and (binary-mode) headers, the sink's settings.
+        let headerArguments = KafkaSink.headers(of: events[0], mode: options.mode).flatMap { ["-H", "\($0.name)=\($0.value)"] }
+        let settings = options.producerProperties.filter { !["bootstrap.servers", "client.id"].contains($0.key) }
             .sorted { $0.key < $1.key }.flatMap { ["-X", "\($0.key)=\($0.value)"] }
         let started = ContinuousClock.now
         try runKcat(["-P", "-b", bootstrap, "-t", "bench.bare", "-K", "\t", "-l"] + headerArguments + settings + [dump])
         let bareRate = Double(objects) / (ContinuousClock.now - started).seconds
 
-        let stageRate = try await sinkStageRate(records: dump, options: options)
+        let stageRate = try await sinkStageRate(events: events, options: options)
 
-        print(measured.report(sink: "Kafka"))
+        if let measured { print(measured.report(sink: "Kafka")) }
         print(String(format: "bare producer (kcat, %@): %.0f events/s", settings.filter { $0 != "-X" }.joined(separator: " "), bareRate))
         print(String(format: "the Kafka sink alone (a pipeline fed the same records as events): %.0f events/s, %.2f× the bare producer", stageRate, stageRate / bareRate))
-        print(String(format: "the whole bridge (initial sync): %.2f× the bare producer", measured.syncRate / bareRate))
+        if let measured { print(String(format: "the whole bridge (initial sync): %.2f× the bare producer", measured.syncRate / bareRate)) }
     }
 
-    /// The same records as events, through a pipeline into a `KafkaSink`: the sink's own rate,
-    /// without the API server and the informers in front.
-    func sinkStageRate(records path: String, options: KafkaSinkOptions) async throws -> Double {
-        var options = options
-        options.topic = "bench.stage"
+    /// `key<TAB>value` lines of ConfigMaps of about 1 KiB.
+    func generatedRecords(_ count: Int) -> [String] {
+        let filler = String(repeating: "x", count: 900)
+        return (0..<count).map { index in
+            let uid = UUID().uuidString.lowercased()
+            return #"\#(uid)\#t{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"cm-\#(index)","namespace":"bench","uid":"\#(uid)","resourceVersion":"\#(index + 1)"},"data":{"payload":"\#(filler)"}}"# + "\n"
+        }
+    }
+
+    /// The records of a `key<TAB>value` file as events of changes.
+    func events(records path: String) throws -> [OutboundEvent] {
         let builder = EnvelopeBuilder()
         var tracker = AckTracker(sinkCount: 1)
         let scope = WatchScope(GroupVersionResource(group: "", version: "v1", resource: "configmaps"))
@@ -95,6 +109,15 @@ struct KafkaSinkBench: AsyncParsableCommand {
             guard let token = tracker.register(.change(change)).token else { continue }
             events.append(OutboundEvent(envelope: try builder.envelope(for: change, receivedAt: Date()), token: token, resource: scope.resource, namespace: "bench"))
         }
+        guard !events.isEmpty else { throw ValidationError("no records in \(path)") }
+        return events
+    }
+
+    /// The events through a pipeline into a `KafkaSink`: the sink's own rate, without the API
+    /// server and the informers in front.
+    func sinkStageRate(events: [OutboundEvent], options: KafkaSinkOptions) async throws -> Double {
+        var options = options
+        options.topic = "bench.stage"
         let sink = try KafkaSink(name: "kafka", options: options, logger: benchLogger())
         let acknowledged = Mutex(0)
         let pipeline = Pipeline(sink: sink, index: 0, options: KafkaSinkOptions.defaultPipeline, deadLetters: nil, logger: benchLogger()) { tokens, _ in acknowledged.withLock { $0 += tokens.count } }

@@ -118,11 +118,13 @@ struct KubeClientTests {
         options.bookmarkBeforeTimeout = .milliseconds(500)
         try await TestCluster.with(options) { cluster in
             let start = try await cluster.client.list(TestCluster.configmaps, namespace: "default")
-            let stream = try await cluster.client.watch(TestCluster.configmaps, namespace: "default",
-                                                        options: WatchOptions(resourceVersion: start.resourceVersion, timeoutSeconds: 2))
+            // Made before the watch opens and replayed from the watch cache, so that a loaded
+            // machine cannot let the bookmark before the timeout overtake them.
             let created = try await cluster.createConfigMap("w", data: ["v": "1"])
             _ = try await cluster.client.mergePatch(TestCluster.configmaps, namespace: "default", name: "w", json: #"{"data":{"v":"2"}}"#)
             try await cluster.client.delete(TestCluster.configmaps, namespace: "default", name: "w")
+            let stream = try await cluster.client.watch(TestCluster.configmaps, namespace: "default",
+                                                        options: WatchOptions(resourceVersion: start.resourceVersion, timeoutSeconds: 2))
             var seen: [String] = []
             var lastVersion = ""
             for try await frame in stream {

@@ -91,19 +91,20 @@ public final class KafkaSink: Sink {
     public let name: String
     public let options: KafkaSinkOptions
     let producer: RDKafkaProducer
+    let topicTemplate: TopicTemplate
 
     public init(name: String = "kafka", options: KafkaSinkOptions, logger: Logger = Logger(label: "kubebridge")) throws {
         try options.validate()
         self.name = name
         self.options = options
+        topicTemplate = TopicTemplate(options.topic)
         var logger = logger
         logger[metadataKey: "sink"] = "\(name)"
         producer = try RDKafkaProducer(properties: options.producerProperties, logger: logger)
     }
 
     static func render(_ template: String, group: String, version: String, resource: String, namespace: String) -> String {
-        template.replacingOccurrences(of: "{group}", with: group).replacingOccurrences(of: "{version}", with: version)
-            .replacingOccurrences(of: "{resource}", with: resource).replacingOccurrences(of: "{namespace}", with: namespace)
+        TopicTemplate(template).render(group: group, version: version, resource: resource, namespace: namespace)
     }
 
     /// Kafka's rules: 1 to 249 characters of `[a-zA-Z0-9._-]`, and not `.` or `..`.
@@ -116,24 +117,29 @@ public final class KafkaSink: Sink {
     }
 
     func topic(for event: OutboundEvent) -> String {
-        Self.render(options.topic, group: event.resource.group.isEmpty ? "core" : event.resource.group, version: event.resource.version,
-                    resource: event.resource.resource, namespace: event.namespace ?? "_cluster")
+        topicTemplate.render(group: event.resource.group.isEmpty ? "core" : event.resource.group, version: event.resource.version,
+                             resource: event.resource.resource, namespace: event.namespace ?? "_cluster")
+    }
+
+    /// The headers of an event's record in `mode`.
+    public static func headers(of event: OutboundEvent, mode: KafkaSinkOptions.Mode) -> [(name: String, value: String)] {
+        message(for: event, topic: "", mode: mode).headers
     }
 
     /// The record of an event in the binding's mode.
-    func message(for event: OutboundEvent, topic: String) -> KafkaMessage {
+    static func message(for event: OutboundEvent, topic: String, mode: KafkaSinkOptions.Mode) -> KafkaMessage {
         let envelope = event.envelope
-        let key = Array(envelope.partitionKey.utf8)
-        switch options.mode {
+        switch mode {
         case .structured:
-            return KafkaMessage(topic: topic, key: key, value: envelope.structured(),
-                                headers: [("content-type", Array("application/cloudevents+json; charset=UTF-8".utf8))])
+            return KafkaMessage(topic: topic, key: envelope.partitionKey, value: envelope.structured(),
+                                headers: [("content-type", "application/cloudevents+json; charset=UTF-8")])
         case .binary:
-            var headers: [(name: String, value: [UInt8])] = [("content-type", Array(Envelope.dataContentType.utf8))]
-            for attribute in envelope.attributes where attribute.name != "datacontenttype" {
-                headers.append(("ce_\(attribute.name)", Array(attribute.value.utf8)))
-            }
-            return KafkaMessage(topic: topic, key: key, value: envelope.data, headers: headers)
+            var headers: [(name: String, value: String)] = []
+            headers.reserveCapacity(8 + envelope.extensions.count)
+            headers += [("content-type", Envelope.dataContentType), ("ce_specversion", "1.0"), ("ce_id", envelope.id), ("ce_source", envelope.source),
+                        ("ce_type", envelope.type), ("ce_subject", envelope.subject), ("ce_time", envelope.time)]
+            for (name, value) in envelope.extensions { headers.append(("ce_" + name, value)) }
+            return KafkaMessage(topic: topic, key: envelope.partitionKey, value: envelope.data, headers: headers)
         }
     }
 
@@ -149,7 +155,7 @@ public final class KafkaSink: Sink {
                 waiters.append(nil)
                 continue
             }
-            waiters.append(await producer.produce(message(for: event, topic: topic)))
+            waiters.append(await producer.produce(Self.message(for: event, topic: topic, mode: options.mode)))
         }
         var outcomes: [DeliveryOutcome] = []
         for (index, waiter) in waiters.enumerated() {
@@ -175,5 +181,48 @@ public final class KafkaSink: Sink {
 
     public func close() async throws {
         await producer.close(timeout: .seconds(10))
+    }
+}
+
+/// A topic template split once into literal text and placeholders, so that rendering a topic per
+/// event is a few appends.
+struct TopicTemplate: Sendable {
+    enum Part: Sendable {
+        case text(String)
+        case group, version, resource, namespace
+    }
+
+    let parts: [Part]
+
+    init(_ template: String) {
+        var parts: [Part] = []
+        var rest = Substring(template)
+        let placeholders: [(String, Part)] = [("{group}", .group), ("{version}", .version), ("{resource}", .resource), ("{namespace}", .namespace)]
+        var text = ""
+        while !rest.isEmpty {
+            if let (placeholder, part) = placeholders.first(where: { rest.hasPrefix($0.0) }) {
+                if !text.isEmpty { parts.append(.text(text)); text = "" }
+                parts.append(part)
+                rest = rest.dropFirst(placeholder.count)
+            } else {
+                text.append(rest.removeFirst())
+            }
+        }
+        if !text.isEmpty { parts.append(.text(text)) }
+        self.parts = parts
+    }
+
+    func render(group: String, version: String, resource: String, namespace: String) -> String {
+        var topic = ""
+        for part in parts {
+            switch part {
+            case .text(let text): topic += text
+            case .group: topic += group
+            case .version: topic += version
+            case .resource: topic += resource
+            case .namespace: topic += namespace
+            }
+        }
+        return topic
     }
 }

@@ -28,9 +28,9 @@ enum DeliveryReport: Sendable, Equatable {
 /// A message to produce; no C type crosses this boundary.
 struct KafkaMessage: Sendable {
     var topic: String
-    var key: [UInt8]
+    var key: String
     var value: ByteBuffer
-    var headers: [(name: String, value: [UInt8])]
+    var headers: [(name: String, value: String)]
 }
 
 /// Waits for one message's delivery report, which may come before anyone waits.
@@ -233,29 +233,33 @@ final class RDKafkaProducer: Sendable {
         while true {
             let headers = rd_kafka_headers_new(message.headers.count)
             for header in message.headers {
-                _ = header.value.withUnsafeBytes { bytes in
+                var value = header.value
+                _ = value.withUTF8 { bytes in
                     rd_kafka_header_add(headers, header.name, -1, bytes.baseAddress, bytes.count)
                 }
             }
             let error: OpaquePointer? = message.topic.withCString { topic in
-                message.key.withUnsafeBytes { key in
+                var key = message.key
+                return key.withUTF8 { key in
                     message.value.withUnsafeReadableBytes { value in
-                        var arguments = [rd_kafka_vu_t](repeating: rd_kafka_vu_t(), count: 6)
-                        arguments[0].vtype = RD_KAFKA_VTYPE_TOPIC
-                        arguments[0].u.cstr = topic
-                        arguments[1].vtype = RD_KAFKA_VTYPE_KEY
-                        arguments[1].u.mem.ptr = UnsafeMutableRawPointer(mutating: key.baseAddress)
-                        arguments[1].u.mem.size = key.count
-                        arguments[2].vtype = RD_KAFKA_VTYPE_VALUE
-                        arguments[2].u.mem.ptr = UnsafeMutableRawPointer(mutating: value.baseAddress)
-                        arguments[2].u.mem.size = value.count
-                        arguments[3].vtype = RD_KAFKA_VTYPE_HEADERS
-                        arguments[3].u.headers = headers
-                        arguments[4].vtype = RD_KAFKA_VTYPE_OPAQUE
-                        arguments[4].u.ptr = UnsafeMutableRawPointer(bitPattern: id)
-                        arguments[5].vtype = RD_KAFKA_VTYPE_MSGFLAGS
-                        arguments[5].u.i = RD_KAFKA_MSG_F_COPY
-                        return rd_kafka_produceva(handle.pointer, arguments, arguments.count)
+                        withUnsafeTemporaryAllocation(of: rd_kafka_vu_t.self, capacity: 6) { arguments in
+                            arguments.initialize(repeating: rd_kafka_vu_t())
+                            arguments[0].vtype = RD_KAFKA_VTYPE_TOPIC
+                            arguments[0].u.cstr = topic
+                            arguments[1].vtype = RD_KAFKA_VTYPE_KEY
+                            arguments[1].u.mem.ptr = UnsafeMutableRawPointer(mutating: key.baseAddress)
+                            arguments[1].u.mem.size = key.count
+                            arguments[2].vtype = RD_KAFKA_VTYPE_VALUE
+                            arguments[2].u.mem.ptr = UnsafeMutableRawPointer(mutating: value.baseAddress)
+                            arguments[2].u.mem.size = value.count
+                            arguments[3].vtype = RD_KAFKA_VTYPE_HEADERS
+                            arguments[3].u.headers = headers
+                            arguments[4].vtype = RD_KAFKA_VTYPE_OPAQUE
+                            arguments[4].u.ptr = UnsafeMutableRawPointer(bitPattern: id)
+                            arguments[5].vtype = RD_KAFKA_VTYPE_MSGFLAGS
+                            arguments[5].u.i = RD_KAFKA_MSG_F_COPY
+                            return rd_kafka_produceva(handle.pointer, arguments.baseAddress, arguments.count)
+                        }
                     }
                 }
             }
