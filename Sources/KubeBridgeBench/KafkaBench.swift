@@ -139,7 +139,7 @@ struct KafkaSinkBench: AsyncParsableCommand {
         process.arguments = arguments
         let pipe = Pipe()
         if let output {
-            FileManager.default.createFile(atPath: output, contents: nil)
+            _ = FileManager.default.createFile(atPath: output, contents: nil)
             process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
         } else {
             process.standardOutput = pipe
