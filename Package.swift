@@ -83,6 +83,17 @@ let package = Package(
             dependencies: ["BridgeCore", "CRdKafka", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log")],
             path: "sinks/kafka/KafkaSink"
         ),
+        .systemLibrary(
+            name: "CNats",
+            path: "sinks/nats/CNats",
+            pkgConfig: "libnats",
+            providers: [.apt(["libnats-dev"])]
+        ),
+        .target(
+            name: "NATSSink",
+            dependencies: ["BridgeCore", "CNats", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log")],
+            path: "sinks/nats/NATSSink"
+        ),
         .target(
             name: "KubeInformer",
             dependencies: [
@@ -98,6 +109,7 @@ let package = Package(
                 "BridgeCheckpoint",
                 "FileSink",
                 "KafkaSink",
+                "NATSSink",
                 "KubeAPI",
                 "KubeInformer",
                 .product(name: "Yams", package: "Yams"),
@@ -133,6 +145,7 @@ let package = Package(
         .target(
             name: "TestSupport",
             dependencies: [
+                "BridgeCore",
                 "KubeTestServer",
                 "KubeAPI",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -165,6 +178,7 @@ let package = Package(
         ),
         .testTarget(name: "BridgeAppTests", dependencies: ["BridgeApp", "BridgeCore", "KubeTestServer", "TestSupport"]),
         .testTarget(name: "KafkaSinkTests", dependencies: ["KafkaSink", "BridgeCore", "KubeAPI", "TestSupport"]),
+        .testTarget(name: "NATSSinkTests", dependencies: ["NATSSink", "BridgeCore", "KubeAPI", "TestSupport"]),
         .testTarget(name: "KubeInformerTests", dependencies: ["KubeInformer", "BridgeCore", "KubeTestServer", "TestSupport"]),
         .testTarget(name: "KubeTestServerTests", dependencies: ["KubeTestServer", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["KubeAPI", "KubeTestServer", "TestSupport"]),

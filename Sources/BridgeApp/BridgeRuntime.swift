@@ -3,6 +3,7 @@ import BridgeCore
 import FileSink
 import Foundation
 import KafkaSink
+import NATSSink
 import KubeAPI
 import KubeInformer
 import Logging
@@ -28,7 +29,6 @@ public struct BridgeRuntime: Sendable {
         self.configuration = configuration
         self.logger = logger
         let kubeConfiguration = try KubeConfigLoader.load(kubeconfig: configuration.cluster.kubeconfig, context: configuration.cluster.context)
-        client = try KubeClient(configuration: kubeConfiguration, logger: logger)
         do {
             try FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
         } catch {
@@ -37,17 +37,29 @@ public struct BridgeRuntime: Sendable {
         store = try SQLiteCheckpointStore(path: "\(configuration.stateDirectory)/checkpoints.sqlite")
         let checkpoints = try await store.load()
         deadLetters = try DeadLetterFile(path: "\(configuration.stateDirectory)/dead-letters.jsonl")
-        sinks = try configuration.sinks.map { sink -> any Sink in
-            switch sink.kind {
-            case .file(let file):
-                var options = FileSink.Options(path: file.path)
-                options.maxFileBytes = file.maxFileBytes
-                options.keepFiles = file.keepFiles
-                return FileSink(name: sink.name, options: options)
-            case .kafka(let options):
-                return try KafkaSink(name: sink.name, options: options, logger: logger)
+        var sinks: [any Sink] = []
+        do {
+            for sink in configuration.sinks {
+                switch sink.kind {
+                case .file(let file):
+                    var options = FileSink.Options(path: file.path)
+                    options.maxFileBytes = file.maxFileBytes
+                    options.keepFiles = file.keepFiles
+                    sinks.append(FileSink(name: sink.name, options: options))
+                case .kafka(let options):
+                    sinks.append(try KafkaSink(name: sink.name, options: options, logger: logger))
+                case .nats(let options):
+                    sinks.append(try await NATSSink(name: sink.name, options: options, logger: logger))
+                }
             }
+        } catch {
+            for sink in sinks { try? await sink.close() }
+            try? await store.close()
+            throw error
         }
+        self.sinks = sinks
+        // The client comes last: nothing after it can fail, so it never needs a shutdown here.
+        client = try KubeClient(configuration: kubeConfiguration, logger: logger)
         checkpointer = Checkpointer(store: store, interval: configuration.checkpointInterval, logger: logger)
         bridge = Bridge(sinks: zip(sinks, configuration.sinks.map(\.pipeline)).map { ($0, $1) },
                         envelopes: EnvelopeBuilder(options: configuration.envelopes), checkpointer: checkpointer,

@@ -1,6 +1,7 @@
 import BridgeCore
 import Foundation
 import KafkaSink
+import NATSSink
 import KubeInformer
 import Yams
 
@@ -26,11 +27,12 @@ public struct Configuration: Sendable {
     public enum SinkKind: Sendable {
         case file(FileSinkConfiguration)
         case kafka(KafkaSinkOptions)
+        case nats(NATSSinkOptions)
 
         /// The pipeline settings a sink of this kind starts from.
         public var defaultPipeline: Pipeline.Options {
             switch self {
-            case .file: Pipeline.Options()
+            case .file, .nats: Pipeline.Options()
             case .kafka: KafkaSinkOptions.defaultPipeline
             }
         }
@@ -279,6 +281,8 @@ struct ConfigReader {
     static let sinkKeys = [
         "file": ["path", "maxFileBytes", "keepFiles"],
         "kafka": ["brokers", "topic", "mode", "compression", "properties"],
+        "nats": ["servers", "subject", "mode", "stream", "createStream", "duplicateWindow", "replicas", "token", "user", "password",
+                 "credentialsFile", "caFile"],
     ]
 
     mutating func sink(_ node: Node, index: Int) -> Configuration.Sink? {
@@ -320,19 +324,57 @@ struct ConfigReader {
             return Configuration.Sink(name: name, kind: .file(file), pipeline: pipeline)
         case "kafka":
             return kafkaSink(fields, node: node, key: key).map { Configuration.Sink(name: name, kind: .kafka($0), pipeline: pipeline) }
+        case "nats":
+            return natsSink(fields, node: node, key: key).map { Configuration.Sink(name: name, kind: .nats($0), pipeline: pipeline) }
         default:
             problem(fields["type"]!, "\(key).type", "unknown sink type \"\(type)\"; known sink types: \(known)")
             return nil
         }
     }
 
-    mutating func kafkaSink(_ fields: [String: Node], node: Node, key: String) -> KafkaSinkOptions? {
-        let brokers: [String]
-        if let node = fields["brokers"], case .scalar = node {
-            brokers = (string(node, "\(key).brokers") ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        } else {
-            brokers = strings(fields["brokers"], "\(key).brokers") ?? []
+    /// A list, or one comma-separated string.
+    mutating func addresses(_ node: Node?, _ key: String) -> [String] {
+        if let node, case .scalar = node {
+            return (string(node, key) ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         }
+        return strings(node, key) ?? []
+    }
+
+    mutating func natsSink(_ fields: [String: Node], node: Node, key: String) -> NATSSinkOptions? {
+        let servers = addresses(fields["servers"], "\(key).servers")
+        guard !servers.isEmpty else {
+            problem(node, "\(key).servers", "a NATS sink needs at least one server (nats://host:port)")
+            return nil
+        }
+        var options = NATSSinkOptions(servers: servers)
+        if let subject = string(fields["subject"], "\(key).subject") { options.subject = subject }
+        if let mode = string(fields["mode"], "\(key).mode") {
+            if let value = NATSSinkOptions.Mode(rawValue: mode) {
+                options.mode = value
+            } else {
+                problem(fields["mode"]!, "\(key).mode", "expected binary or structured, got \"\(mode)\"")
+            }
+        }
+        if let stream = string(fields["stream"], "\(key).stream") { options.stream = stream }
+        if let create = bool(fields["createStream"], "\(key).createStream") { options.createStream = create }
+        if let window = duration(fields["duplicateWindow"], "\(key).duplicateWindow") { options.duplicateWindow = window }
+        if let replicas = int(fields["replicas"], "\(key).replicas", minimum: 1) { options.replicas = replicas }
+        for (field, path) in [("token", \NATSSinkOptions.token), ("user", \.user), ("password", \.password),
+                              ("credentialsFile", \.credentialsFile), ("caFile", \.caFile)] {
+            guard let value = fields[field], let text = string(value, "\(key).\(field)") else { continue }
+            options[keyPath: path] = environmentExpanded(text, node: value, key: "\(key).\(field)")
+        }
+        do {
+            try options.validate()
+        } catch {
+            problem(node, key, "\(error)")
+            return nil
+        }
+        return options
+    }
+
+    mutating func kafkaSink(_ fields: [String: Node], node: Node, key: String) -> KafkaSinkOptions? {
+        let brokers = addresses(fields["brokers"], "\(key).brokers")
         guard !brokers.isEmpty else {
             problem(node, "\(key).brokers", "a Kafka sink needs at least one broker (host:port)")
             return nil

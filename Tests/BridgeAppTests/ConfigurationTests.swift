@@ -101,7 +101,40 @@ struct ConfigurationTests {
         #expect(second.producerProperties["bootstrap.servers"] == "a:9092,b:9092")
     }
 
+    @Test("a NATS sink: servers, subject template, stream settings, credentials with ${ENV}")
+    func nats() throws {
+        setenv("KUBEBRIDGE_TEST_NATS_TOKEN", "t0ken", 1)
+        let configuration = try Configuration.parse("""
+            sinks:
+              - type: nats
+                servers: "nats://a:4222, nats://b:4222"
+                subject: k8s.{resource}.{namespace}.{name}
+                mode: structured
+                stream: EVENTS
+                createStream: true
+                duplicateWindow: 10m
+                replicas: 3
+                token: ${KUBEBRIDGE_TEST_NATS_TOKEN}
+            """, file: "bridge.yaml")
+        guard case .nats(let options) = configuration.sinks[0].kind else {
+            Issue.record("expected a NATS sink")
+            return
+        }
+        #expect(options.servers == ["nats://a:4222", "nats://b:4222"])
+        #expect(options.subject == "k8s.{resource}.{namespace}.{name}")
+        #expect(options.streamSubjects == ["k8s.*.*.*"])
+        #expect(options.mode == .structured)
+        #expect(options.stream == "EVENTS")
+        #expect(options.createStream)
+        #expect(options.duplicateWindow == .seconds(600))
+        #expect(options.replicas == 3)
+        #expect(options.token == "t0ken")
+    }
+
     @Test("every problem is reported, each with its line and key", arguments: [
+        ("sinks:\n  - type: nats\n    stream: S\n", ["bridge.yaml:2: sinks[0].servers: a NATS sink needs at least one server"]),
+        ("sinks:\n  - type: nats\n    servers: [nats://n:4222]\n    subject: kube.{name}-x\n", ["is not a placeholder on its own"]),
+        ("sinks:\n  - type: nats\n    servers: [nats://n:4222]\n    topic: x\n", ["bridge.yaml:4: sinks[0].topic: unknown key"]),
         ("sinks:\n  - type: file\n    path: x\nstat:\n  directory: y\n", ["bridge.yaml:4: stat: unknown key"]),
         ("sinks:\n  - type: kafak\n", ["bridge.yaml:2: sinks[0].type: unknown sink type \"kafak\""]),
         ("sinks:\n  - type: file\n", ["bridge.yaml:2: sinks[0].path: a file sink needs a path"]),

@@ -1,0 +1,79 @@
+import Foundation
+import KubeTestServer
+import Testing
+import TestSupport
+
+@Suite("kubebridge run into NATS JetStream, as a process")
+struct NATSRunTests {
+    @Test("into nats-server -js and a file at once, SIGKILLed five times under churn: the stream holds every change once, in order per object")
+    func crashesIntoNATS() async throws {
+        let nats = try await NATSServer.start()
+        let server = try await RunCommandTests.server(history: true)
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var churnOptions = Churn.Options()
+        churnOptions.rate = 60
+        churnOptions.installCRDAfter = .seconds(2)
+        churnOptions.objectsPerKind = 4
+        let churn = Task { try await Churn(server: server, options: churnOptions).run() }
+        let bridge = try BridgeProcess(server: server, directory: directory, extraSinks: """
+              - type: nats
+                name: nats
+                servers: [\(nats.url)]
+                stream: KUBE
+                createStream: true
+                batch: {linger: 1ms}
+            """)
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<5 {
+            try bridge.start()
+            try await Task.sleep(for: .milliseconds(Int.random(in: 600...1500, using: &random)))
+            await bridge.kill()
+        }
+        churn.cancel()
+        _ = try? await churn.value
+        try bridge.start()
+        let history = try await server.history().filter { ["configmaps", "secrets", "deployments.apps", "widgets.example.com"].contains($0.storage) }
+        let finalVersion = history.map(\.resourceVersion).max() ?? 0
+        func delivered() async throws -> [DeliveryAudit.Delivered] {
+            try await JetStreamReader.read(url: nats.url, stream: "KUBE").compactMap { message in
+                var attributes: [String: String] = [:]
+                for (name, value) in message.headers where name.hasPrefix("ce-") { attributes[String(name.dropFirst(3))] = value }
+                return DeliveryAudit.Delivered(attributes: attributes)
+            }
+        }
+        try await waitUntil(timeout: .seconds(60), interval: .seconds(1)) {
+            try await delivered().contains { $0.resourceVersion == finalVersion }
+        }
+        #expect(await bridge.stop() == 0)
+        let events = try await delivered()
+        let fileEvents = bridge.events().compactMap { DeliveryAudit.Delivered($0) }
+        let audit = DeliveryAudit(delivered: events, history: history, seenElsewhere: Set(fileEvents.map(\.uid)))
+        let fileAudit = DeliveryAudit(delivered: fileEvents, history: history, seenElsewhere: Set(events.map(\.uid)))
+        #expect(audit.missing.isEmpty, "missing in the stream: \(audit.missing.prefix(20))")
+        #expect(fileAudit.missing.isEmpty, "missing in the file: \(fileAudit.missing.prefix(20))")
+        #expect(audit.disorder.isEmpty, "out of order: \(audit.disorder.prefix(20))")
+        #expect(audit.duplicates == 0, "Nats-Msg-Id lets the server drop what a restart sends again")
+        print("nats crash test: \(history.count) changes made, \(events.count) messages, \(audit.duplicates) duplicates, \(audit.missing.count) missing")
+        try await server.stop()
+        await nats.stop()
+    }
+
+    @Test("unreachable NATS servers, or a missing stream: exit code 2 and one line naming the server or the stream")
+    func badNATS() async throws {
+        let nats = try await NATSServer.start()
+        let server = try await RunCommandTests.server()
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for (sink, expected) in [("servers: [nats://127.0.0.1:1]", "nats://127.0.0.1:1: No server available"),
+                                 ("servers: [\(nats.url)]\n    stream: ABSENT", "the JetStream stream ABSENT does not exist")] {
+            let bridge = try BridgeProcess(server: server, directory: directory, extraSinks: "  - type: nats\n    \(sink)")
+            let result = try await KubeBridgeBinary.run(["run", "--config", bridge.configPath])
+            #expect(result.status == 2, "exit \(result.status): \(result.stderr)")
+            #expect(result.stderr.contains(expected), "\(result.stderr)")
+            #expect(!result.stderr.contains("Fatal error"))
+        }
+        try await server.stop()
+        await nats.stop()
+    }
+}

@@ -1,0 +1,153 @@
+import BridgeCore
+import Foundation
+import Synchronization
+import KubeAPI
+import NATSSink
+import Testing
+import TestSupport
+
+@Suite("NATS subject tokens")
+struct SubjectTokenTests {
+    @Test("Kubernetes names become one token each, reversibly; ordinary names stay as they are", arguments: [
+        ("networking.k8s.io", "networking%2Ek8s%2Eio"), ("kube-system", "kube-system"), ("my.config.v2", "my%2Econfig%2Ev2"),
+        ("100%", "100%25"), ("a*b>c", "a%2Ab%3Ec"), ("with space", "with%20space"), ("ünï", "%C3%BCn%C3%AF"), ("_", "_"),
+    ])
+    func escaping(name: String, token: String) {
+        #expect(SubjectToken.escape(name) == token)
+        #expect(SubjectToken.unescape(token) == name)
+        #expect(!token.contains(".") && !token.contains("*") && !token.contains(">") && !token.contains(" "))
+    }
+
+    @Test("templates: placeholders are whole tokens, literals are valid tokens")
+    func templates() throws {
+        var options = NATSSinkOptions(servers: ["nats://127.0.0.1:4222"])
+        try options.validate()
+        #expect(options.streamSubjects == ["kube.*.*.*.*.*"])
+        for bad in ["kube.{group}-x", "kube..{name}", "kube.{owner}", "kube.a b"] {
+            options.subject = bad
+            #expect(throws: (any Error).self, "\(bad)") { try options.validate() }
+        }
+    }
+}
+
+@Suite("NATS JetStream sink against nats-server -js")
+struct NATSSinkTests {
+    static let ingresses = WatchScope(GroupVersionResource("networking.k8s.io/v1/ingresses")!)
+
+    static func options(_ server: NATSServer, stream: String = "KUBE", mode: NATSSinkOptions.Mode = .binary) -> NATSSinkOptions {
+        var options = NATSSinkOptions(servers: [server.url])
+        options.stream = stream
+        options.createStream = true
+        options.mode = mode
+        return options
+    }
+
+    @Test("binary and structured mode: subjects escape names with dots, headers carry the attributes and Nats-Msg-Id, order holds per object",
+          arguments: [NATSSinkOptions.Mode.binary, .structured])
+    func roundTrip(mode: NATSSinkOptions.Mode) async throws {
+        let server = try await NATSServer.start()
+        var tracker = AckTracker(sinkCount: 1)
+        let events = try SampleEvents.make(scope: Self.ingresses, kind: "Ingress", namespace: "kube-system", names: ["web.example.com", "api"],
+                                           changes: 3, tracker: &tracker)
+        let sink = try await NATSSink(options: Self.options(server, mode: mode))
+        let outcomes = await sink.deliver(events)
+        #expect(outcomes == Array(repeating: .delivered, count: events.count))
+        try await sink.close()
+
+        let messages = try await JetStreamReader.read(url: server.url, stream: "KUBE")
+        #expect(messages.count == events.count)
+        #expect(messages.map { $0.headers["Nats-Msg-Id"] } == events.map { $0.envelope.id })
+        #expect(Set(messages.map(\.subject)) == [
+            "kube.networking%2Ek8s%2Eio.v1.ingresses.kube-system.web%2Eexample%2Ecom", "kube.networking%2Ek8s%2Eio.v1.ingresses.kube-system.api",
+        ])
+        for message in messages {
+            let tokens = message.subject.split(separator: ".")
+            #expect(SubjectToken.unescape(String(tokens[1])) == "networking.k8s.io")
+            switch mode {
+            case .binary:
+                #expect(message.headers["content-type"] == "application/json")
+                #expect(message.headers["ce-specversion"] == "1.0")
+                #expect(message.headers["ce-id"] == message.headers["Nats-Msg-Id"])
+                #expect(message.headers["ce-type"]?.hasPrefix("io.kubebridge.networking.k8s.io.v1.ingresses.") == true)
+                #expect(message.headers["ce-partitionkey"] != nil)
+                #expect(message.data.hasPrefix(#"{"kind":"Ingress""#))
+            case .structured:
+                #expect(message.headers["content-type"] == "application/cloudevents+json; charset=UTF-8")
+                let event = try JSONSerialization.jsonObject(with: Data(message.data.utf8)) as? [String: Any]
+                #expect(event?["specversion"] as? String == "1.0")
+                #expect(event?["id"] as? String == message.headers["Nats-Msg-Id"])
+            }
+        }
+        for name in ["web%2Eexample%2Ecom", "api"] {
+            let versions = messages.filter { $0.subject.hasSuffix(".\(name)") }.compactMap { $0.headers["Nats-Msg-Id"]?.split(separator: "/").last.flatMap { Int($0) } }
+            #expect(versions == versions.sorted() && versions.count == 3, "\(name): \(versions)")
+        }
+        await server.stop()
+    }
+
+    @Test("a batch delivered again after a crash is acknowledged and dropped by the server as duplicates: the stream holds each change once")
+    func deduplication() async throws {
+        let server = try await NATSServer.start()
+        var tracker = AckTracker(sinkCount: 1)
+        let events = try SampleEvents.make(scope: Self.ingresses, kind: "Ingress", namespace: "web", names: ["a", "b", "c"], changes: 2, tracker: &tracker)
+        let first = try await NATSSink(options: Self.options(server))
+        #expect(await first.deliver(events) == Array(repeating: .delivered, count: events.count))
+        try await first.close()
+        let second = try await NATSSink(options: Self.options(server))
+        #expect(await second.deliver(events) == Array(repeating: .delivered, count: events.count))
+        try await second.close()
+        let messages = try await JetStreamReader.read(url: server.url, stream: "KUBE")
+        #expect(messages.count == events.count)
+        await server.stop()
+    }
+
+    @Test("a missing stream is a clear error at start unless createStream is set")
+    func missingStream() async throws {
+        let server = try await NATSServer.start()
+        var options = Self.options(server, stream: "ABSENT")
+        options.createStream = false
+        let error = await #expect(throws: (any Error).self) { _ = try await NATSSink(options: options) }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("ABSENT"))
+        await server.stop()
+    }
+}
+
+@Suite("NATS JetStream sink under server faults")
+struct NATSFaultTests {
+    @Test("nats-server killed mid-run and started again on the same store: nothing is acknowledged while it is away, and after retries every change is in the stream once")
+    func serverRestart() async throws {
+        let server = try await NATSServer.start()
+        var tracker = AckTracker(sinkCount: 1)
+        let events = try SampleEvents.make(scope: NATSSinkTests.ingresses, kind: "Ingress", namespace: "web", names: (0..<20).map { "i-\($0)" },
+                                           changes: 5, tracker: &tracker)
+        let sink = try await NATSSink(options: NATSSinkTests.options(server))
+        let half = events.count / 2
+        #expect(await sink.deliver(Array(events[..<half])) == Array(repeating: .delivered, count: half))
+        await server.kill()
+        let finishedEarly = Mutex(false)
+        let pending = Task {
+            let outcomes = await sink.deliver(Array(events[half...]))
+            finishedEarly.withLock { $0 = outcomes.contains(.delivered) }
+            return outcomes
+        }
+        try await Task.sleep(for: .seconds(1))
+        #expect(!finishedEarly.withLock { $0 }, "nothing is confirmed while the server is away")
+        try await server.run()
+        var remaining = Array(events[half...])
+        var outcomes = await pending.value
+        var rounds = 0
+        // What the pipeline does: send again what was not confirmed, in order, until it is.
+        while outcomes.contains(where: { $0 != .delivered }), rounds < 20 {
+            remaining = zip(remaining, outcomes).filter { $0.1 != .delivered }.map(\.0)
+            try await Task.sleep(for: .milliseconds(200))
+            outcomes = await sink.deliver(remaining)
+            rounds += 1
+        }
+        #expect(outcomes.allSatisfy { $0 == .delivered })
+        try await sink.close()
+        let messages = try await JetStreamReader.read(url: server.url, stream: "KUBE")
+        #expect(Set(messages.compactMap { $0.headers["Nats-Msg-Id"] }) == Set(events.map(\.envelope.id)))
+        #expect(messages.count == events.count, "each change once: resent ones were dropped as duplicates")
+        await server.stop()
+    }
+}

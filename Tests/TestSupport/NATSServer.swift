@@ -1,0 +1,102 @@
+import Foundation
+import KubeAPI
+
+/// A real `nats-server -js` (Debian `nats-server`) on 127.0.0.1, its JetStream store in a
+/// temporary directory that outlives restarts of the server.
+public final class NATSServer: @unchecked Sendable {
+    public let port: Int
+    public let storeDirectory: URL
+    private var process: Process?
+
+    public var url: String { "nats://127.0.0.1:\(port)" }
+
+    public static func start() async throws -> NATSServer {
+        let server = NATSServer(port: try freeTCPPort(), storeDirectory: try temporaryDirectory())
+        try await server.run()
+        return server
+    }
+
+    private init(port: Int, storeDirectory: URL) {
+        self.port = port
+        self.storeDirectory = storeDirectory
+    }
+
+    static var binary: String {
+        ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"].first { FileManager.default.isExecutableFile(atPath: $0) }
+            ?? "nats-server"
+    }
+
+    /// Starts the server (again), and waits until it accepts connections.
+    public func run() async throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDirectory.path]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        self.process = process
+        do {
+            try await waitUntil(timeout: .seconds(10)) { isListening(port: self.port) }
+        } catch {
+            throw TestFailure(message: "nats-server did not start listening on \(port)")
+        }
+    }
+
+    /// SIGKILL: what a crash of the server looks like; the store on disk stays.
+    public func kill() async {
+        guard let process, process.isRunning else { return }
+        Foundation.kill(process.processIdentifier, SIGKILL)
+        while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+        self.process = nil
+    }
+
+    public func stop() async {
+        await kill()
+        try? FileManager.default.removeItem(at: storeDirectory)
+    }
+}
+
+/// Reads a JetStream stream as a user's subscriber would, with the Python `nats-py` client.
+public enum JetStreamReader {
+    public struct Message: Sendable {
+        public var subject: String
+        public var sequence: Int
+        public var headers: [String: String]
+        public var data: String
+    }
+
+    static let script = """
+        import asyncio, json, sys
+        import nats
+        async def main():
+            nc = await nats.connect(sys.argv[1])
+            js = nc.jetstream()
+            info = await js.stream_info(sys.argv[2])
+            out = []
+            if info.state.messages:
+                sub = await js.pull_subscribe(">", stream=sys.argv[2])
+                while len(out) < info.state.messages:
+                    for m in await sub.fetch(min(256, info.state.messages - len(out)), timeout=5):
+                        out.append({"subject": m.subject, "sequence": m.metadata.sequence.stream,
+                                    "headers": dict(m.headers or {}), "data": m.data.decode()})
+                        await m.ack()
+            print(json.dumps({"messages": out, "count": info.state.messages}))
+            await nc.close()
+        asyncio.run(main())
+        """
+
+    /// Every message of `stream`, in stream order.
+    public static func read(url: String, stream: String) async throws -> [Message] {
+        let result = try await ProcessRunner.runBinary("/usr/bin/env", ["python3", "-c", script, url, stream], timeout: 60)
+        guard result.status == 0,
+              let document = try JSONSerialization.jsonObject(with: Data(result.stdout)) as? [String: Any],
+              let messages = document["messages"] as? [[String: Any]]
+        else {
+            throw TestFailure(message: "the JetStream reader failed: \(String(decoding: result.stderr, as: UTF8.self))")
+        }
+        return messages.map { fields in
+            Message(subject: fields["subject"] as? String ?? "", sequence: fields["sequence"] as? Int ?? 0,
+                    headers: fields["headers"] as? [String: String] ?? [:], data: fields["data"] as? String ?? "")
+        }
+    }
+}

@@ -1,0 +1,207 @@
+import BridgeCore
+import Foundation
+import Logging
+import NIOCore
+
+/// How the NATS sink connects and what it publishes.
+public struct NATSSinkOptions: Sendable {
+    /// The CloudEvents NATS binding's two modes.
+    public enum Mode: String, Sendable, CaseIterable {
+        /// `ce-*` headers, the object JSON as the payload.
+        case binary
+        /// The JSON event format as the payload, `content-type: application/cloudevents+json`.
+        case structured
+    }
+
+    /// `nats://host:port` URLs.
+    public var servers: [String]
+    /// The subject of each event: `{group}` (`core` for the core group), `{version}`,
+    /// `{resource}`, `{namespace}` (`_` for cluster-scoped objects) and `{name}`, each escaped
+    /// into one subject token (see `SubjectToken`).
+    public var subject = "kube.{group}.{version}.{resource}.{namespace}.{name}"
+    public var mode = Mode.binary
+    /// The JetStream stream the subjects belong to.
+    public var stream = "KUBEBRIDGE"
+    /// Create the stream when it is missing (subjects from the template, file storage).
+    public var createStream = false
+    /// The stream's duplicate window, when kubebridge creates it.
+    public var duplicateWindow: Duration = .seconds(120)
+    public var replicas = 1
+    public var token: String?
+    public var user: String?
+    public var password: String?
+    public var credentialsFile: String?
+    public var caFile: String?
+    /// PubAcks awaited at once.
+    public var maxPending = 4096
+
+    public init(servers: [String]) {
+        self.servers = servers
+    }
+
+    /// The stream's subjects for the template: each placeholder becomes `*`.
+    public var streamSubjects: [String] {
+        var pattern = subject
+        for placeholder in ["{group}", "{version}", "{resource}", "{namespace}", "{name}"] {
+            pattern = pattern.replacingOccurrences(of: placeholder, with: "*")
+        }
+        return [pattern]
+    }
+
+    /// Checks the template: known placeholders only, each one a whole token.
+    public func validate() throws {
+        guard !servers.isEmpty else { throw NATSError(description: "servers: at least one nats://host:port is needed") }
+        let tokens = subject.split(separator: ".", omittingEmptySubsequences: false)
+        let known: Set<Substring> = ["{group}", "{version}", "{resource}", "{namespace}", "{name}"]
+        for token in tokens {
+            if token.isEmpty { throw NATSError(description: "subject \"\(subject)\": an empty token") }
+            if token.contains("{") || token.contains("}") {
+                guard known.contains(token) else {
+                    throw NATSError(description: "subject \"\(subject)\": \"\(token)\" is not a placeholder on its own; the known ones are \(known.sorted().joined(separator: ", ")), each a whole token")
+                }
+            } else if !SubjectToken.isLiteral(token) {
+                throw NATSError(description: "subject \"\(subject)\": \"\(token)\" is not a valid subject token (no spaces, *, > or control characters)")
+            }
+        }
+    }
+}
+
+/// Kubernetes names and groups as NATS subject tokens. A token may not hold `.`, `*`, `>` or
+/// whitespace, and Kubernetes names have dots (`networking.k8s.io`, `my.config`). Those bytes,
+/// `%` itself and anything outside printable ASCII become `%XX` (uppercase hex), so the escaping
+/// is reversible and keeps everything else as it is: `networking.k8s.io` is
+/// `networking%2Ek8s%2Eio`, `kube-system` stays `kube-system`.
+public enum SubjectToken {
+    public static func escape(_ text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.utf8.count)
+        for byte in text.utf8 {
+            if byte > 0x20, byte < 0x7F, byte != UInt8(ascii: "."), byte != UInt8(ascii: "*"), byte != UInt8(ascii: ">"), byte != UInt8(ascii: "%") {
+                out.unicodeScalars.append(Unicode.Scalar(byte))
+            } else {
+                out += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
+            }
+        }
+        return out
+    }
+
+    /// The text `escape` was given, or nil for a token it cannot have made.
+    public static func unescape(_ token: String) -> String? {
+        var bytes: [UInt8] = []
+        var iterator = token.utf8.makeIterator()
+        while let byte = iterator.next() {
+            guard byte == UInt8(ascii: "%") else {
+                bytes.append(byte)
+                continue
+            }
+            guard let high = iterator.next(), let low = iterator.next(), let value = UInt8(String(decoding: [high, low], as: UTF8.self), radix: 16) else {
+                return nil
+            }
+            bytes.append(value)
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
+    static func isLiteral(_ token: Substring) -> Bool {
+        token.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "*") && $0 != UInt8(ascii: ">") }
+    }
+}
+
+extension String {
+    func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}
+
+/// Publishes events to JetStream. An event counts as delivered only on its PubAck; every message
+/// carries `Nats-Msg-Id` = the event's id, so a redelivery after a crash is dropped by the server
+/// as a duplicate within the stream's duplicate window (and is acknowledged as one).
+public final class NATSSink: Sink {
+    public let name: String
+    public let options: NATSSinkOptions
+    let publisher: JetStreamPublisher
+
+    /// Connects (retrying in the background while the servers are away) and checks or creates the
+    /// stream.
+    public init(name: String = "nats", options: NATSSinkOptions, logger: Logger = Logger(label: "kubebridge")) async throws {
+        try options.validate()
+        self.name = name
+        self.options = options
+        var logger = logger
+        logger[metadataKey: "sink"] = "\(name)"
+        var settings = NATSConnectionSettings(servers: options.servers)
+        settings.token = options.token
+        settings.user = options.user
+        settings.password = options.password
+        settings.credentialsFile = options.credentialsFile
+        settings.caFile = options.caFile
+        settings.maxPending = options.maxPending
+        publisher = try JetStreamPublisher(settings: settings, logger: logger)
+        do {
+            try publisher.ensureStream(name: options.stream, subjects: options.streamSubjects, create: options.createStream,
+                                       duplicateWindow: options.duplicateWindow, replicas: options.replicas)
+        } catch {
+            await publisher.close(timeout: .seconds(1))
+            throw error
+        }
+    }
+
+    /// The subject of an event.
+    public func subject(for event: OutboundEvent) -> String {
+        let envelope = event.envelope
+        let name = envelope.extensions.first { $0.name == "name" }?.value ?? ""
+        var subject = options.subject
+        let values = [
+            ("{group}", event.resource.group.isEmpty ? "core" : event.resource.group), ("{version}", event.resource.version),
+            ("{resource}", event.resource.resource), ("{namespace}", event.namespace ?? "_"), ("{name}", name),
+        ]
+        for (placeholder, value) in values where subject.contains(placeholder) {
+            subject = subject.replacingOccurrences(of: placeholder, with: SubjectToken.escape(value))
+        }
+        return subject
+    }
+
+    /// The headers of an event's message in `mode`, `Nats-Msg-Id` first.
+    public static func headers(of event: OutboundEvent, mode: NATSSinkOptions.Mode) -> [(name: String, value: String)] {
+        let envelope = event.envelope
+        switch mode {
+        case .structured:
+            return [("Nats-Msg-Id", envelope.id), ("content-type", "application/cloudevents+json; charset=UTF-8")]
+        case .binary:
+            var headers: [(name: String, value: String)] = [
+                ("Nats-Msg-Id", envelope.id), ("content-type", Envelope.dataContentType), ("ce-specversion", "1.0"), ("ce-id", envelope.id),
+                ("ce-source", envelope.source), ("ce-type", envelope.type), ("ce-subject", envelope.subject), ("ce-time", envelope.time),
+            ]
+            for (name, value) in envelope.extensions { headers.append(("ce-" + name, value)) }
+            return headers
+        }
+    }
+
+    public func deliver(_ batch: [OutboundEvent]) async -> [DeliveryOutcome] {
+        var waiters: [PublishWaiter] = []
+        waiters.reserveCapacity(batch.count)
+        for event in batch {
+            let payload = options.mode == .structured ? event.envelope.structured() : event.envelope.data
+            waiters.append(publisher.publish(subject: subject(for: event), headers: Self.headers(of: event, mode: options.mode), data: payload))
+        }
+        var outcomes: [DeliveryOutcome] = []
+        outcomes.reserveCapacity(batch.count)
+        for waiter in waiters {
+            switch await waiter.wait() {
+            case .stored:
+                outcomes.append(.delivered)
+            case .invalid(let reason):
+                outcomes.append(.rejected(reason))
+            case .failed(let reason, let refused):
+                // A refusal (a full stream with discard new, say) is retried too: the checkpoint
+                // holds until the stream takes the message.
+                outcomes.append(.retriable(refused ? "JetStream refused it: \(reason)" : "NATS: \(reason)"))
+            }
+        }
+        return outcomes.holdingObjectOrder(of: batch)
+    }
+
+    public func close() async throws {
+        await publisher.close(timeout: .seconds(10))
+    }
+}
