@@ -160,6 +160,7 @@ let package = Package(
             dependencies: [
                 "BridgeApp",
                 "KafkaSink",
+                "NATSSink",
                 "KubeModel",
                 "KubeAPI",
                 "KubeInformer",

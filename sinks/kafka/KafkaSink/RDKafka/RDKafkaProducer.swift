@@ -1,3 +1,4 @@
+import BridgeCore
 import CRdKafka
 import Foundation
 import Logging
@@ -33,33 +34,8 @@ struct KafkaMessage: Sendable {
     var headers: [(name: String, value: String)]
 }
 
-/// Waits for one message's delivery report, which may come before anyone waits.
-final class DeliveryWaiter: Sendable {
-    private let state = Mutex<(report: DeliveryReport?, continuation: CheckedContinuation<DeliveryReport, Never>?)>((nil, nil))
-
-    func complete(_ report: DeliveryReport) {
-        let continuation = state.withLock { state -> CheckedContinuation<DeliveryReport, Never>? in
-            if let continuation = state.continuation {
-                state.continuation = nil
-                return continuation
-            }
-            state.report = report
-            return nil
-        }
-        continuation?.resume(returning: report)
-    }
-
-    func wait() async -> DeliveryReport {
-        await withCheckedContinuation { continuation in
-            let ready = state.withLock { state -> DeliveryReport? in
-                if let report = state.report { return report }
-                state.continuation = continuation
-                return nil
-            }
-            if let ready { continuation.resume(returning: ready) }
-        }
-    }
-}
+/// Waits for one message's report, which may come before anyone waits.
+typealias DeliveryWaiter = Completion<DeliveryReport>
 
 /// An error in the producer's configuration: the property and librdkafka's words.
 struct KafkaConfigurationError: Error, CustomStringConvertible {

@@ -1,3 +1,4 @@
+import BridgeCore
 import CNats
 import Foundation
 import Logging
@@ -49,33 +50,8 @@ struct NATSError: Error, CustomStringConvertible {
     }
 }
 
-/// Waits for one message's PubAck, which may come before anyone waits.
-final class PublishWaiter: Sendable {
-    private let state = Mutex<(report: PublishReport?, continuation: CheckedContinuation<PublishReport, Never>?)>((nil, nil))
-
-    func complete(_ report: PublishReport) {
-        let continuation = state.withLock { state -> CheckedContinuation<PublishReport, Never>? in
-            if let continuation = state.continuation {
-                state.continuation = nil
-                return continuation
-            }
-            state.report = report
-            return nil
-        }
-        continuation?.resume(returning: report)
-    }
-
-    func wait() async -> PublishReport {
-        await withCheckedContinuation { continuation in
-            let ready = state.withLock { state -> PublishReport? in
-                if let report = state.report { return report }
-                state.continuation = continuation
-                return nil
-            }
-            if let ready { continuation.resume(returning: ready) }
-        }
-    }
-}
+/// Waits for one message's report, which may come before anyone waits.
+typealias PublishWaiter = Completion<PublishReport>
 
 /// What the C callbacks need, found through the closure pointer: waiters by message address.
 final class PublisherContext: Sendable {
