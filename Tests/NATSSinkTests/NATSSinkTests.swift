@@ -150,4 +150,38 @@ struct NATSFaultTests {
         #expect(messages.count == events.count, "each change once: resent ones were dropped as duplicates")
         await server.stop()
     }
+
+    @Test("a full stream (max_msgs with discard new) refuses with the server's words; those events stay unconfirmed, so the checkpoint holds")
+    func fullStream() async throws {
+        let server = try await NATSServer.start()
+        let created = try await ProcessRunner.runBinary("/usr/bin/env", ["python3", "-c", """
+            import asyncio, sys, nats
+            from nats.js.api import StreamConfig, DiscardPolicy
+            async def main():
+                nc = await nats.connect(sys.argv[1])
+                await nc.jetstream().add_stream(StreamConfig(name="FULL", subjects=["kube.>"], max_msgs=5, discard=DiscardPolicy.NEW))
+                await nc.close()
+            asyncio.run(main())
+            """, server.url], timeout: 30)
+        #expect(created.status == 0, "\(String(decoding: created.stderr, as: UTF8.self))")
+        var options = NATSSinkTests.options(server, stream: "FULL")
+        options.createStream = false
+        var tracker = AckTracker(sinkCount: 1)
+        let events = try SampleEvents.make(scope: NATSSinkTests.ingresses, kind: "Ingress", namespace: "web", names: (0..<10).map { "i-\($0)" },
+                                           changes: 1, tracker: &tracker)
+        let sink = try await NATSSink(options: options)
+        let outcomes = await sink.deliver(events)
+        #expect(outcomes.prefix(5).allSatisfy { $0 == .delivered })
+        let refusals = outcomes.dropFirst(5)
+        #expect(refusals.count == 5)
+        for outcome in refusals {
+            guard case .retriable(let reason) = outcome else {
+                Issue.record("expected a retriable refusal, got \(outcome)")
+                continue
+            }
+            #expect(reason.contains("JetStream refused it") && reason.lowercased().contains("maximum messages"), "\(reason)")
+        }
+        try await sink.close()
+        await server.stop()
+    }
 }

@@ -54,9 +54,12 @@ struct NATSError: Error, CustomStringConvertible {
 typealias PublishWaiter = Completion<PublishReport>
 
 /// What the C callbacks need, found through the closure pointer: waiters by message address.
+/// The connection holds one reference, given back in its closed callback, the library's last.
 final class PublisherContext: Sendable {
     let logger: Logger
     let waiters = Mutex<[UInt: PublishWaiter]>([:])
+    /// Set before kubebridge closes the connection, so that the disconnection is not reported.
+    let closing = Atomic<Bool>(false)
 
     init(logger: Logger) {
         self.logger = logger
@@ -88,7 +91,6 @@ struct NATSHandles: @unchecked Sendable {
 final class JetStreamPublisher: Sendable {
     let handles: NATSHandles
     let context: PublisherContext
-    private let retained: Unmanaged<PublisherContext>
     private let closed = Atomic<Bool>(false)
 
     init(settings: NATSConnectionSettings, logger: Logger) throws {
@@ -106,8 +108,13 @@ final class JetStreamPublisher: Sendable {
         let closure = retained.toOpaque()
         natsOptions_SetDisconnectedCB(options, { _, closure in
             guard let closure else { return }
-            Unmanaged<PublisherContext>.fromOpaque(closure).takeUnretainedValue().logger
-                .warning("disconnected from NATS; publishing waits for the reconnection, and nothing is acknowledged meanwhile")
+            let context = Unmanaged<PublisherContext>.fromOpaque(closure).takeUnretainedValue()
+            guard !context.closing.load(ordering: .relaxed) else { return }
+            context.logger.warning("disconnected from NATS; publishing waits for the reconnection, and nothing is acknowledged meanwhile")
+        }, closure)
+        natsOptions_SetClosedCB(options, { _, closure in
+            guard let closure else { return }
+            Unmanaged<PublisherContext>.fromOpaque(closure).release()
         }, closure)
         natsOptions_SetReconnectedCB(options, { _, closure in
             guard let closure else { return }
@@ -146,14 +153,13 @@ final class JetStreamPublisher: Sendable {
         let jsStatus = natsConnection_JetStream(&jetStreamPointer, connection, &jsOptions)
         guard jsStatus == NATS_OK, let jetStream = jetStreamPointer else {
             let error = NATSError("natsConnection_JetStream", jsStatus)
+            context.closing.store(true, ordering: .relaxed)
             natsConnection_Destroy(connection)
             natsOptions_Destroy(options)
-            retained.release()
             throw error
         }
         handles = NATSHandles(options: options, connection: connection, jetStream: jetStream)
         self.context = context
-        self.retained = retained
     }
 
     static func check(_ call: String, _ status: natsStatus) throws {
@@ -256,7 +262,6 @@ final class JetStreamPublisher: Sendable {
         guard !closed.exchange(true, ordering: .relaxed) else { return }
         let handles = self.handles
         let context = self.context
-        let retained = self.retained
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             Thread {
                 var options = jsPubOptions()
@@ -264,11 +269,11 @@ final class JetStreamPublisher: Sendable {
                 options.MaxWait = Int64(timeout.components.seconds * 1000)
                 _ = js_PublishAsyncComplete(handles.jetStream, &options)
                 jsCtx_Destroy(handles.jetStream)
+                context.closing.store(true, ordering: .relaxed)
                 natsConnection_Close(handles.connection)
                 natsConnection_Destroy(handles.connection)
                 natsOptions_Destroy(handles.options)
                 context.completeAll(with: .failed("the NATS connection closed before the acknowledgement", refused: false))
-                retained.release()
                 continuation.resume()
             }.start()
         }
