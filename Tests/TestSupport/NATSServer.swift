@@ -11,9 +11,14 @@ public final class NATSServer: @unchecked Sendable {
     public var url: String { "nats://127.0.0.1:\(port)" }
 
     public static func start() async throws -> NATSServer {
-        let server = NATSServer(port: try freeTCPPort(), storeDirectory: try temporaryDirectory())
+        let server = try prepare()
         try await server.run()
         return server
+    }
+
+    /// A port and a store, with no server running yet: `run` starts it.
+    public static func prepare() throws -> NATSServer {
+        NATSServer(port: try freeTCPPort(), storeDirectory: try temporaryDirectory())
     }
 
     private init(port: Int, storeDirectory: URL) {

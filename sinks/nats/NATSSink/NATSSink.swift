@@ -2,6 +2,7 @@ import BridgeCore
 import Foundation
 import Logging
 import NIOCore
+import Synchronization
 
 /// How the NATS sink connects and what it publishes.
 public struct NATSSinkOptions: Sendable {
@@ -120,9 +121,12 @@ public final class NATSSink: Sink {
     public let name: String
     public let options: NATSSinkOptions
     let publisher: JetStreamPublisher
+    /// The stream was found or created; checked at start when the servers answer, else before
+    /// the first delivery.
+    private let streamReady = Atomic<Bool>(false)
 
     /// Connects (retrying in the background while the servers are away) and checks or creates the
-    /// stream.
+    /// stream: now when the servers answer, so that a missing stream is an error at start.
     public init(name: String = "nats", options: NATSSinkOptions, logger: Logger = Logger(label: "kubebridge")) async throws {
         try options.validate()
         self.name = name
@@ -137,13 +141,29 @@ public final class NATSSink: Sink {
         settings.caFile = options.caFile
         settings.maxPending = options.maxPending
         publisher = try JetStreamPublisher(settings: settings, logger: logger)
+        guard publisher.isConnected else { return }
         do {
-            try publisher.ensureStream(name: options.stream, subjects: options.streamSubjects, create: options.createStream,
-                                       duplicateWindow: options.duplicateWindow, replicas: options.replicas)
+            try await ensureStream()
         } catch {
             await publisher.close(timeout: .seconds(1))
             throw error
         }
+    }
+
+    private func ensureStream() async throws {
+        let (publisher, options) = (self.publisher, self.options)
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
+            Thread {
+                do {
+                    try publisher.ensureStream(name: options.stream, subjects: options.streamSubjects, create: options.createStream,
+                                               duplicateWindow: options.duplicateWindow, replicas: options.replicas)
+                    continuation.resume()
+                } catch {
+                    continuation.resume(throwing: error)
+                }
+            }.start()
+        }
+        streamReady.store(true, ordering: .relaxed)
     }
 
     /// The subject of an event.
@@ -178,6 +198,16 @@ public final class NATSSink: Sink {
     }
 
     public func deliver(_ batch: [OutboundEvent]) async -> [DeliveryOutcome] {
+        if !streamReady.load(ordering: .relaxed) {
+            guard publisher.isConnected else { return batch.map { _ in .retriable("the NATS servers cannot be reached yet") } }
+            do {
+                try await ensureStream()
+            } catch let error as NATSError where error.missingStream {
+                return batch.map { _ in .fatal(error.description) }
+            } catch {
+                return batch.map { _ in .retriable("\(error)") }
+            }
+        }
         var waiters: [PublishWaiter] = []
         waiters.reserveCapacity(batch.count)
         for event in batch {

@@ -32,6 +32,8 @@ enum PublishReport: Sendable, Equatable {
 /// An error from nats.c: the call and the library's words.
 struct NATSError: Error, CustomStringConvertible {
     var description: String
+    /// The stream does not exist and may not be created: no retry helps.
+    var missingStream = false
 
     init(_ call: String, _ status: natsStatus) {
         var text = String(cString: natsStatus_GetText(status))
@@ -45,8 +47,9 @@ struct NATSError: Error, CustomStringConvertible {
         description = "\(call): \(text)"
     }
 
-    init(description: String) {
+    init(description: String, missingStream: Bool = false) {
         self.description = description
+        self.missingStream = missingStream
     }
 }
 
@@ -120,9 +123,17 @@ final class JetStreamPublisher: Sendable {
             guard let closure else { return }
             Unmanaged<PublisherContext>.fromOpaque(closure).takeUnretainedValue().logger.info("reconnected to NATS")
         }, closure)
+        // Servers that are down at start are waited for, as after a disconnection.
+        natsOptions_SetRetryOnFailedConnect(options, true, { _, closure in
+            guard let closure else { return }
+            Unmanaged<PublisherContext>.fromOpaque(closure).takeUnretainedValue().logger.info("connected to NATS")
+        }, closure)
         var connectionPointer: OpaquePointer?
         let status = natsConnection_Connect(&connectionPointer, options)
-        guard status == NATS_OK, let connection = connectionPointer else {
+        if status == NATS_NOT_YET_CONNECTED {
+            logger.warning("the NATS servers \(settings.servers.joined(separator: ",")) cannot be reached yet; kubebridge keeps trying, and events wait")
+        }
+        guard status == NATS_OK || status == NATS_NOT_YET_CONNECTED, let connection = connectionPointer else {
             let error = NATSError("connecting to \(settings.servers.joined(separator: ","))", status)
             natsOptions_Destroy(options)
             retained.release()
@@ -174,9 +185,7 @@ final class JetStreamPublisher: Sendable {
                 try check("servers", natsOptions_SetServers(options, pointer, Int32(buffer.count)))
             }
         }
-        // Reconnect for ever once connected: while disconnected, the pipeline holds and nothing is
-        // acknowledged. The first connection must succeed, so that a wrong address is an error at
-        // start, and the stream can be checked.
+        // Reconnect for ever: while disconnected, the pipeline holds and nothing is acknowledged.
         try check("natsOptions_SetMaxReconnect", natsOptions_SetMaxReconnect(options, -1))
         try check("natsOptions_SetReconnectWait", natsOptions_SetReconnectWait(options, 500))
         if let token = settings.token { try check("token", natsOptions_SetToken(options, token)) }
@@ -188,7 +197,12 @@ final class JetStreamPublisher: Sendable {
         }
     }
 
-    /// Adds the stream, or checks that it exists and takes `subjects`.
+    var isConnected: Bool {
+        !closed.load(ordering: .relaxed) && natsConnection_Status(handles.connection) == NATS_CONN_STATUS_CONNECTED
+    }
+
+    /// Adds the stream, or checks that it exists and takes `subjects`. It blocks on a request to
+    /// the server: call it off the cooperative pool.
     func ensureStream(name: String, subjects: [String], create: Bool, duplicateWindow: Duration, replicas: Int) throws {
         var info: UnsafeMutablePointer<jsStreamInfo>?
         var code = jsErrCode(rawValue: 0)
@@ -199,7 +213,8 @@ final class JetStreamPublisher: Sendable {
         }
         guard status == NATS_NOT_FOUND else { throw NATSError("stream \(name)", status) }
         guard create else {
-            throw NATSError(description: "the JetStream stream \(name) does not exist; create it (subjects \(subjects.joined(separator: ", "))) or set createStream: true")
+            throw NATSError(description: "the JetStream stream \(name) does not exist; create it (subjects \(subjects.joined(separator: ", "))) or set createStream: true",
+                            missingStream: true)
         }
         var config = jsStreamConfig()
         jsStreamConfig_Init(&config)
