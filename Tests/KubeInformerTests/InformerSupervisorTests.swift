@@ -80,7 +80,9 @@ struct InformerSupervisorTests {
         let supervisor = InformerSupervisor(client: cluster.client, options: options, logger: .test)
         let task = Task { try await supervisor.run { await collector.emit($0) } }
         do {
-            try await waitUntil { supervisor.hasDiscovered }
+            // Legacy discovery is one TLS request per group version: a loaded machine (the whole
+            // suite runs in parallel) can take seconds over it.
+            try await waitUntil(timeout: .seconds(30)) { supervisor.hasDiscovered }
             try await body(supervisor)
         } catch {
             task.cancel()
