@@ -3,10 +3,10 @@ import BridgeCore
 import FileSink
 import Foundation
 import KafkaSink
-import NATSSink
 import KubeAPI
 import KubeInformer
 import Logging
+import NATSSink
 import ServiceLifecycle
 
 /// kubebridge assembled from its configuration: informers → bridge → pipelines → sinks, and the

@@ -1,8 +1,8 @@
 import BridgeCore
 import Foundation
 import KafkaSink
-import NATSSink
 import KubeInformer
+import NATSSink
 import Yams
 
 /// kubebridge's configuration, read from YAML.
