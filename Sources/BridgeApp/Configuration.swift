@@ -281,7 +281,7 @@ struct ConfigReader {
     static let sinkKeys = [
         "file": ["path", "maxFileBytes", "keepFiles"],
         "kafka": ["brokers", "topic", "mode", "compression", "properties"],
-        "nats": ["servers", "subject", "mode", "stream", "createStream", "duplicateWindow", "replicas", "token", "user", "password",
+        "nats": ["servers", "subject", "mode", "stream", "createStream", "duplicateWindow", "replicas", "retention", "token", "user", "password",
                  "credentialsFile", "caFile"],
     ]
 
@@ -359,6 +359,13 @@ struct ConfigReader {
         if let create = bool(fields["createStream"], "\(key).createStream") { options.createStream = create }
         if let window = duration(fields["duplicateWindow"], "\(key).duplicateWindow") { options.duplicateWindow = window }
         if let replicas = int(fields["replicas"], "\(key).replicas", minimum: 1) { options.replicas = replicas }
+        if let retention = string(fields["retention"], "\(key).retention") {
+            if let value = NATSSinkOptions.Retention(rawValue: retention) {
+                options.retention = value
+            } else {
+                problem(fields["retention"]!, "\(key).retention", "expected limits, interest or workqueue, got \"\(retention)\"")
+            }
+        }
         for (field, path) in [("token", \NATSSinkOptions.token), ("user", \.user), ("password", \.password),
                               ("credentialsFile", \.credentialsFile), ("caFile", \.caFile)] {
             guard let value = fields[field], let text = string(value, "\(key).\(field)") else { continue }

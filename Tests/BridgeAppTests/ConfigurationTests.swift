@@ -114,6 +114,7 @@ struct ConfigurationTests {
                 createStream: true
                 duplicateWindow: 10m
                 replicas: 3
+                retention: interest
                 token: ${KUBEBRIDGE_TEST_NATS_TOKEN}
             """, file: "bridge.yaml")
         guard case .nats(let options) = configuration.sinks[0].kind else {
@@ -128,6 +129,7 @@ struct ConfigurationTests {
         #expect(options.createStream)
         #expect(options.duplicateWindow == .seconds(600))
         #expect(options.replicas == 3)
+        #expect(options.retention == .interest)
         #expect(options.token == "t0ken")
     }
 
@@ -135,6 +137,7 @@ struct ConfigurationTests {
         ("sinks:\n  - type: nats\n    stream: S\n", ["bridge.yaml:2: sinks[0].servers: a NATS sink needs at least one server"]),
         ("sinks:\n  - type: nats\n    servers: [nats://n:4222]\n    subject: kube.{name}-x\n", ["is not a placeholder on its own"]),
         ("sinks:\n  - type: nats\n    servers: [nats://n:4222]\n    topic: x\n", ["bridge.yaml:4: sinks[0].topic: unknown key"]),
+        ("sinks:\n  - type: nats\n    servers: [nats://n:4222]\n    retention: forever\n", ["bridge.yaml:4: sinks[0].retention: expected limits, interest or workqueue"]),
         ("sinks:\n  - type: file\n    path: x\nstat:\n  directory: y\n", ["bridge.yaml:4: stat: unknown key"]),
         ("sinks:\n  - type: kafak\n", ["bridge.yaml:2: sinks[0].type: unknown sink type \"kafak\""]),
         ("sinks:\n  - type: file\n", ["bridge.yaml:2: sinks[0].path: a file sink needs a path"]),

@@ -18,6 +18,14 @@ struct SubjectTokenTests {
         #expect(!token.contains(".") && !token.contains("*") && !token.contains(">") && !token.contains(" "))
     }
 
+    @Test("a stream's subject filter covers a template's pattern by NATS' token rules", arguments: [
+        ("kube.>", "kube.*.*.*.*.*", true), (">", "kube.*.*", true), ("kube.*.*.*.*.*", "kube.*.*.*.*.*", true),
+        ("kube.apps.>", "kube.*.*.*.*.*", false), ("kube.*.*", "kube.*.*.*", false), ("kube.*.*.*", "kube.*.*", false), ("other.>", "kube.*", false),
+    ])
+    func covering(filter: String, pattern: String, covered: Bool) {
+        #expect(SubjectToken.filter(filter, covers: pattern) == covered)
+    }
+
     @Test("templates: placeholders are whole tokens, literals are valid tokens")
     func templates() throws {
         var options = NATSSinkOptions(servers: ["nats://127.0.0.1:4222"])
@@ -98,6 +106,32 @@ struct NATSSinkTests {
         try await second.close()
         let messages = try await JetStreamReader.read(url: server.url, stream: "KUBE")
         #expect(messages.count == events.count)
+        await server.stop()
+    }
+
+    @Test("a stream kubebridge creates has the configured retention; an existing stream that does not take the subjects is a clear error")
+    func streamChecks() async throws {
+        let server = try await NATSServer.start()
+        var options = Self.options(server, stream: "WORK")
+        options.retention = .workqueue
+        let sink = try await NATSSink(options: options)
+        try await sink.close()
+        let info = try await ProcessRunner.runBinary("/usr/bin/env", ["python3", "-c", """
+            import asyncio, sys, nats
+            async def main():
+                nc = await nats.connect(sys.argv[1])
+                info = await nc.jetstream().stream_info("WORK")
+                print(getattr(info.config.retention, "value", info.config.retention), info.config.subjects, info.config.duplicate_window)
+                await nc.close()
+            asyncio.run(main())
+            """, server.url], timeout: 30)
+        #expect(String(decoding: info.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "workqueue ['kube.*.*.*.*.*'] 120.0",
+                "\(String(decoding: info.stderr, as: UTF8.self))")
+        var other = Self.options(server, stream: "WORK")
+        other.subject = "events.{resource}"
+        other.createStream = false
+        let error = await #expect(throws: (any Error).self) { _ = try await NATSSink(options: other) }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("does not take the subjects events.*"))
         await server.stop()
     }
 

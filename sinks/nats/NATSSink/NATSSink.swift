@@ -14,6 +14,16 @@ public struct NATSSinkOptions: Sendable {
         case structured
     }
 
+    /// When a stream drops messages (JetStream's retention policies).
+    public enum Retention: String, Sendable, CaseIterable {
+        /// When a limit (messages, bytes, age) is reached.
+        case limits
+        /// Once every consumer acknowledged them.
+        case interest
+        /// Once one consumer acknowledged them.
+        case workqueue
+    }
+
     /// `nats://host:port` URLs.
     public var servers: [String]
     /// The subject of each event: `{group}` (`core` for the core group), `{version}`,
@@ -27,6 +37,8 @@ public struct NATSSinkOptions: Sendable {
     public var createStream = false
     /// The stream's duplicate window, when kubebridge creates it.
     public var duplicateWindow: Duration = .seconds(120)
+    /// The stream's retention, when kubebridge creates it.
+    public var retention = Retention.limits
     public var replicas = 1
     public var token: String?
     public var user: String?
@@ -103,6 +115,20 @@ public enum SubjectToken {
         return String(validating: bytes, as: UTF8.self)
     }
 
+    /// Whether a stream's subject filter takes every subject `pattern` can stand for, by NATS'
+    /// token rules: `*` takes one token, `>` the rest.
+    public static func filter(_ filter: String, covers pattern: String) -> Bool {
+        let wanted = pattern.split(separator: ".", omittingEmptySubsequences: false)
+        let tokens = filter.split(separator: ".", omittingEmptySubsequences: false)
+        for (index, token) in tokens.enumerated() {
+            if token == ">" { return index < wanted.count }
+            guard index < wanted.count else { return false }
+            if token == "*" { continue }
+            if token != wanted[index] { return false }
+        }
+        return tokens.count == wanted.count
+    }
+
     static func isLiteral(_ token: Substring) -> Bool {
         token.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "*") && $0 != UInt8(ascii: ">") }
     }
@@ -121,6 +147,7 @@ public final class NATSSink: Sink {
     public let name: String
     public let options: NATSSinkOptions
     let publisher: JetStreamPublisher
+    let logger: Logger
     /// The stream was found or created; checked at start when the servers answer, else before
     /// the first delivery.
     private let streamReady = Atomic<Bool>(false)
@@ -133,6 +160,7 @@ public final class NATSSink: Sink {
         self.options = options
         var logger = logger
         logger[metadataKey: "sink"] = "\(name)"
+        self.logger = logger
         var settings = NATSConnectionSettings(servers: options.servers)
         settings.token = options.token
         settings.user = options.user
@@ -151,12 +179,13 @@ public final class NATSSink: Sink {
     }
 
     private func ensureStream() async throws {
-        let (publisher, options) = (self.publisher, self.options)
+        let (publisher, options, logger) = (self.publisher, self.options, self.logger)
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
             Thread {
                 do {
-                    try publisher.ensureStream(name: options.stream, subjects: options.streamSubjects, create: options.createStream,
-                                               duplicateWindow: options.duplicateWindow, replicas: options.replicas)
+                    try publisher.ensureStream(JetStreamPublisher.StreamSettings(
+                        name: options.stream, subjects: options.streamSubjects, create: options.createStream, duplicateWindow: options.duplicateWindow,
+                        replicas: options.replicas, retention: NATSSinkOptions.Retention.allCases.firstIndex(of: options.retention) ?? 0), logger: logger)
                     continuation.resume()
                 } catch {
                     continuation.resume(throwing: error)
@@ -202,7 +231,7 @@ public final class NATSSink: Sink {
             guard publisher.isConnected else { return batch.map { _ in .retriable("the NATS servers cannot be reached yet") } }
             do {
                 try await ensureStream()
-            } catch let error as NATSError where error.missingStream {
+            } catch let error as NATSError where error.unusableStream {
                 return batch.map { _ in .fatal(error.description) }
             } catch {
                 return batch.map { _ in .retriable("\(error)") }

@@ -32,8 +32,9 @@ enum PublishReport: Sendable, Equatable {
 /// An error from nats.c: the call and the library's words.
 struct NATSError: Error, CustomStringConvertible {
     var description: String
-    /// The stream does not exist and may not be created: no retry helps.
-    var missingStream = false
+    /// The stream is missing (and may not be created) or does not take the subjects: no retry
+    /// helps.
+    var unusableStream = false
 
     init(_ call: String, _ status: natsStatus) {
         var text = String(cString: natsStatus_GetText(status))
@@ -47,9 +48,9 @@ struct NATSError: Error, CustomStringConvertible {
         description = "\(call): \(text)"
     }
 
-    init(description: String, missingStream: Bool = false) {
+    init(description: String, unusableStream: Bool = false) {
         self.description = description
-        self.missingStream = missingStream
+        self.unusableStream = unusableStream
     }
 }
 
@@ -201,37 +202,58 @@ final class JetStreamPublisher: Sendable {
         !closed.load(ordering: .relaxed) && natsConnection_Status(handles.connection) == NATS_CONN_STATUS_CONNECTED
     }
 
-    /// Adds the stream, or checks that it exists and takes `subjects`. It blocks on a request to
-    /// the server: call it off the cooperative pool.
-    func ensureStream(name: String, subjects: [String], create: Bool, duplicateWindow: Duration, replicas: Int) throws {
+    /// What a stream kubebridge creates is like.
+    struct StreamSettings: Sendable {
+        var name: String
+        var subjects: [String]
+        var create: Bool
+        var duplicateWindow: Duration
+        var replicas: Int
+        /// 0 limits, 1 interest, 2 work queue (`jsRetentionPolicy`).
+        var retention: Int
+    }
+
+    /// Adds the stream, or checks that it exists and takes `subjects`; warns when it cannot drop
+    /// duplicates. It blocks on a request to the server: call it off the cooperative pool.
+    func ensureStream(_ settings: StreamSettings, logger: Logger) throws {
         var info: UnsafeMutablePointer<jsStreamInfo>?
         var code = jsErrCode(rawValue: 0)
-        let status = js_GetStreamInfo(&info, handles.jetStream, name, nil, &code)
-        if status == NATS_OK {
-            jsStreamInfo_Destroy(info)
+        let status = js_GetStreamInfo(&info, handles.jetStream, settings.name, nil, &code)
+        if status == NATS_OK, let info {
+            defer { jsStreamInfo_Destroy(info) }
+            guard let config = info.pointee.Config else { return }
+            let filters = (0..<Int(config.pointee.SubjectsLen)).compactMap { config.pointee.Subjects?[$0].map { String(cString: $0) } }
+            for subject in settings.subjects where !filters.contains(where: { SubjectToken.filter($0, covers: subject) }) {
+                throw NATSError(description: "the JetStream stream \(settings.name) does not take the subjects \(subject) (its subjects: \(filters.joined(separator: ", "))); add them or change the sink's subject template",
+                                unusableStream: true)
+            }
+            if config.pointee.Duplicates == 0 {
+                logger.warning("the JetStream stream \(settings.name) has no duplicate window: what kubebridge sends again after a restart is stored twice")
+            }
             return
         }
-        guard status == NATS_NOT_FOUND else { throw NATSError("stream \(name)", status) }
-        guard create else {
-            throw NATSError(description: "the JetStream stream \(name) does not exist; create it (subjects \(subjects.joined(separator: ", "))) or set createStream: true",
-                            missingStream: true)
+        guard status == NATS_NOT_FOUND else { throw NATSError("stream \(settings.name)", status) }
+        guard settings.create else {
+            throw NATSError(description: "the JetStream stream \(settings.name) does not exist; create it (subjects \(settings.subjects.joined(separator: ", "))) or set createStream: true",
+                            unusableStream: true)
         }
         var config = jsStreamConfig()
         jsStreamConfig_Init(&config)
-        var subjectPointers = subjects.map { UnsafePointer(strdup($0)) }
+        var subjectPointers = settings.subjects.map { UnsafePointer(strdup($0)) }
         defer { for pointer in subjectPointers { free(UnsafeMutablePointer(mutating: pointer)) } }
-        let created: natsStatus = name.withCString { namePointer in
+        let created: natsStatus = settings.name.withCString { namePointer in
             subjectPointers.withUnsafeMutableBufferPointer { buffer in
                 config.Name = namePointer
                 config.Subjects = buffer.baseAddress
                 config.SubjectsLen = Int32(buffer.count)
                 config.Storage = js_FileStorage
-                config.Duplicates = Int64(duplicateWindow.components.seconds) * 1_000_000_000
-                config.Replicas = Int64(replicas)
+                config.Retention = jsRetentionPolicy(rawValue: UInt32(settings.retention))
+                config.Duplicates = Int64(settings.duplicateWindow.components.seconds) * 1_000_000_000
+                config.Replicas = Int64(settings.replicas)
                 return js_AddStream(&info, handles.jetStream, &config, nil, &code)
             }
         }
-        try Self.check("creating the stream \(name)", created)
+        try Self.check("creating the stream \(settings.name)", created)
         jsStreamInfo_Destroy(info)
     }
 
