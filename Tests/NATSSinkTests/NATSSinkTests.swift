@@ -4,6 +4,7 @@ import Synchronization
 import KubeAPI
 import NATSSink
 import Testing
+import KubeTestServer
 import TestSupport
 
 @Suite("NATS subject tokens")
@@ -135,6 +136,23 @@ struct NATSSinkTests {
         await server.stop()
     }
 
+    @Test("TLS: with the server's CA the sink publishes; without it, connecting fails and says so")
+    func tls() async throws {
+        let server = try await NATSServer.start(tls: true)
+        var options = Self.options(server)
+        options.caFile = server.caFile
+        var tracker = AckTracker(sinkCount: 1)
+        let events = try SampleEvents.make(scope: Self.ingresses, kind: "Ingress", namespace: "web", names: ["a"], changes: 2, tracker: &tracker)
+        let sink = try await NATSSink(options: options)
+        #expect(await sink.deliver(events) == [.delivered, .delivered])
+        try await sink.close()
+        var untrusted = Self.options(server)
+        untrusted.caFile = try TestPKI().caCertificatePEM.write(to: server.storeDirectory.appendingPathComponent("other-ca.pem"))
+        let error = await #expect(throws: (any Error).self) { _ = try await NATSSink(options: untrusted) }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("SSL"), "\(error.map { "\($0)" } ?? "")")
+        await server.stop()
+    }
+
     @Test("a missing stream is a clear error at start unless createStream is set")
     func missingStream() async throws {
         let server = try await NATSServer.start()
@@ -217,5 +235,13 @@ struct NATSFaultTests {
         }
         try await sink.close()
         await server.stop()
+    }
+}
+
+extension String {
+    /// Writes the text to `url` and returns its path.
+    func write(to url: URL) throws -> String {
+        try write(to: url, atomically: true, encoding: .utf8)
+        return url.path
     }
 }

@@ -1,29 +1,43 @@
 import Foundation
 import KubeAPI
+import KubeTestServer
 
 /// A real `nats-server -js` (Debian `nats-server`) on 127.0.0.1, its JetStream store in a
 /// temporary directory that outlives restarts of the server.
 public final class NATSServer: @unchecked Sendable {
     public let port: Int
     public let storeDirectory: URL
+    /// With TLS: the CA file that verifies the server's certificate (for 127.0.0.1).
+    public let caFile: String?
     private var process: Process?
 
     public var url: String { "nats://127.0.0.1:\(port)" }
 
-    public static func start() async throws -> NATSServer {
-        let server = try prepare()
+    /// `tls`: serve TLS only, with a certificate from a test CA.
+    public static func start(tls: Bool = false) async throws -> NATSServer {
+        let server = try prepare(tls: tls)
         try await server.run()
         return server
     }
 
     /// A port and a store, with no server running yet: `run` starts it.
-    public static func prepare() throws -> NATSServer {
-        NATSServer(port: try freeTCPPort(), storeDirectory: try temporaryDirectory())
+    public static func prepare(tls: Bool = false) throws -> NATSServer {
+        let directory = try temporaryDirectory()
+        var caFile: String?
+        if tls {
+            let pki = try TestPKI()
+            caFile = directory.appendingPathComponent("ca.pem").path
+            try pki.caCertificatePEM.write(toFile: caFile!, atomically: true, encoding: .utf8)
+            try pki.server.certificatePEM.write(to: directory.appendingPathComponent("server.pem"), atomically: true, encoding: .utf8)
+            try pki.server.privateKeyPEM.write(to: directory.appendingPathComponent("server-key.pem"), atomically: true, encoding: .utf8)
+        }
+        return NATSServer(port: try freeTCPPort(), storeDirectory: directory, caFile: caFile)
     }
 
-    private init(port: Int, storeDirectory: URL) {
+    private init(port: Int, storeDirectory: URL, caFile: String?) {
         self.port = port
         self.storeDirectory = storeDirectory
+        self.caFile = caFile
     }
 
     static var binary: String {
@@ -35,7 +49,9 @@ public final class NATSServer: @unchecked Sendable {
     public func run() async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDirectory.path]
+        process.arguments = ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDirectory.appendingPathComponent("store").path]
+            + (caFile == nil ? [] : ["--tls", "--tlscert", storeDirectory.appendingPathComponent("server.pem").path,
+                                     "--tlskey", storeDirectory.appendingPathComponent("server-key.pem").path])
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()

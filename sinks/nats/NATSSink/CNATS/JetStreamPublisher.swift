@@ -124,15 +124,17 @@ final class JetStreamPublisher: Sendable {
             guard let closure else { return }
             Unmanaged<PublisherContext>.fromOpaque(closure).takeUnretainedValue().logger.info("reconnected to NATS")
         }, closure)
-        // Servers that are down at start are waited for, as after a disconnection.
-        natsOptions_SetRetryOnFailedConnect(options, true, { _, closure in
-            guard let closure else { return }
-            Unmanaged<PublisherContext>.fromOpaque(closure).takeUnretainedValue().logger.info("connected to NATS")
-        }, closure)
+        // Servers that are down at start are waited for, as after a disconnection. Anything else
+        // (TLS, credentials) fails now: waiting would only hide it.
         var connectionPointer: OpaquePointer?
-        let status = natsConnection_Connect(&connectionPointer, options)
-        if status == NATS_NOT_YET_CONNECTED {
+        var status = natsConnection_Connect(&connectionPointer, options)
+        if status == NATS_NO_SERVER {
             logger.warning("the NATS servers \(settings.servers.joined(separator: ",")) cannot be reached yet; kubebridge keeps trying, and events wait")
+            natsOptions_SetRetryOnFailedConnect(options, true, { _, closure in
+                guard let closure else { return }
+                Unmanaged<PublisherContext>.fromOpaque(closure).takeUnretainedValue().logger.info("connected to NATS")
+            }, closure)
+            status = natsConnection_Connect(&connectionPointer, options)
         }
         guard status == NATS_OK || status == NATS_NOT_YET_CONNECTED, let connection = connectionPointer else {
             let error = NATSError("connecting to \(settings.servers.joined(separator: ","))", status)
