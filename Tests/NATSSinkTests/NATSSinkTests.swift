@@ -58,7 +58,7 @@ struct NATSSinkTests {
         var tracker = AckTracker(sinkCount: 1)
         let events = try SampleEvents.make(scope: Self.ingresses, kind: "Ingress", namespace: "kube-system", names: ["web.example.com", "api"],
                                            changes: 3, tracker: &tracker)
-        let sink = try await NATSSink(options: Self.options(server, mode: mode))
+        let sink = try await NATSSink.ready(options: Self.options(server, mode: mode))
         let outcomes = await sink.deliver(events)
         #expect(outcomes == Array(repeating: .delivered, count: events.count))
         try await sink.close()
@@ -99,10 +99,10 @@ struct NATSSinkTests {
         let server = try await NATSServer.start()
         var tracker = AckTracker(sinkCount: 1)
         let events = try SampleEvents.make(scope: Self.ingresses, kind: "Ingress", namespace: "web", names: ["a", "b", "c"], changes: 2, tracker: &tracker)
-        let first = try await NATSSink(options: Self.options(server))
+        let first = try await NATSSink.ready(options: Self.options(server))
         #expect(await first.deliver(events) == Array(repeating: .delivered, count: events.count))
         try await first.close()
-        let second = try await NATSSink(options: Self.options(server))
+        let second = try await NATSSink.ready(options: Self.options(server))
         #expect(await second.deliver(events) == Array(repeating: .delivered, count: events.count))
         try await second.close()
         let messages = try await JetStreamReader.read(url: server.url, stream: "KUBE")
@@ -115,7 +115,7 @@ struct NATSSinkTests {
         let server = try await NATSServer.start()
         var options = Self.options(server, stream: "WORK")
         options.retention = .workqueue
-        let sink = try await NATSSink(options: options)
+        let sink = try await NATSSink.ready(options: options)
         try await sink.close()
         let info = try await ProcessRunner.runBinary("/usr/bin/env", ["python3", "-c", """
             import asyncio, sys, nats
@@ -131,7 +131,7 @@ struct NATSSinkTests {
         var other = Self.options(server, stream: "WORK")
         other.subject = "events.{resource}"
         other.createStream = false
-        let error = await #expect(throws: (any Error).self) { _ = try await NATSSink(options: other) }
+        let error = await #expect(throws: (any Error).self) { _ = try await NATSSink.ready(options: other) }
         #expect("\(error.map { "\($0)" } ?? "")".contains("does not take the subjects events.*"))
         await server.stop()
     }
@@ -143,7 +143,7 @@ struct NATSSinkTests {
         options.caFile = server.caFile
         var tracker = AckTracker(sinkCount: 1)
         let events = try SampleEvents.make(scope: Self.ingresses, kind: "Ingress", namespace: "web", names: ["a"], changes: 2, tracker: &tracker)
-        let sink = try await NATSSink(options: options)
+        let sink = try await NATSSink.ready(options: options)
         #expect(await sink.deliver(events) == [.delivered, .delivered])
         try await sink.close()
         var untrusted = Self.options(server)
@@ -158,7 +158,7 @@ struct NATSSinkTests {
         let server = try await NATSServer.start()
         var options = Self.options(server, stream: "ABSENT")
         options.createStream = false
-        let error = await #expect(throws: (any Error).self) { _ = try await NATSSink(options: options) }
+        let error = await #expect(throws: (any Error).self) { _ = try await NATSSink.ready(options: options) }
         #expect("\(error.map { "\($0)" } ?? "")".contains("ABSENT"))
         await server.stop()
     }
@@ -172,7 +172,7 @@ struct NATSFaultTests {
         var tracker = AckTracker(sinkCount: 1)
         let events = try SampleEvents.make(scope: NATSSinkTests.ingresses, kind: "Ingress", namespace: "web", names: (0..<20).map { "i-\($0)" },
                                            changes: 5, tracker: &tracker)
-        let sink = try await NATSSink(options: NATSSinkTests.options(server))
+        let sink = try await NATSSink.ready(options: NATSSinkTests.options(server))
         let half = events.count / 2
         #expect(await sink.deliver(Array(events[..<half])) == Array(repeating: .delivered, count: half))
         await server.kill()
@@ -221,7 +221,7 @@ struct NATSFaultTests {
         var tracker = AckTracker(sinkCount: 1)
         let events = try SampleEvents.make(scope: NATSSinkTests.ingresses, kind: "Ingress", namespace: "web", names: (0..<10).map { "i-\($0)" },
                                            changes: 1, tracker: &tracker)
-        let sink = try await NATSSink(options: options)
+        let sink = try await NATSSink.ready(options: options)
         let outcomes = await sink.deliver(events)
         #expect(outcomes.prefix(5).allSatisfy { $0 == .delivered })
         let refusals = outcomes.dropFirst(5)
@@ -243,5 +243,14 @@ extension String {
     func write(to url: URL) throws -> String {
         try write(to: url, atomically: true, encoding: .utf8)
         return url.path
+    }
+}
+
+extension NATSSink {
+    /// A sink connected and with its stream checked: what the pipeline would wait for with retries.
+    static func ready(options: NATSSinkOptions) async throws -> NATSSink {
+        let sink = try await NATSSink(options: options)
+        try await sink.waitUntilReady(timeout: .seconds(30))
+        return sink
     }
 }

@@ -178,6 +178,20 @@ public final class NATSSink: Sink {
         }
     }
 
+    /// Connected to a server now.
+    public var isConnected: Bool { publisher.isConnected }
+
+    /// Waits until a server is connected and the stream is checked, at most `timeout`; what a
+    /// readiness check wants to know.
+    public func waitUntilReady(timeout: Duration) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while !publisher.isConnected {
+            guard ContinuousClock.now < deadline else { throw NATSError(description: "no NATS server answered within \(timeout)") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        if !streamReady.load(ordering: .relaxed) { try await ensureStream() }
+    }
+
     private func ensureStream() async throws {
         let (publisher, options, logger) = (self.publisher, self.options, self.logger)
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in

@@ -190,6 +190,8 @@ final class JetStreamPublisher: Sendable {
         }
         // Reconnect for ever: while disconnected, the pipeline holds and nothing is acknowledged.
         try check("natsOptions_SetMaxReconnect", natsOptions_SetMaxReconnect(options, -1))
+        // A busy server (or machine) may take more than the library's 2 s to answer the handshake.
+        try check("natsOptions_SetTimeout", natsOptions_SetTimeout(options, 10_000))
         try check("natsOptions_SetReconnectWait", natsOptions_SetReconnectWait(options, 500))
         if let token = settings.token { try check("token", natsOptions_SetToken(options, token)) }
         if let user = settings.user { try check("user", natsOptions_SetUserInfo(options, user, settings.password)) }
