@@ -19,14 +19,7 @@ struct KafkaSinkBench: AsyncParsableCommand {
 
     @OptionGroup var server: ServerOptions
 
-    @Option(help: "Objects listed at start (the initial sync is the throughput run).")
-    var objects = 100_000
-
-    @Option(help: "Changes per second of the steady run (latency).")
-    var rate = 1000
-
-    @Option(help: "Seconds of the steady run.")
-    var seconds = 10
+    @OptionGroup var run: SinkRunOptions
 
     @Option(help: "A broker to use instead of the mock cluster, host:port.")
     var bootstrap: String?
@@ -51,16 +44,16 @@ struct KafkaSinkBench: AsyncParsableCommand {
 
         var measured: BridgeMeasurement?
         if sinkOnly {
-            try generatedRecords(objects).joined().write(toFile: dump, atomically: false, encoding: .utf8)
+            try generatedRecords(run.objects).joined().write(toFile: dump, atomically: false, encoding: .utf8)
         } else {
             let server = try await ServerProcess(binary: server.kubebridge)
-            try await server.generate(count: objects, bytes: 1024)
+            try await server.generate(count: run.objects, bytes: 1024)
             let sink = Configuration.Sink(name: "kafka", kind: .kafka(options))
-            measured = try await measureBridge(server: server, sink: sink, objects: objects, rate: rate, seconds: seconds,
+            measured = try await measureBridge(server: server, sink: sink, objects: run.objects, rate: run.rate, seconds: run.seconds,
                                                stateDirectory: directory.appendingPathComponent("state").path)
             await server.stop()
             // The bridge's first `objects` records, for the bare producer and the sink alone.
-            try runKcat(["-C", "-b", bootstrap, "-t", "bench.bridge", "-c", String(objects), "-e", "-q", "-f", "%k\t%s\n"], output: dump)
+            try runKcat(["-C", "-b", bootstrap, "-t", "bench.bridge", "-c", String(run.objects), "-e", "-q", "-f", "%k\t%s\n"], output: dump)
         }
         let events = try events(records: dump)
 
@@ -70,7 +63,7 @@ struct KafkaSinkBench: AsyncParsableCommand {
             .sorted { $0.key < $1.key }.flatMap { ["-X", "\($0.key)=\($0.value)"] }
         let started = ContinuousClock.now
         try runKcat(["-P", "-b", bootstrap, "-t", "bench.bare", "-K", "\t", "-l"] + headerArguments + settings + [dump])
-        let bareRate = Double(objects) / (ContinuousClock.now - started).seconds
+        let bareRate = Double(run.objects) / (ContinuousClock.now - started).seconds
 
         let stageRate = try await sinkStageRate(events: events, options: options)
 

@@ -11,14 +11,7 @@ struct NATSSinkBench: AsyncParsableCommand {
 
     @OptionGroup var server: ServerOptions
 
-    @Option(help: "Objects listed at start (the initial sync is the throughput run).")
-    var objects = 100_000
-
-    @Option(help: "Changes per second of the steady run (latency).")
-    var rate = 1000
-
-    @Option(help: "Seconds of the steady run.")
-    var seconds = 10
+    @OptionGroup var run: SinkRunOptions
 
     @Option(help: "A NATS server to use instead of starting one, nats://host:port.")
     var nats: String?
@@ -46,12 +39,12 @@ struct NATSSinkBench: AsyncParsableCommand {
         }
         defer { natsProcess.map { kill($0.processIdentifier, SIGKILL) } }
         let server = try await ServerProcess(binary: server.kubebridge)
-        try await server.generate(count: objects, bytes: 1024)
+        try await server.generate(count: run.objects, bytes: 1024)
         var options = NATSSinkOptions(servers: [url])
         options.stream = "BENCH"
         options.createStream = true
-        let measured = try await measureBridge(server: server, sink: Configuration.Sink(name: "nats", kind: .nats(options)), objects: objects,
-                                               rate: rate, seconds: seconds, stateDirectory: directory.appendingPathComponent("state").path)
+        let measured = try await measureBridge(server: server, sink: Configuration.Sink(name: "nats", kind: .nats(options)), objects: run.objects,
+                                               rate: run.rate, seconds: run.seconds, stateDirectory: directory.appendingPathComponent("state").path)
         await server.stop()
         print(measured.report(sink: "NATS"))
     }

@@ -39,6 +39,18 @@ final class LatencyProbe: BridgeProbe {
     }
 }
 
+/// The two runs of a sink benchmark: an initial sync, then steady changes.
+struct SinkRunOptions: ParsableArguments {
+    @Option(help: "Objects listed at start (the initial sync is the throughput run).")
+    var objects = 100_000
+
+    @Option(help: "Changes per second of the steady run (latency).")
+    var rate = 1000
+
+    @Option(help: "Seconds of the steady run.")
+    var seconds = 10
+}
+
 /// What one bridge run measured.
 struct BridgeMeasurement {
     var objects: Int
@@ -111,24 +123,17 @@ struct FileSinkBench: AsyncParsableCommand {
 
     @OptionGroup var server: ServerOptions
 
-    @Option(help: "Objects listed at start (the initial sync is the throughput run).")
-    var objects = 100_000
-
-    @Option(help: "Changes per second of the steady run (latency).")
-    var rate = 1000
-
-    @Option(help: "Seconds of the steady run.")
-    var seconds = 10
+    @OptionGroup var run: SinkRunOptions
 
     func run() async throws {
         let server = try await ServerProcess(binary: server.kubebridge)
-        try await server.generate(count: objects, bytes: 1024)
+        try await server.generate(count: run.objects, bytes: 1024)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kubebridge-bench-file-\(getpid())")
         try? FileManager.default.removeItem(at: directory)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let sink = Configuration.Sink(name: "file", kind: .file(Configuration.FileSinkConfiguration(path: directory.appendingPathComponent("events.jsonl").path)))
-        let measured = try await measureBridge(server: server, sink: sink, objects: objects, rate: rate, seconds: seconds,
+        let measured = try await measureBridge(server: server, sink: sink, objects: run.objects, rate: run.rate, seconds: run.seconds,
                                                stateDirectory: directory.appendingPathComponent("state").path)
         await server.stop()
         print(measured.report(sink: "file"))

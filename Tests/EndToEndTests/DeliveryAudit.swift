@@ -90,3 +90,31 @@ struct DeliveryAudit {
         }
     }
 }
+
+/// The crash scenario the run tests share: churn on ConfigMaps, Secrets, Deployments and a CRD
+/// installed two seconds in; the bridge SIGKILLed `kills` times, each after `alive` milliseconds;
+/// then the churn stops and the bridge starts once more.
+enum CrashRun {
+    static let resources = ["configmaps", "secrets", "deployments.apps", "widgets.example.com"]
+
+    /// Returns the server's changes of the churned resources, and the newest version among them.
+    static func run(server: KubeTestServer, bridge: BridgeProcess, kills: Int, alive: ClosedRange<Int>) async throws
+        -> (history: [KubeTestServer.HistoryEntry], finalVersion: Int64) {
+        var churnOptions = Churn.Options()
+        churnOptions.rate = 60
+        churnOptions.installCRDAfter = .seconds(2)
+        churnOptions.objectsPerKind = 4
+        let churn = Task { try await Churn(server: server, options: churnOptions).run() }
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<kills {
+            try bridge.start()
+            try await Task.sleep(for: .milliseconds(Int.random(in: alive, using: &random)))
+            await bridge.kill()
+        }
+        churn.cancel()
+        _ = try? await churn.value
+        try bridge.start()
+        let history = try await server.history().filter { resources.contains($0.storage) }
+        return (history, history.map(\.resourceVersion).max() ?? 0)
+    }
+}

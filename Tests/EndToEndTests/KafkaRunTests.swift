@@ -11,11 +11,6 @@ struct KafkaRunTests {
         let server = try await RunCommandTests.server(history: true)
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        var churnOptions = Churn.Options()
-        churnOptions.rate = 60
-        churnOptions.installCRDAfter = .seconds(2)
-        churnOptions.objectsPerKind = 4
-        let churn = Task { try await Churn(server: server, options: churnOptions).run() }
         let bridge = try BridgeProcess(server: server, directory: directory, extraSinks: """
               - type: kafka
                 name: kafka
@@ -23,17 +18,7 @@ struct KafkaRunTests {
                 topic: kube.{group}.{resource}
                 batch: {linger: 1ms}
             """)
-        var random = SystemRandomNumberGenerator()
-        for _ in 0..<5 {
-            try bridge.start()
-            try await Task.sleep(for: .milliseconds(Int.random(in: 600...1500, using: &random)))
-            await bridge.kill()
-        }
-        churn.cancel()
-        _ = try? await churn.value
-        try bridge.start()
-        let history = try await server.history().filter { ["configmaps", "secrets", "deployments.apps", "widgets.example.com"].contains($0.storage) }
-        let finalVersion = history.map(\.resourceVersion).max() ?? 0
+        let (history, finalVersion) = try await CrashRun.run(server: server, bridge: bridge, kills: 5, alive: 600...1500)
         let topics = ["kube.core.configmaps", "kube.core.secrets", "kube.apps.deployments", "kube.example.com.widgets"]
         try await waitUntil(timeout: .seconds(60), interval: .seconds(1)) {
             try await KafkaTopicReader.read(bootstrap: broker.bootstrapServers, topics: topics)

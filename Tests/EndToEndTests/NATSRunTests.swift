@@ -11,11 +11,6 @@ struct NATSRunTests {
         let server = try await RunCommandTests.server(history: true)
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        var churnOptions = Churn.Options()
-        churnOptions.rate = 60
-        churnOptions.installCRDAfter = .seconds(2)
-        churnOptions.objectsPerKind = 4
-        let churn = Task { try await Churn(server: server, options: churnOptions).run() }
         let bridge = try BridgeProcess(server: server, directory: directory, extraSinks: """
               - type: nats
                 name: nats
@@ -24,17 +19,7 @@ struct NATSRunTests {
                 createStream: true
                 batch: {linger: 1ms}
             """)
-        var random = SystemRandomNumberGenerator()
-        for _ in 0..<5 {
-            try bridge.start()
-            try await Task.sleep(for: .milliseconds(Int.random(in: 600...1500, using: &random)))
-            await bridge.kill()
-        }
-        churn.cancel()
-        _ = try? await churn.value
-        try bridge.start()
-        let history = try await server.history().filter { ["configmaps", "secrets", "deployments.apps", "widgets.example.com"].contains($0.storage) }
-        let finalVersion = history.map(\.resourceVersion).max() ?? 0
+        let (history, finalVersion) = try await CrashRun.run(server: server, bridge: bridge, kills: 5, alive: 600...1500)
         func delivered() async throws -> [DeliveryAudit.Delivered] {
             try await JetStreamReader.read(url: nats.url, stream: "KUBE").compactMap { message in
                 var attributes: [String: String] = [:]

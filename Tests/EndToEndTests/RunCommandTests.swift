@@ -182,24 +182,9 @@ struct RunCommandTests {
         let server = try await Self.server(history: true)
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        var churnOptions = Churn.Options()
-        churnOptions.rate = 60
-        churnOptions.installCRDAfter = .seconds(2)
-        churnOptions.objectsPerKind = 4
-        let churn = Task { try await Churn(server: server, options: churnOptions).run() }
         let bridge = try BridgeProcess(server: server, directory: directory)
-        var random = SystemRandomNumberGenerator()
-        for _ in 0..<10 {
-            try bridge.start()
-            try await Task.sleep(for: .milliseconds(Int.random(in: 400...1500, using: &random)))
-            await bridge.kill()
-        }
-        churn.cancel()
-        _ = try? await churn.value
         // A last run catches up with everything, then stops cleanly.
-        try bridge.start()
-        let history = try await server.history().filter { ["configmaps", "secrets", "deployments.apps", "widgets.example.com"].contains($0.storage) }
-        let finalVersion = history.map(\.resourceVersion).max() ?? 0
+        let (history, finalVersion) = try await CrashRun.run(server: server, bridge: bridge, kills: 10, alive: 400...1500)
         try await waitUntil(timeout: .seconds(30)) {
             bridge.events().contains { Int64($0["resourceversion"] as? String ?? "") == finalVersion }
         }
