@@ -332,6 +332,17 @@ struct ConfigReader {
         }
     }
 
+    /// One of an enumeration's values, by its raw value.
+    mutating func choice<Value: RawRepresentable & CaseIterable>(_ node: Node?, _ key: String, of type: Value.Type) -> Value? where Value.RawValue == String {
+        guard let node, let text = string(node, key) else { return nil }
+        guard let value = Value(rawValue: text) else {
+            let names = Value.allCases.map(\.rawValue)
+            problem(node, key, "expected \(names.dropLast().joined(separator: ", ")) or \(names.last ?? ""), got \"\(text)\"")
+            return nil
+        }
+        return value
+    }
+
     /// A list, or one comma-separated string.
     mutating func addresses(_ node: Node?, _ key: String) -> [String] {
         if let node, case .scalar = node {
@@ -348,24 +359,12 @@ struct ConfigReader {
         }
         var options = NATSSinkOptions(servers: servers)
         if let subject = string(fields["subject"], "\(key).subject") { options.subject = subject }
-        if let mode = string(fields["mode"], "\(key).mode") {
-            if let value = NATSSinkOptions.Mode(rawValue: mode) {
-                options.mode = value
-            } else {
-                problem(fields["mode"]!, "\(key).mode", "expected binary or structured, got \"\(mode)\"")
-            }
-        }
+        if let mode = choice(fields["mode"], "\(key).mode", of: NATSSinkOptions.Mode.self) { options.mode = mode }
         if let stream = string(fields["stream"], "\(key).stream") { options.stream = stream }
         if let create = bool(fields["createStream"], "\(key).createStream") { options.createStream = create }
         if let window = duration(fields["duplicateWindow"], "\(key).duplicateWindow") { options.duplicateWindow = window }
         if let replicas = int(fields["replicas"], "\(key).replicas", minimum: 1) { options.replicas = replicas }
-        if let retention = string(fields["retention"], "\(key).retention") {
-            if let value = NATSSinkOptions.Retention(rawValue: retention) {
-                options.retention = value
-            } else {
-                problem(fields["retention"]!, "\(key).retention", "expected limits, interest or workqueue, got \"\(retention)\"")
-            }
-        }
+        if let retention = choice(fields["retention"], "\(key).retention", of: NATSSinkOptions.Retention.self) { options.retention = retention }
         for (field, path) in [("token", \NATSSinkOptions.token), ("user", \.user), ("password", \.password),
                               ("credentialsFile", \.credentialsFile), ("caFile", \.caFile)] {
             guard let value = fields[field], let text = string(value, "\(key).\(field)") else { continue }
@@ -388,13 +387,7 @@ struct ConfigReader {
         }
         var options = KafkaSinkOptions(brokers: brokers)
         if let topic = string(fields["topic"], "\(key).topic") { options.topic = topic }
-        if let mode = string(fields["mode"], "\(key).mode") {
-            if let value = KafkaSinkOptions.Mode(rawValue: mode) {
-                options.mode = value
-            } else {
-                problem(fields["mode"]!, "\(key).mode", "expected binary or structured, got \"\(mode)\"")
-            }
-        }
+        if let mode = choice(fields["mode"], "\(key).mode", of: KafkaSinkOptions.Mode.self) { options.mode = mode }
         if let compression = string(fields["compression"], "\(key).compression") { options.compression = compression }
         if let properties = fields["properties"] {
             for (name, value) in mapping(properties, "\(key).properties", allowed: nil) {

@@ -134,29 +134,22 @@ public final class SQLiteCheckpointStore: CheckpointStore {
     }
 
     private func saveSync(_ deltas: [CheckpointDelta]) throws {
-        try database.withLock { handle in
-            try step(handle, "BEGIN IMMEDIATE")
-            do {
-                for delta in deltas {
-                    let key = Self.key(delta.scope)
-                    try run(handle, """
-                        INSERT INTO scopes(scope, resource, namespace, resource_version, api_version, kind) VALUES(?1, ?2, ?3, ?4, ?5, ?6)
-                        ON CONFLICT(scope) DO UPDATE SET resource_version = ?4,
-                          api_version = CASE WHEN ?5 = '' THEN api_version ELSE ?5 END, kind = CASE WHEN ?6 = '' THEN kind ELSE ?6 END
-                        """, [key, delta.scope.resource.description, delta.scope.namespace, delta.resourceVersion, delta.apiVersion, delta.kind])
-                    for uid in delta.deletions {
-                        try run(handle, "DELETE FROM objects WHERE scope = ?1 AND uid = ?2", [key, uid])
-                    }
-                    for (uid, entry) in delta.upserts {
-                        try run(handle, """
-                            INSERT OR REPLACE INTO objects(scope, uid, namespace, name, resource_version, generation, confirmed) VALUES(?1, ?2, ?3, ?4, ?5, ?6, 1)
-                            """, [key, uid, entry.namespace, entry.name, entry.resourceVersion, entry.generation.map(String.init)], integerColumns: [6])
-                    }
+        try transaction { handle in
+            for delta in deltas {
+                let key = Self.key(delta.scope)
+                try run(handle, """
+                    INSERT INTO scopes(scope, resource, namespace, resource_version, api_version, kind) VALUES(?1, ?2, ?3, ?4, ?5, ?6)
+                    ON CONFLICT(scope) DO UPDATE SET resource_version = ?4,
+                      api_version = CASE WHEN ?5 = '' THEN api_version ELSE ?5 END, kind = CASE WHEN ?6 = '' THEN kind ELSE ?6 END
+                    """, [key, delta.scope.resource.description, delta.scope.namespace, delta.resourceVersion, delta.apiVersion, delta.kind])
+                for uid in delta.deletions {
+                    try run(handle, "DELETE FROM objects WHERE scope = ?1 AND uid = ?2", [key, uid])
                 }
-                try step(handle, "COMMIT")
-            } catch {
-                try? step(handle, "ROLLBACK")
-                throw error
+                for (uid, entry) in delta.upserts {
+                    try run(handle, """
+                        INSERT OR REPLACE INTO objects(scope, uid, namespace, name, resource_version, generation, confirmed) VALUES(?1, ?2, ?3, ?4, ?5, ?6, 1)
+                        """, [key, uid, entry.namespace, entry.name, entry.resourceVersion, entry.generation.map(String.init)], integerColumns: [6])
+                }
             }
         }
     }
@@ -169,23 +162,31 @@ public final class SQLiteCheckpointStore: CheckpointStore {
     }
 
     private func recordSync(_ objects: [UnrecordedObject]) throws {
+        try transaction { handle in
+            var scopes: Set<WatchScope> = []
+            for object in objects {
+                let key = Self.key(object.scope)
+                if scopes.insert(object.scope).inserted {
+                    try run(handle, """
+                        INSERT INTO scopes(scope, resource, namespace, resource_version, api_version, kind) VALUES(?1, ?2, ?3, '', ?4, ?5)
+                        ON CONFLICT(scope) DO NOTHING
+                        """, [key, object.scope.resource.description, object.scope.namespace, object.apiVersion, object.kind])
+                }
+                let entry = object.entry
+                try run(handle, """
+                    INSERT OR IGNORE INTO objects(scope, uid, namespace, name, resource_version, generation, confirmed) VALUES(?1, ?2, ?3, ?4, ?5, ?6, 0)
+                    """, [key, object.uid, entry.namespace, entry.name, entry.resourceVersion, entry.generation.map(String.init)], integerColumns: [6])
+            }
+        }
+    }
+
+    /// Runs `body` in one transaction, under the connection's lock: all of it is committed, or
+    /// none of it.
+    private func transaction(_ body: (OpaquePointer?) throws -> Void) throws {
         try database.withLock { handle in
             try step(handle, "BEGIN IMMEDIATE")
             do {
-                var scopes: Set<WatchScope> = []
-                for object in objects {
-                    let key = Self.key(object.scope)
-                    if scopes.insert(object.scope).inserted {
-                        try run(handle, """
-                            INSERT INTO scopes(scope, resource, namespace, resource_version, api_version, kind) VALUES(?1, ?2, ?3, '', ?4, ?5)
-                            ON CONFLICT(scope) DO NOTHING
-                            """, [key, object.scope.resource.description, object.scope.namespace, object.apiVersion, object.kind])
-                    }
-                    let entry = object.entry
-                    try run(handle, """
-                        INSERT OR IGNORE INTO objects(scope, uid, namespace, name, resource_version, generation, confirmed) VALUES(?1, ?2, ?3, ?4, ?5, ?6, 0)
-                        """, [key, object.uid, entry.namespace, entry.name, entry.resourceVersion, entry.generation.map(String.init)], integerColumns: [6])
-                }
+                try body(handle)
                 try step(handle, "COMMIT")
             } catch {
                 try? step(handle, "ROLLBACK")
