@@ -71,6 +71,11 @@ public final class NATSServer: @unchecked Sendable {
         self.process = nil
     }
 
+    /// A test that fails before `stop` leaves no server behind.
+    deinit {
+        if let process, process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+    }
+
     public func stop() async {
         await kill()
         try? FileManager.default.removeItem(at: storeDirectory)

@@ -48,6 +48,11 @@ public final class TansuBroker: @unchecked Sendable {
         self.proxy = proxy
     }
 
+    /// A test that fails before `stop` leaves no broker behind.
+    deinit {
+        for process in [proxy, broker] where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+
     /// SIGKILL: the storage is memory only, and both inherit a mask that blocks SIGTERM.
     public func stop() async {
         for process in [proxy, broker] where process.isRunning {
