@@ -91,20 +91,20 @@ public final class KafkaSink: Sink {
     public let name: String
     public let options: KafkaSinkOptions
     let producer: RDKafkaProducer
-    let topicTemplate: TopicTemplate
+    let topicTemplate: DestinationTemplate
 
     public init(name: String = "kafka", options: KafkaSinkOptions, logger: Logger = Logger(label: "kubebridge")) throws {
         try options.validate()
         self.name = name
         self.options = options
-        topicTemplate = TopicTemplate(options.topic)
+        topicTemplate = DestinationTemplate(options.topic)
         var logger = logger
         logger[metadataKey: "sink"] = "\(name)"
         producer = try RDKafkaProducer(properties: options.producerProperties, logger: logger)
     }
 
     static func render(_ template: String, group: String, version: String, resource: String, namespace: String) -> String {
-        TopicTemplate(template).render(group: group, version: version, resource: resource, namespace: namespace)
+        DestinationTemplate(template).render(group: group, version: version, resource: resource, namespace: namespace, name: { "" })
     }
 
     /// Kafka's rules: 1 to 249 characters of `[a-zA-Z0-9._-]`, and not `.` or `..`.
@@ -117,8 +117,7 @@ public final class KafkaSink: Sink {
     }
 
     func topic(for event: OutboundEvent) -> String {
-        topicTemplate.render(group: event.resource.group.isEmpty ? "core" : event.resource.group, version: event.resource.version,
-                             resource: event.resource.resource, namespace: event.namespace ?? "_cluster")
+        topicTemplate.render(event, clusterScoped: "_cluster")
     }
 
     /// The headers of an event's record in `mode`.
@@ -181,48 +180,5 @@ public final class KafkaSink: Sink {
 
     public func close() async throws {
         await producer.close(timeout: .seconds(10))
-    }
-}
-
-/// A topic template split once into literal text and placeholders, so that rendering a topic per
-/// event is a few appends.
-struct TopicTemplate: Sendable {
-    enum Part: Sendable {
-        case text(String)
-        case group, version, resource, namespace
-    }
-
-    let parts: [Part]
-
-    init(_ template: String) {
-        var parts: [Part] = []
-        var rest = Substring(template)
-        let placeholders: [(String, Part)] = [("{group}", .group), ("{version}", .version), ("{resource}", .resource), ("{namespace}", .namespace)]
-        var text = ""
-        while !rest.isEmpty {
-            if let (placeholder, part) = placeholders.first(where: { rest.hasPrefix($0.0) }) {
-                if !text.isEmpty { parts.append(.text(text)); text = "" }
-                parts.append(part)
-                rest = rest.dropFirst(placeholder.count)
-            } else {
-                text.append(rest.removeFirst())
-            }
-        }
-        if !text.isEmpty { parts.append(.text(text)) }
-        self.parts = parts
-    }
-
-    func render(group: String, version: String, resource: String, namespace: String) -> String {
-        var topic = ""
-        for part in parts {
-            switch part {
-            case .text(let text): topic += text
-            case .group: topic += group
-            case .version: topic += version
-            case .resource: topic += resource
-            case .namespace: topic += namespace
-            }
-        }
-        return topic
     }
 }

@@ -54,18 +54,14 @@ public struct NATSSinkOptions: Sendable {
 
     /// The stream's subjects for the template: each placeholder becomes `*`.
     public var streamSubjects: [String] {
-        var pattern = subject
-        for placeholder in ["{group}", "{version}", "{resource}", "{namespace}", "{name}"] {
-            pattern = pattern.replacingOccurrences(of: placeholder, with: "*")
-        }
-        return [pattern]
+        [DestinationTemplate(subject).render(group: "*", version: "*", resource: "*", namespace: "*", name: { "*" })]
     }
 
     /// Checks the template: known placeholders only, each one a whole token.
     public func validate() throws {
         guard !servers.isEmpty else { throw NATSError(description: "servers: at least one nats://host:port is needed") }
         let tokens = subject.split(separator: ".", omittingEmptySubsequences: false)
-        let known: Set<Substring> = ["{group}", "{version}", "{resource}", "{namespace}", "{name}"]
+        let known = Set(DestinationTemplate.placeholders.map { Substring($0) })
         for token in tokens {
             if token.isEmpty { throw NATSError(description: "subject \"\(subject)\": an empty token") }
             if token.contains("{") || token.contains("}") {
@@ -147,6 +143,7 @@ public final class NATSSink: Sink {
     public let name: String
     public let options: NATSSinkOptions
     let publisher: JetStreamPublisher
+    let subjectTemplate: DestinationTemplate
     let logger: Logger
     /// The stream was found or created; checked at start when the servers answer, else before
     /// the first delivery.
@@ -158,6 +155,7 @@ public final class NATSSink: Sink {
         try options.validate()
         self.name = name
         self.options = options
+        subjectTemplate = DestinationTemplate(options.subject)
         var logger = logger
         logger[metadataKey: "sink"] = "\(name)"
         self.logger = logger
@@ -211,17 +209,7 @@ public final class NATSSink: Sink {
 
     /// The subject of an event.
     public func subject(for event: OutboundEvent) -> String {
-        let envelope = event.envelope
-        let name = envelope.extensions.first { $0.name == "name" }?.value ?? ""
-        var subject = options.subject
-        let values = [
-            ("{group}", event.resource.group.isEmpty ? "core" : event.resource.group), ("{version}", event.resource.version),
-            ("{resource}", event.resource.resource), ("{namespace}", event.namespace ?? "_"), ("{name}", name),
-        ]
-        for (placeholder, value) in values where subject.contains(placeholder) {
-            subject = subject.replacingOccurrences(of: placeholder, with: SubjectToken.escape(value))
-        }
-        return subject
+        subjectTemplate.render(event, clusterScoped: "_", escape: SubjectToken.escape)
     }
 
     /// The headers of an event's message in `mode`, `Nats-Msg-Id` first.
