@@ -95,6 +95,21 @@ let package = Package(
             path: "sinks/nats/NATSSink"
         ),
         .target(
+            name: "WebhookSink",
+            dependencies: [
+                "BridgeCore",
+                "KubeModel",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "sinks/webhook"
+        ),
+        .target(
             name: "KubeInformer",
             dependencies: [
                 "KubeAPI",
@@ -110,6 +125,7 @@ let package = Package(
                 "FileSink",
                 "KafkaSink",
                 "NATSSink",
+                "WebhookSink",
                 "KubeAPI",
                 "KubeInformer",
                 .product(name: "Yams", package: "Yams"),
@@ -177,9 +193,10 @@ let package = Package(
             name: "BridgeCoreTests",
             dependencies: ["BridgeCore", "BridgeCheckpoint", "FileSink", "KubeModel", "TestSupport", .product(name: "NIOFoundationCompat", package: "swift-nio")]
         ),
-        .testTarget(name: "BridgeAppTests", dependencies: ["BridgeApp", "BridgeCore", "KubeTestServer", "TestSupport"]),
+        .testTarget(name: "BridgeAppTests", dependencies: ["BridgeApp", "BridgeCore", "WebhookSink", "KubeTestServer", "TestSupport"]),
         .testTarget(name: "KafkaSinkTests", dependencies: ["KafkaSink", "BridgeCore", "KubeAPI", "TestSupport"]),
         .testTarget(name: "NATSSinkTests", dependencies: ["NATSSink", "BridgeCore", "KubeAPI", "KubeTestServer", "TestSupport"]),
+        .testTarget(name: "WebhookSinkTests", dependencies: ["WebhookSink", "BridgeCore", "KubeAPI", "TestSupport"]),
         .testTarget(name: "KubeInformerTests", dependencies: ["KubeInformer", "BridgeCore", "KubeTestServer", "TestSupport"]),
         .testTarget(name: "KubeTestServerTests", dependencies: ["KubeTestServer", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["KubeAPI", "KubeTestServer", "TestSupport"]),

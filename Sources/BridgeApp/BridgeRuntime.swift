@@ -7,6 +7,7 @@ import KubeAPI
 import KubeInformer
 import Logging
 import NATSSink
+import WebhookSink
 import ServiceLifecycle
 
 /// kubebridge assembled from its configuration: informers → bridge → pipelines → sinks, and the
@@ -50,6 +51,8 @@ public struct BridgeRuntime: Sendable {
                     sinks.append(try KafkaSink(name: sink.name, options: options, logger: logger))
                 case .nats(let options):
                     sinks.append(try await NATSSink(name: sink.name, options: options, logger: logger))
+                case .webhook(let options):
+                    sinks.append(try WebhookSink(name: sink.name, options: options, logger: logger))
                 }
             }
         } catch {

@@ -2,7 +2,9 @@ import BridgeCore
 import Foundation
 import KafkaSink
 import KubeInformer
+import KubeModel
 import NATSSink
+import WebhookSink
 import Yams
 
 /// kubebridge's configuration, read from YAML.
@@ -28,12 +30,14 @@ public struct Configuration: Sendable {
         case file(FileSinkConfiguration)
         case kafka(KafkaSinkOptions)
         case nats(NATSSinkOptions)
+        case webhook(WebhookSinkOptions)
 
         /// The pipeline settings a sink of this kind starts from.
         public var defaultPipeline: Pipeline.Options {
             switch self {
             case .file, .nats: Pipeline.Options()
             case .kafka: KafkaSinkOptions.defaultPipeline
+            case .webhook: WebhookSinkOptions.defaultPipeline
             }
         }
     }
@@ -245,37 +249,49 @@ struct ConfigReader {
     mutating func selection(_ node: Node) -> ResourceSelection {
         var selection = ResourceSelection()
         let fields = mapping(node, "resources", allowed: ["include", "exclude", "namespaces", "labelSelector", "changeTypes", "specChangesOnly"])
-        if let include = strings(fields["include"], "resources.include") { selection.include = include }
-        if let exclude = strings(fields["exclude"], "resources.exclude") { selection.exclude = exclude }
-        for (key, patterns) in [("resources.include", selection.include), ("resources.exclude", selection.exclude)] {
-            var check = ResourceSelection()
-            for pattern in patterns {
-                check.include = [pattern]
-                if (try? check.validate()) == nil {
-                    problem(fields[String(key.dropFirst("resources.".count))] ?? node, key,
-                            "\"\(pattern)\" is not group/version/resource (core for the core group, * as a wildcard)")
-                }
+        let filter = eventFilter(fields, node: node, key: "resources")
+        selection.include = filter.include
+        selection.exclude = filter.exclude
+        selection.includeNamespaces = filter.includeNamespaces
+        selection.excludeNamespaces = filter.excludeNamespaces
+        selection.changeTypes = filter.changeTypes
+        selection.labelSelector = string(fields["labelSelector"], "resources.labelSelector")
+        if let specOnly = bool(fields["specChangesOnly"], "resources.specChangesOnly") { selection.specChangesOnly = specOnly }
+        return selection
+    }
+
+    /// A sink's `filter`: the same keys as `resources`, but for one sink.
+    mutating func eventFilter(_ node: Node, key: String) -> EventFilter {
+        eventFilter(mapping(node, key, allowed: ["include", "exclude", "namespaces", "changeTypes"]), node: node, key: key)
+    }
+
+    /// Resource patterns, namespaces and change types, under `key`.
+    mutating func eventFilter(_ fields: [String: Node], node: Node, key: String) -> EventFilter {
+        var filter = EventFilter()
+        if let include = strings(fields["include"], "\(key).include") { filter.include = include }
+        if let exclude = strings(fields["exclude"], "\(key).exclude") { filter.exclude = exclude }
+        for (field, patterns) in [("include", filter.include), ("exclude", filter.exclude)] {
+            for pattern in patterns where GVRPattern(pattern) == nil {
+                problem(fields[field] ?? node, "\(key).\(field)", "\"\(pattern)\" is not group/version/resource (core for the core group, * as a wildcard)")
             }
         }
         if let namespaces = fields["namespaces"] {
-            let namespaceFields = mapping(namespaces, "resources.namespaces", allowed: ["include", "exclude"])
-            if let include = strings(namespaceFields["include"], "resources.namespaces.include") { selection.includeNamespaces = include }
-            if let exclude = strings(namespaceFields["exclude"], "resources.namespaces.exclude") { selection.excludeNamespaces = exclude }
+            let namespaceFields = mapping(namespaces, "\(key).namespaces", allowed: ["include", "exclude"])
+            if let include = strings(namespaceFields["include"], "\(key).namespaces.include") { filter.includeNamespaces = include }
+            if let exclude = strings(namespaceFields["exclude"], "\(key).namespaces.exclude") { filter.excludeNamespaces = exclude }
         }
-        selection.labelSelector = string(fields["labelSelector"], "resources.labelSelector")
-        if let types = strings(fields["changeTypes"], "resources.changeTypes") {
+        if let types = strings(fields["changeTypes"], "\(key).changeTypes") {
             var set: Set<ChangeType> = []
             for type in types {
                 if let changeType = ChangeType(rawValue: type) {
                     set.insert(changeType)
                 } else {
-                    problem(fields["changeTypes"]!, "resources.changeTypes", "unknown change type \"\(type)\"; expected added, modified, deleted or synced")
+                    problem(fields["changeTypes"]!, "\(key).changeTypes", "unknown change type \"\(type)\"; expected added, modified, deleted or synced")
                 }
             }
-            selection.changeTypes = set
+            filter.changeTypes = set
         }
-        if let specOnly = bool(fields["specChangesOnly"], "resources.specChangesOnly") { selection.specChangesOnly = specOnly }
-        return selection
+        return filter
     }
 
     static let sinkKeys = [
@@ -283,18 +299,27 @@ struct ConfigReader {
         "kafka": ["brokers", "topic", "mode", "compression", "properties"],
         "nats": ["servers", "subject", "mode", "stream", "createStream", "duplicateWindow", "replicas", "retention", "token", "user", "password",
                  "credentialsFile", "caFile"],
+        "webhook": ["url", "mode", "batchMaxEvents", "batchMaxBytes", "concurrency", "timeout", "retryWindow", "maxRetryAfter", "headers",
+                    "bearerTokenFile", "signingSecretFile", "signingSecretEnv", "caFile"],
     ]
 
     mutating func sink(_ node: Node, index: Int) -> Configuration.Sink? {
         let key = "sinks[\(index)]"
         let known = Self.sinkKeys.keys.sorted().joined(separator: ", ")
         let type = (node.mapping?["type"]).flatMap { $0.string }
-        let fields = mapping(node, key, allowed: ["type", "name", "buffer", "batch", "retry"] + (type.flatMap { Self.sinkKeys[$0] } ?? []))
+        let fields = mapping(node, key, allowed: ["type", "name", "filter", "buffer", "batch", "retry"] + (type.flatMap { Self.sinkKeys[$0] } ?? []))
         guard let type else {
             problem(node, "\(key).type", "missing; known sink types: \(known)")
             return nil
         }
-        var pipeline = type == "kafka" ? KafkaSinkOptions.defaultPipeline : Pipeline.Options()
+        var pipeline = switch type {
+        case "kafka": KafkaSinkOptions.defaultPipeline
+        case "webhook": WebhookSinkOptions.defaultPipeline
+        default: Pipeline.Options()
+        }
+        if let filter = fields["filter"] {
+            pipeline.filter = eventFilter(filter, key: "\(key).filter")
+        }
         if let buffer = fields["buffer"] {
             let bufferFields = mapping(buffer, "\(key).buffer", allowed: ["maxEvents", "maxBytes"])
             if let events = int(bufferFields["maxEvents"], "\(key).buffer.maxEvents", minimum: 1) { pipeline.maxBufferedEvents = events }
@@ -326,6 +351,8 @@ struct ConfigReader {
             return kafkaSink(fields, node: node, key: key).map { Configuration.Sink(name: name, kind: .kafka($0), pipeline: pipeline) }
         case "nats":
             return natsSink(fields, node: node, key: key).map { Configuration.Sink(name: name, kind: .nats($0), pipeline: pipeline) }
+        case "webhook":
+            return webhookSink(fields, node: node, key: key).map { Configuration.Sink(name: name, kind: .webhook($0), pipeline: pipeline) }
         default:
             problem(fields["type"]!, "\(key).type", "unknown sink type \"\(type)\"; known sink types: \(known)")
             return nil
@@ -369,6 +396,58 @@ struct ConfigReader {
                               ("credentialsFile", \.credentialsFile), ("caFile", \.caFile)] {
             guard let value = fields[field], let text = string(value, "\(key).\(field)") else { continue }
             options[keyPath: path] = environmentExpanded(text, node: value, key: "\(key).\(field)")
+        }
+        do {
+            try options.validate()
+        } catch {
+            problem(node, key, "\(error)")
+            return nil
+        }
+        return options
+    }
+
+    mutating func webhookSink(_ fields: [String: Node], node: Node, key: String) -> WebhookSinkOptions? {
+        guard let url = string(fields["url"], "\(key).url"), !url.isEmpty else {
+            problem(node, "\(key).url", "a webhook sink needs a url (http:// or https://)")
+            return nil
+        }
+        var options = WebhookSinkOptions(url: environmentExpanded(url, node: fields["url"]!, key: "\(key).url"))
+        if let mode = choice(fields["mode"], "\(key).mode", of: WebhookSinkOptions.Mode.self) { options.mode = mode }
+        if let events = int(fields["batchMaxEvents"], "\(key).batchMaxEvents", minimum: 1) { options.batchMaxEvents = events }
+        if let bytes = int(fields["batchMaxBytes"], "\(key).batchMaxBytes", minimum: 1024) { options.batchMaxBytes = bytes }
+        if let concurrency = int(fields["concurrency"], "\(key).concurrency", minimum: 1) { options.concurrency = concurrency }
+        if let timeout = duration(fields["timeout"], "\(key).timeout") { options.timeout = timeout }
+        if let window = duration(fields["retryWindow"], "\(key).retryWindow") { options.retryWindow = window }
+        if let limit = duration(fields["maxRetryAfter"], "\(key).maxRetryAfter") { options.maxRetryAfter = limit }
+        if let headers = fields["headers"] {
+            for (name, value) in mapping(headers, "\(key).headers", allowed: nil).sorted(by: { $0.key < $1.key }) {
+                guard let text = string(value, "\(key).headers.\(name)") else { continue }
+                options.headers.append((name, environmentExpanded(text, node: value, key: "\(key).headers.\(name)")))
+            }
+        }
+        options.bearerTokenFile = string(fields["bearerTokenFile"], "\(key).bearerTokenFile")
+        options.caFile = string(fields["caFile"], "\(key).caFile")
+        switch (fields["signingSecretFile"], fields["signingSecretEnv"]) {
+        case (.some(let fileNode), .some):
+            problem(fileNode, "\(key).signingSecretFile", "give signingSecretFile or signingSecretEnv, not both")
+        case (.some(let fileNode), nil):
+            if let path = string(fileNode, "\(key).signingSecretFile") {
+                if let data = FileManager.default.contents(atPath: path) {
+                    options.signingSecret = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                } else {
+                    problem(fileNode, "\(key).signingSecretFile", "\(path) cannot be read")
+                }
+            }
+        case (nil, .some(let envNode)):
+            if let name = string(envNode, "\(key).signingSecretEnv") {
+                if let value = ProcessInfo.processInfo.environment[name], !value.isEmpty {
+                    options.signingSecret = value
+                } else {
+                    problem(envNode, "\(key).signingSecretEnv", "the environment variable \(name) is not set")
+                }
+            }
+        case (nil, nil):
+            break
         }
         do {
             try options.validate()

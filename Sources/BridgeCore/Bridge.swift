@@ -77,10 +77,17 @@ public final class Bridge: Sendable {
             guard let token = tracker.state.withLock({ $0.register(event).token }) else { return }
             probe?.registered(token)
             let recording = change.unrecorded ? await recorder.add(UnrecordedObject(change)) : 0
+            var skipping: [Int] = []
             for pipeline in pipelines {
+                let filter = pipeline.options.filter
+                guard filter.acceptsAll || filter.accepts(resource: change.resource, namespace: change.metadata.namespace, type: change.type) else {
+                    skipping.append(pipeline.index)
+                    continue
+                }
                 try await pipeline.enqueue(OutboundEvent(envelope: envelope, token: token, resource: change.resource, namespace: change.metadata.namespace,
                                                          recording: recording))
             }
+            if !skipping.isEmpty { await acknowledge(token, sinks: skipping) }
         }
     }
 
@@ -97,10 +104,14 @@ public final class Bridge: Sendable {
             try await deadLetters.write(OutboundEvent(envelope: placeholder, token: token, resource: change.resource, namespace: change.metadata.namespace),
                                        sink: "envelope", reason: "\(error)")
         }
-        if let token {
-            let advances = tracker.state.withLock { tracker in (0..<max(1, pipelines.count)).compactMap { tracker.acknowledge(token, sink: $0) } }
-            for advance in advances { await checkpointer.record(advance) }
-        }
+        if let token { await acknowledge(token, sinks: Array(0..<max(1, pipelines.count))) }
+    }
+
+    /// Acknowledges an event for sinks that will not see it.
+    private func acknowledge(_ token: AckTracker.Token, sinks: [Int]) async {
+        let advances = tracker.state.withLock { tracker in sinks.compactMap { tracker.acknowledge(token, sink: $0) } }
+        for sink in sinks { probe?.acknowledged([token], sink: sink) }
+        for advance in advances { await checkpointer.record(advance) }
     }
 
     /// Runs the pipelines and the checkpointer until cancelled or finished.

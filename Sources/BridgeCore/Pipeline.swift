@@ -21,6 +21,8 @@ public final class Pipeline: Sendable {
         /// How long a batch may wait to fill up once its first event is there.
         public var linger: Duration = .milliseconds(5)
         public var retry = Backoff(initial: .milliseconds(200), maximum: .seconds(30))
+        /// The events this sink takes; the others count as acknowledged by it.
+        public var filter = EventFilter()
 
         public init() {}
     }

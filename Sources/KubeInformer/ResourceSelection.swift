@@ -1,5 +1,6 @@
 import BridgeCore
 import KubeAPI
+import KubeModel
 
 /// Which resources and objects the bridge follows.
 public struct ResourceSelection: Sendable {
@@ -62,9 +63,7 @@ public struct ResourceSelection: Sendable {
 
     /// Whether an object passes the namespace filters.
     public func accepts(namespace: String?) -> Bool {
-        guard let namespace else { return true }
-        if !includeNamespaces.isEmpty, !includeNamespaces.contains(where: { Glob.matches($0, namespace) }) { return false }
-        return !excludeNamespaces.contains { Glob.matches($0, namespace) }
+        Glob.admits(namespace: namespace, include: includeNamespaces, exclude: excludeNamespaces)
     }
 
     /// The emission filter a watcher applies.
@@ -82,58 +81,5 @@ public struct ResourceSelection: Sendable {
     public var literalNamespaces: [String]? {
         guard !includeNamespaces.isEmpty, includeNamespaces.allSatisfy({ !$0.contains("*") }) else { return nil }
         return includeNamespaces
-    }
-}
-
-/// A `group/version/resource` pattern.
-struct GVRPattern: Sendable {
-    var group: String
-    var version: String
-    var resource: String
-
-    init?(_ text: String) {
-        if text == "*" {
-            (group, version, resource) = ("*", "*", "*")
-            return
-        }
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-        guard parts.count == 3, parts.allSatisfy({ !$0.isEmpty }) else { return nil }
-        group = parts[0] == "core" ? "" : parts[0]
-        version = parts[1]
-        resource = parts[2]
-    }
-
-    func matches(_ gvr: GroupVersionResource) -> Bool {
-        Glob.matches(group, gvr.group) && Glob.matches(version, gvr.version) && Glob.matches(resource, gvr.resource)
-    }
-}
-
-enum Glob {
-    /// `*` matches any run of characters, everything else itself.
-    static func matches(_ pattern: String, _ text: String) -> Bool {
-        let p = Array(pattern.utf8)
-        let t = Array(text.utf8)
-        var pi = 0
-        var ti = 0
-        var star = -1
-        var mark = 0
-        while ti < t.count {
-            if pi < p.count, p[pi] == t[ti] {
-                pi += 1
-                ti += 1
-            } else if pi < p.count, p[pi] == UInt8(ascii: "*") {
-                star = pi
-                mark = ti
-                pi += 1
-            } else if star >= 0 {
-                pi = star + 1
-                mark += 1
-                ti = mark
-            } else {
-                return false
-            }
-        }
-        while pi < p.count, p[pi] == UInt8(ascii: "*") { pi += 1 }
-        return pi == p.count
     }
 }

@@ -2,6 +2,8 @@ import BridgeApp
 import BridgeCore
 import Foundation
 import Testing
+import TestSupport
+import WebhookSink
 
 @Suite("Configuration")
 struct ConfigurationTests {
@@ -133,6 +135,54 @@ struct ConfigurationTests {
         #expect(options.token == "t0ken")
     }
 
+    @Test("webhook sinks: each with its own filter, mode and limits; the signing secret from a file or the environment, headers with ${ENV}")
+    func webhooks() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let secretFile = directory.appendingPathComponent("secret").path
+        try "whsec_c2VjcmV0LW9uZQ==\n".write(toFile: secretFile, atomically: true, encoding: .utf8)
+        setenv("KUBEBRIDGE_TEST_WEBHOOK_SECRET", "whsec_c2VjcmV0LXR3bw==", 1)
+        setenv("KUBEBRIDGE_TEST_WEBHOOK_KEY", "k3y", 1)
+        let configuration = try Configuration.parse("""
+            sinks:
+              - type: webhook
+                name: audit
+                url: https://audit.example.com/k8s
+                mode: batch
+                batchMaxEvents: 50
+                batchMaxBytes: 65536
+                concurrency: 4
+                timeout: 3s
+                retryWindow: 1m
+                signingSecretFile: \(secretFile)
+                headers:
+                  X-Api-Key: ${KUBEBRIDGE_TEST_WEBHOOK_KEY}
+                filter:
+                  include: [apps/v1/deployments]
+                  namespaces: {exclude: [kube-*]}
+                  changeTypes: [added, deleted]
+              - type: webhook
+                name: fn
+                url: http://fn.default.svc/
+                signingSecretEnv: KUBEBRIDGE_TEST_WEBHOOK_SECRET
+                bearerTokenFile: \(secretFile)
+            """, file: "bridge.yaml")
+        guard case .webhook(let audit) = configuration.sinks[0].kind, case .webhook(let fn) = configuration.sinks[1].kind else {
+            Issue.record("expected two webhook sinks")
+            return
+        }
+        #expect(audit.url == "https://audit.example.com/k8s")
+        #expect(audit.mode == .batch && audit.batchMaxEvents == 50 && audit.batchMaxBytes == 65536 && audit.concurrency == 4)
+        #expect(audit.timeout == .seconds(3) && audit.retryWindow == .seconds(60))
+        #expect(audit.signingSecret == "whsec_c2VjcmV0LW9uZQ==")
+        #expect(audit.headers.map(\.name) == ["X-Api-Key"] && audit.headers.map(\.value) == ["k3y"])
+        let filter = configuration.sinks[0].pipeline.filter
+        #expect(filter.include == ["apps/v1/deployments"] && filter.excludeNamespaces == ["kube-*"] && filter.changeTypes == [.added, .deleted])
+        #expect(configuration.sinks[0].pipeline.batchSize == WebhookSinkOptions.defaultPipeline.batchSize)
+        #expect(fn.mode == .binary && fn.signingSecret == "whsec_c2VjcmV0LXR3bw==" && fn.bearerTokenFile == secretFile)
+        #expect(configuration.sinks[1].pipeline.filter.acceptsAll)
+    }
+
     @Test("every problem is reported, each with its line and key", arguments: [
         ("sinks:\n  - type: nats\n    stream: S\n", ["bridge.yaml:2: sinks[0].servers: a NATS sink needs at least one server"]),
         ("sinks:\n  - type: nats\n    servers: [nats://n:4222]\n    subject: kube.{name}-x\n", ["is not a placeholder on its own"]),
@@ -150,12 +200,21 @@ struct ConfigurationTests {
         ("sinks: [\n", ["not valid YAML"]),
         ("", ["the file is empty"]),
         ("sinks:\n  - type: kafka\n    topic: x\n", ["bridge.yaml:2: sinks[0].brokers: a Kafka sink needs at least one broker"]),
-        ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    path: x\n", ["bridge.yaml:4: sinks[0].path: unknown key; expected one of type, name, buffer, batch, retry, brokers"]),
+        ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    path: x\n", ["bridge.yaml:4: sinks[0].path: unknown key; expected one of type, name, filter, buffer, batch, retry, brokers"]),
         ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    topic: kube/{resource}\n", ["which Kafka does not accept"]),
         ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    mode: binar\n", ["bridge.yaml:4: sinks[0].mode: expected binary or structured"]),
         ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    properties:\n      acks: sometimes\n", ["sinks[0]: Kafka property acks=sometimes: Invalid value"]),
         ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    properties:\n      sasl.password: ${KUBEBRIDGE_TEST_UNSET}\n",
          ["bridge.yaml:5: sinks[0].properties.sasl.password: the environment variable KUBEBRIDGE_TEST_UNSET is not set"]),
+        ("sinks:\n  - type: webhook\n    mode: binary\n", ["bridge.yaml:2: sinks[0].url: a webhook sink needs a url"]),
+        ("sinks:\n  - type: webhook\n    url: localhost:8080\n", ["sinks[0]: url \"localhost:8080\" is not an http:// or https:// URL"]),
+        ("sinks:\n  - type: webhook\n    url: http://h/\n    mode: batched\n", ["sinks[0].mode: expected binary, structured or batch"]),
+        ("sinks:\n  - type: webhook\n    url: http://h/\n    signingSecretEnv: KUBEBRIDGE_TEST_UNSET\n",
+         ["bridge.yaml:4: sinks[0].signingSecretEnv: the environment variable KUBEBRIDGE_TEST_UNSET is not set"]),
+        ("sinks:\n  - type: webhook\n    url: http://h/\n    signingSecretFile: /nonexistent/secret\n", ["sinks[0].signingSecretFile: /nonexistent/secret cannot be read"]),
+        ("sinks:\n  - type: webhook\n    url: http://h/\n    signingSecretFile: /dev/null\n    signingSecretEnv: X\n", ["not both"]),
+        ("sinks:\n  - type: webhook\n    url: http://h/\n    filter:\n      include: [deployments]\n      labels: x\n",
+         ["sinks[0].filter.include: \"deployments\" is not group/version/resource", "sinks[0].filter.labels: unknown key"]),
     ])
     func problems(text: String, expected: [String]) {
         let error = #expect(throws: ConfigurationError.self) { try Configuration.parse(text, file: "bridge.yaml") }

@@ -230,6 +230,36 @@ struct DeliveryTests {
         try await running.value
     }
 
+    @Test("a sink's filter: it sees only the events it takes, and the others count as acknowledged by it, so the watermark moves")
+    func sinkFilters() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try SQLiteCheckpointStore(path: directory.appendingPathComponent("checkpoints.sqlite").path)
+        let (all, systemOnly) = (ScriptedSink([]), ScriptedSink([]))
+        var filtered = Self.fastOptions
+        filtered.filter.includeNamespaces = ["kube-*"]
+        filtered.filter.changeTypes = [.added, .deleted]
+        let checkpointer = Checkpointer(store: store, logger: Logger(label: "test"))
+        let bridge = Bridge(sinks: [(all, Self.fastOptions), (systemOnly, filtered)], envelopes: EnvelopeBuilder(), checkpointer: checkpointer,
+                            deadLetters: nil, logger: Logger(label: "test"))
+        let running = Task { try await bridge.run() }
+        for (version, (namespace, type)) in [("default", ChangeType.added), ("kube-system", .added), ("kube-system", .modified), ("default", .deleted)].enumerated() {
+            var meta = ObjectMeta()
+            meta.apiVersion = "v1"
+            meta.kind = "ConfigMap"
+            meta.name = "cm"
+            meta.namespace = namespace
+            meta.uid = "uid-\(namespace)"
+            meta.resourceVersion = "\(version + 1)"
+            try await bridge.accept(.change(Change(type: type, scope: Self.scope, object: KubeObject(metadata: meta, bytes: ByteBuffer(string: "{}")))))
+        }
+        try await waitUntil { all.received.withLock { $0 }.count == 4 && bridge.watermark(of: Self.scope) == "4" }
+        #expect(systemOnly.received.withLock { $0 } == ["uid-kube-system/2"])
+        bridge.finish()
+        try await running.value
+        try await store.close()
+    }
+
     @Test("the checkpointer merges advances and saves them; a store reopened gives them back")
     func checkpointer() async throws {
         let directory = try temporaryDirectory()

@@ -1,5 +1,6 @@
 import BridgeCore
 import Foundation
+import KubeModel
 import Logging
 import NIOCore
 import Synchronization
@@ -82,16 +83,9 @@ public struct NATSSinkOptions: Sendable {
 /// `networking%2Ek8s%2Eio`, `kube-system` stays `kube-system`.
 public enum SubjectToken {
     public static func escape(_ text: String) -> String {
-        var out = ""
-        out.reserveCapacity(text.utf8.count)
-        for byte in text.utf8 {
-            if byte > 0x20, byte < 0x7F, byte != UInt8(ascii: "."), byte != UInt8(ascii: "*"), byte != UInt8(ascii: ">"), byte != UInt8(ascii: "%") {
-                out.unicodeScalars.append(Unicode.Scalar(byte))
-            } else {
-                out += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
-            }
+        PercentEncoding.encode(text) {
+            $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ".") && $0 != UInt8(ascii: "*") && $0 != UInt8(ascii: ">") && $0 != UInt8(ascii: "%")
         }
-        return out
     }
 
     /// The text `escape` was given, or nil for a token it cannot have made.
@@ -127,12 +121,6 @@ public enum SubjectToken {
 
     static func isLiteral(_ token: Substring) -> Bool {
         token.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "*") && $0 != UInt8(ascii: ">") }
-    }
-}
-
-extension String {
-    func leftPadded(to width: Int) -> String {
-        count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }
 
