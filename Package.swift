@@ -177,6 +177,7 @@ let package = Package(
                 "BridgeApp",
                 "KafkaSink",
                 "NATSSink",
+                "WebhookSink",
                 "KubeModel",
                 "KubeAPI",
                 "KubeInformer",
@@ -184,6 +185,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ],
             path: "Sources/KubeBridgeBench"

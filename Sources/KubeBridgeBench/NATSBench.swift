@@ -37,7 +37,7 @@ struct NATSSinkBench: AsyncParsableCommand {
             url = "nats://127.0.0.1:\(port)"
             try await Task.sleep(for: .milliseconds(500))
         }
-        defer { natsProcess.map { kill($0.processIdentifier, SIGKILL) } }
+        defer { if let natsProcess { kill(natsProcess.processIdentifier, SIGKILL) } }
         let server = try await ServerProcess(binary: server.kubebridge)
         try await server.generate(count: run.objects, bytes: 1024)
         var options = NATSSinkOptions(servers: [url])
