@@ -15,6 +15,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        // Already built for AsyncHTTPClient; named for the webhook tests' HTTP/2 receiver.
+        .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
@@ -199,7 +201,16 @@ let package = Package(
         .testTarget(name: "BridgeAppTests", dependencies: ["BridgeApp", "BridgeCore", "WebhookSink", "KubeTestServer", "TestSupport"]),
         .testTarget(name: "KafkaSinkTests", dependencies: ["KafkaSink", "BridgeCore", "KubeAPI", "TestSupport"]),
         .testTarget(name: "NATSSinkTests", dependencies: ["NATSSink", "BridgeCore", "KubeAPI", "KubeTestServer", "TestSupport"]),
-        .testTarget(name: "WebhookSinkTests", dependencies: ["WebhookSink", "BridgeCore", "KubeAPI", "TestSupport"]),
+        .testTarget(
+            name: "WebhookSinkTests",
+            dependencies: [
+                "WebhookSink", "BridgeCore", "KubeAPI", "KubeTestServer", "TestSupport",
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         .testTarget(name: "KubeInformerTests", dependencies: ["KubeInformer", "BridgeCore", "KubeTestServer", "TestSupport"]),
         .testTarget(name: "KubeTestServerTests", dependencies: ["KubeTestServer", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["KubeAPI", "KubeTestServer", "TestSupport"]),

@@ -1,6 +1,7 @@
 import BridgeCore
 import Foundation
 import KubeAPI
+import KubeTestServer
 import Logging
 import NIOCore
 import Testing
@@ -261,5 +262,46 @@ struct WebhookSinkTests {
         #expect(try await receiver.stats().badSignatures == 1)
         try await sink.close()
         await receiver.stop()
+    }
+
+    @Test("https with the receiver's CA: HTTP/2 when the receiver offers it by ALPN, HTTP/1.1 when it does not", arguments: [
+        (["h2", "http/1.1"], "2.0"), (["http/1.1"], "1.1"),
+    ])
+    func httpVersions(protocols: [String], expected: String) async throws {
+        let receiver = try await HTTP2Receiver.start(protocols: protocols)
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let caFile = directory.appendingPathComponent("ca.pem").path
+        try receiver.caPEM.write(toFile: caFile, atomically: true, encoding: .utf8)
+        var options = WebhookSinkOptions(url: receiver.url)
+        options.caFile = caFile
+        let events = try Self.events(objects: 3, changes: 2)
+        let sink = try WebhookSink(options: options)
+        #expect(await sink.deliver(events) == Array(repeating: .delivered, count: events.count))
+        try await sink.close()
+        #expect(receiver.versions.seen.withLock { $0 } == Array(repeating: expected, count: events.count))
+        try await receiver.stop()
+    }
+
+    @Test("https with a CA that did not sign the receiver's certificate: nothing is delivered, and the reason says why")
+    func wrongCA() async throws {
+        let receiver = try await HTTP2Receiver.start()
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let caFile = directory.appendingPathComponent("other-ca.pem").path
+        try TestPKI().caCertificatePEM.write(toFile: caFile, atomically: true, encoding: .utf8)
+        var options = WebhookSinkOptions(url: receiver.url)
+        options.caFile = caFile
+        options.retryWindow = .milliseconds(200)
+        let sink = try WebhookSink(options: options)
+        let outcomes = await sink.deliver(try Self.events(objects: 1, changes: 1))
+        guard case .retriable(let reason) = outcomes.first else {
+            Issue.record("\(outcomes)")
+            return
+        }
+        #expect(reason.lowercased().contains("certificate") || reason.contains("handshake"), "\(reason)")
+        #expect(receiver.versions.seen.withLock { $0 }.isEmpty)
+        try await sink.close()
+        try await receiver.stop()
     }
 }
