@@ -102,7 +102,9 @@ public final class KubeTestServer: Sendable {
                     // Framing headers are written by the handler, in Go's order and casing.
                     var encoder = HTTPResponseEncoder.Configuration()
                     encoder.automaticallySetFramingHeaders = false
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true, withEncoderConfiguration: encoder)
+                    // No pipelining assistance: it stops reading while a response is open, and Go's server keeps
+                    // reading during a watch, so it sees a client's close_notify or FIN at once.
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true, withEncoderConfiguration: encoder)
                     try channel.pipeline.syncOperations.addHandler(HTTPHandler(state: state.value))
                 }
             }
