@@ -93,7 +93,10 @@ let package = Package(
         ),
         .target(
             name: "NATSSink",
-            dependencies: ["BridgeCore", "CNats", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "BridgeCore", "CNats", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             path: "sinks/nats/NATSSink"
         ),
         .target(
@@ -169,6 +172,7 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/TestSupport",
             resources: [.copy("Fixtures")]

@@ -298,7 +298,7 @@ struct ConfigReader {
         "file": ["path", "maxFileBytes", "keepFiles"],
         "kafka": ["brokers", "topic", "mode", "compression", "properties"],
         "nats": ["servers", "subject", "mode", "stream", "createStream", "duplicateWindow", "replicas", "retention", "token", "user", "password",
-                 "credentialsFile", "caFile"],
+                 "credentialsFile", "nkeySeedFile", "caFile"],
         "webhook": ["url", "mode", "batchMaxEvents", "batchMaxBytes", "concurrency", "timeout", "retryWindow", "maxRetryAfter", "headers",
                     "bearerTokenFile", "signingSecretFile", "signingSecretEnv", "caFile"],
     ]
@@ -393,7 +393,7 @@ struct ConfigReader {
         if let replicas = int(fields["replicas"], "\(key).replicas", minimum: 1) { options.replicas = replicas }
         if let retention = choice(fields["retention"], "\(key).retention", of: NATSSinkOptions.Retention.self) { options.retention = retention }
         for (field, path) in [("token", \NATSSinkOptions.token), ("user", \.user), ("password", \.password),
-                              ("credentialsFile", \.credentialsFile), ("caFile", \.caFile)] {
+                              ("credentialsFile", \.credentialsFile), ("nkeySeedFile", \.nkeySeedFile), ("caFile", \.caFile)] {
             guard let value = fields[field], let text = string(value, "\(key).\(field)") else { continue }
             options[keyPath: path] = environmentExpanded(text, node: value, key: "\(key).\(field)")
         }

@@ -118,6 +118,7 @@ struct ConfigurationTests {
                 replicas: 3
                 retention: interest
                 token: ${KUBEBRIDGE_TEST_NATS_TOKEN}
+                nkeySeedFile: /etc/nats/kubebridge.nk
             """, file: "bridge.yaml")
         guard case .nats(let options) = configuration.sinks[0].kind else {
             Issue.record("expected a NATS sink")
@@ -133,6 +134,7 @@ struct ConfigurationTests {
         #expect(options.replicas == 3)
         #expect(options.retention == .interest)
         #expect(options.token == "t0ken")
+        #expect(options.nkeySeedFile == "/etc/nats/kubebridge.nk")
     }
 
     @Test("webhook sinks: each with its own filter, mode and limits; the signing secret from a file or the environment, headers with ${ENV}")

@@ -110,7 +110,7 @@ struct NATSSinkTests {
         await server.stop()
     }
 
-    @Test("a stream kubebridge creates has the configured retention; an existing stream that does not take the subjects is a clear error")
+    @Test("a stream kubebridge creates has the configured retention; an existing one that differs gets a warning; one that does not take the subjects is a clear error")
     func streamChecks() async throws {
         let server = try await NATSServer.start()
         var options = Self.options(server, stream: "WORK")
@@ -128,6 +128,10 @@ struct NATSSinkTests {
             """, server.url], timeout: 30)
         #expect(String(decoding: info.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "workqueue ['kube.*.*.*.*.*'] 120.0",
                 "\(String(decoding: info.stderr, as: UTF8.self))")
+        let logs = CapturedLogs()
+        let differing = try await NATSSink(options: Self.options(server, stream: "WORK"), logger: logs.logger)
+        try await differing.close()
+        #expect(logs.messages.contains { $0.contains("exists with retention workqueue (configured limits)") }, "\(logs.messages)")
         var other = Self.options(server, stream: "WORK")
         other.subject = "events.{resource}"
         other.createStream = false
@@ -150,6 +154,27 @@ struct NATSSinkTests {
         untrusted.caFile = try TestPKI().caCertificatePEM.write(to: server.storeDirectory.appendingPathComponent("other-ca.pem"))
         let error = await #expect(throws: (any Error).self) { _ = try await NATSSink(options: untrusted) }
         #expect("\(error.map { "\($0)" } ?? "")".contains("SSL"), "\(error.map { "\($0)" } ?? "")")
+        await server.stop()
+    }
+
+    @Test("nkeys: the public key is derived from the seed (the NATS documentation's pair), and a server that knows only that key takes the sink's messages")
+    func nkey() async throws {
+        let seed = "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY"
+        let publicKey = "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4"
+        #expect(try NKey.userPublicKey(seed: seed) == publicKey)
+        #expect(throws: (any Error).self) { try NKey.userPublicKey(seed: "SUACSSL3UAHUDXKFSNVUZRG5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY") }
+        let server = try await NATSServer.start(nkey: publicKey)
+        let seedFile = server.storeDirectory.appendingPathComponent("user.nk")
+        try "\(seed)\n".write(to: seedFile, atomically: true, encoding: .utf8)
+        var options = Self.options(server)
+        options.nkeySeedFile = seedFile.path
+        var tracker = AckTracker(sinkCount: 1)
+        let events = try SampleEvents.make(scope: Self.ingresses, kind: "Ingress", namespace: "web", names: ["a"], changes: 2, tracker: &tracker)
+        let sink = try await NATSSink.ready(options: options)
+        #expect(await sink.deliver(events) == [.delivered, .delivered])
+        try await sink.close()
+        let anonymous = await #expect(throws: (any Error).self) { _ = try await NATSSink(options: Self.options(server)) }
+        #expect("\(anonymous.map { "\($0)" } ?? "")".lowercased().contains("author"), "\(anonymous.map { "\($0)" } ?? "")")
         await server.stop()
     }
 

@@ -13,16 +13,20 @@ public final class NATSServer: @unchecked Sendable {
 
     public var url: String { "nats://127.0.0.1:\(port)" }
 
-    /// `tls`: serve TLS only, with a certificate from a test CA.
-    public static func start(tls: Bool = false) async throws -> NATSServer {
-        let server = try prepare(tls: tls)
+    /// `tls`: serve TLS only, with a certificate from a test CA. `nkey`: accept only the user with
+    /// this public nkey.
+    public static func start(tls: Bool = false, nkey: String? = nil) async throws -> NATSServer {
+        let server = try prepare(tls: tls, nkey: nkey)
         try await server.run()
         return server
     }
 
     /// A port and a store, with no server running yet: `run` starts it.
-    public static func prepare(tls: Bool = false) throws -> NATSServer {
+    public static func prepare(tls: Bool = false, nkey: String? = nil) throws -> NATSServer {
         let directory = try temporaryDirectory()
+        if let nkey {
+            try "authorization { users = [ { nkey: \(nkey) } ] }\n".write(to: directory.appendingPathComponent("server.conf"), atomically: true, encoding: .utf8)
+        }
         var caFile: String?
         if tls {
             let pki = try TestPKI()
@@ -49,7 +53,8 @@ public final class NATSServer: @unchecked Sendable {
     public func run() async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDirectory.appendingPathComponent("store").path]
+        let config = storeDirectory.appendingPathComponent("server.conf").path
+        process.arguments = (FileManager.default.fileExists(atPath: config) ? ["-c", config] : []) + ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDirectory.appendingPathComponent("store").path]
             + (caFile == nil ? [] : ["--tls", "--tlscert", storeDirectory.appendingPathComponent("server.pem").path,
                                      "--tlskey", storeDirectory.appendingPathComponent("server-key.pem").path])
         process.standardOutput = FileHandle.nullDevice

@@ -45,6 +45,8 @@ public struct NATSSinkOptions: Sendable {
     public var user: String?
     public var password: String?
     public var credentialsFile: String?
+    /// A user nkey seed file (`SU...`); the public key is derived from it.
+    public var nkeySeedFile: String?
     public var caFile: String?
     /// PubAcks awaited at once.
     public var maxPending = 4096
@@ -152,6 +154,7 @@ public final class NATSSink: Sink {
         settings.user = options.user
         settings.password = options.password
         settings.credentialsFile = options.credentialsFile
+        if let seedFile = options.nkeySeedFile { settings.nkey = (try NKey.userPublicKey(seedFile: seedFile), seedFile) }
         settings.caFile = options.caFile
         settings.maxPending = options.maxPending
         publisher = try JetStreamPublisher(settings: settings, logger: logger)

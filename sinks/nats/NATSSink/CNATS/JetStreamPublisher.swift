@@ -13,6 +13,8 @@ struct NATSConnectionSettings: Sendable {
     var password: String?
     /// A `.creds` file: a user JWT and its nkey seed.
     var credentialsFile: String?
+    /// A user nkey: its public key and the seed file that signs the server's nonce.
+    var nkey: (publicKey: String, seedFile: String)?
     var caFile: String?
     /// PubAcks awaited at once; a publish beyond them waits in the library.
     var maxPending: Int = 4096
@@ -196,6 +198,7 @@ final class JetStreamPublisher: Sendable {
         if let token = settings.token { try check("token", natsOptions_SetToken(options, token)) }
         if let user = settings.user { try check("user", natsOptions_SetUserInfo(options, user, settings.password)) }
         if let file = settings.credentialsFile { try check("credentials \(file)", natsOptions_SetUserCredentialsFromFiles(options, file, nil)) }
+        if let nkey = settings.nkey { try check("nkey seed \(nkey.seedFile)", natsOptions_SetNKeyFromSeed(options, nkey.publicKey, nkey.seedFile)) }
         if let ca = settings.caFile {
             try check("TLS", natsOptions_SetSecure(options, true))
             try check("CA \(ca)", natsOptions_LoadCATrustedCertificates(options, ca))
@@ -233,6 +236,23 @@ final class JetStreamPublisher: Sendable {
             }
             if config.pointee.Duplicates == 0 {
                 logger.warning("the JetStream stream \(settings.name) has no duplicate window: what kubebridge sends again after a restart is stored twice")
+            }
+            if settings.create {
+                // The stream exists: kubebridge does not change a stream it finds, but says where it differs from the configuration.
+                let window = Int64(settings.duplicateWindow.components.seconds) * 1_000_000_000
+                var differences: [String] = []
+                if config.pointee.Retention.rawValue != UInt32(settings.retention) {
+                    let names = NATSSinkOptions.Retention.allCases.map(\.rawValue)
+                    let found = Int(config.pointee.Retention.rawValue)
+                    differences.append("retention \(found < names.count ? names[found] : "\(found)") (configured \(names[settings.retention]))")
+                }
+                if config.pointee.Replicas != Int64(settings.replicas) { differences.append("replicas \(config.pointee.Replicas) (configured \(settings.replicas))") }
+                if config.pointee.Duplicates != 0, config.pointee.Duplicates != window {
+                    differences.append("duplicate window \(config.pointee.Duplicates / 1_000_000_000)s (configured \(window / 1_000_000_000)s)")
+                }
+                if !differences.isEmpty {
+                    logger.warning("the JetStream stream \(settings.name) exists with \(differences.joined(separator: ", ")); kubebridge uses it as it is")
+                }
             }
             return
         }
