@@ -24,6 +24,8 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .target(
@@ -54,6 +56,7 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
         .systemLibrary(
@@ -120,6 +123,7 @@ let package = Package(
                 "KubeAPI",
                 "BridgeCore",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
         .target(
@@ -136,6 +140,11 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         .target(
@@ -161,6 +170,10 @@ let package = Package(
                 "KubeTestServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .target(
@@ -217,7 +230,10 @@ let package = Package(
         ),
         .testTarget(name: "KubeInformerTests", dependencies: ["KubeInformer", "BridgeCore", "KubeTestServer", "TestSupport"]),
         .testTarget(name: "KubeTestServerTests", dependencies: ["KubeTestServer", "TestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["KubeAPI", "KubeTestServer", "TestSupport"]),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["KubeAPI", "KubeTestServer", "TestSupport", .product(name: "AsyncHTTPClient", package: "async-http-client")]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -7,8 +7,11 @@ import KubeAPI
 import KubeInformer
 import Logging
 import NATSSink
+import Prometheus
 import WebhookSink
+import NIOCore
 import ServiceLifecycle
+import Synchronization
 
 /// kubebridge assembled from its configuration: informers → bridge → pipelines → sinks, and the
 /// checkpointer. Services start in that dependency order and stop in reverse: on SIGTERM the
@@ -24,11 +27,19 @@ public struct BridgeRuntime: Sendable {
     let deadLetters: DeadLetterFile
     let sinks: [any Sink]
     let logger: Logger
+    let metricsRegistry: PrometheusCollectorRegistry?
+    /// The checkpoint each scope resumed from.
+    let resumedFrom: [WatchScope: String]
+    /// The operations endpoints, when configured.
+    public private(set) var operations: OperationsServer?
 
     /// Opens the state, the sinks and the cluster client; nothing runs yet.
-    public init(configuration: Configuration, logger: Logger, probe: (any BridgeProbe)? = nil) async throws {
+    /// `metrics`: the registry the process's metrics go to (see `MetricsSystem.bootstrap`), which
+    /// `/metrics` shows.
+    public init(configuration: Configuration, logger: Logger, probe: (any BridgeProbe)? = nil, metrics: PrometheusCollectorRegistry? = nil) async throws {
         self.configuration = configuration
         self.logger = logger
+        metricsRegistry = metrics
         let kubeConfiguration = try KubeConfigLoader.load(kubeconfig: configuration.cluster.kubeconfig, context: configuration.cluster.context)
         do {
             try FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
@@ -37,6 +48,7 @@ public struct BridgeRuntime: Sendable {
         }
         store = try SQLiteCheckpointStore(path: "\(configuration.stateDirectory)/checkpoints.sqlite")
         let checkpoints = try await store.load()
+        resumedFrom = checkpoints.compactMapValues(\.resourceVersion)
         deadLetters = try DeadLetterFile(path: "\(configuration.stateDirectory)/dead-letters.jsonl")
         var sinks: [any Sink] = []
         do {
@@ -61,6 +73,19 @@ public struct BridgeRuntime: Sendable {
             throw error
         }
         self.sinks = sinks
+        // The server binds now and answers once the runtime is whole, at the end of this init.
+        let responder = ResponderBox()
+        if let address = configuration.operationsAddress {
+            do {
+                operations = try await OperationsServer(host: address.host, port: address.port, logger: logger) { path in
+                    await responder.respond(path)
+                }
+            } catch {
+                for sink in sinks { try? await sink.close() }
+                try? await store.close()
+                throw error
+            }
+        }
         // The client comes last: nothing after it can fail, so it never needs a shutdown here.
         client = try KubeClient(configuration: kubeConfiguration, logger: logger)
         checkpointer = Checkpointer(store: store, interval: configuration.checkpointInterval, logger: logger)
@@ -73,6 +98,11 @@ public struct BridgeRuntime: Sendable {
             checkpoints[scope].map { ResumePoint(resourceVersion: $0.resourceVersion, known: $0.known) }
         }, logger: logger)
         logger.info("resuming \(checkpoints.count) watch scopes from \(store.path)")
+        if let operations {
+            let runtime = self
+            responder.set { path in await runtime.respond(to: path) }
+            logger.info("operations endpoints on http://\(configuration.operationsAddress!.host):\(operations.port) (/metrics /healthz /readyz /status)")
+        }
     }
 
     /// Runs until SIGTERM or SIGINT (graceful), until `stopAfter` has passed (graceful too), or
@@ -85,7 +115,7 @@ public struct BridgeRuntime: Sendable {
                       // A sink that cannot go on stops the watches first and the checkpointer last.
                       failureTerminationBehavior: .gracefullyShutdownGroup),
                 .init(service: InformerService(supervisor: supervisor, bridge: bridge)),
-            ],
+            ] + (operations.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []),
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         do {
@@ -116,6 +146,22 @@ public struct BridgeRuntime: Sendable {
         try await deadLetters.close()
         try await store.close()
         try await client.shutdown()
+    }
+}
+
+/// The operations server's way to the runtime, which does not exist yet when the server binds.
+final class ResponderBox: Sendable {
+    private let handler = Mutex<(@Sendable (String) async -> OperationsServer.Response)?>(nil)
+
+    func set(_ respond: @escaping @Sendable (String) async -> OperationsServer.Response) {
+        handler.withLock { $0 = respond }
+    }
+
+    func respond(_ path: String) async -> OperationsServer.Response {
+        guard let respond = handler.withLock({ $0 }) else {
+            return OperationsServer.Response(status: .serviceUnavailable, body: ByteBuffer(string: "starting\n"))
+        }
+        return await respond(path)
     }
 }
 

@@ -64,6 +64,16 @@ public struct Configuration: Sendable {
     /// How long a graceful shutdown may spend delivering what is buffered.
     public var drainTimeout: Duration = .seconds(30)
     public var logLevel = "info"
+    /// `logfmt` (the default) or `json`.
+    public var logFormat = LogFormat.logfmt
+    /// Where `/metrics`, `/healthz`, `/readyz` and `/status` are served; nil: nowhere. Port 0
+    /// picks a free one.
+    public var operationsAddress: (host: String, port: Int)? = Configuration.defaultOperationsAddress
+
+    /// All interfaces in a pod, so that the kubelet and Prometheus reach it; localhost elsewhere.
+    public static var defaultOperationsAddress: (host: String, port: Int) {
+        (ProcessInfo.processInfo.environment["KUBERNETES_SERVICE_HOST"] == nil ? "127.0.0.1" : "0.0.0.0", 8080)
+    }
 
     public init() {}
 
@@ -185,7 +195,7 @@ struct ConfigReader {
 
     mutating func configuration(_ root: Node) -> Configuration {
         var configuration = Configuration()
-        let top = mapping(root, "", allowed: ["cluster", "state", "resources", "events", "sinks", "checkpoint", "shutdown", "logging"])
+        let top = mapping(root, "", allowed: ["cluster", "state", "resources", "events", "sinks", "checkpoint", "shutdown", "logging", "operations"])
         if let cluster = top["cluster"] {
             let fields = mapping(cluster, "cluster", allowed: ["name", "kubeconfig", "context"])
             if let name = string(fields["name"], "cluster.name") { configuration.cluster.name = name }
@@ -219,8 +229,22 @@ struct ConfigReader {
             let fields = mapping(shutdown, "shutdown", allowed: ["drainTimeout"])
             if let timeout = duration(fields["drainTimeout"], "shutdown.drainTimeout") { configuration.drainTimeout = timeout }
         }
+        if let operations = top["operations"] {
+            let fields = mapping(operations, "operations", allowed: ["address"])
+            if let address = string(fields["address"], "operations.address") {
+                if address.isEmpty || address == "off" {
+                    configuration.operationsAddress = nil
+                } else if let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) {
+                    let host = String(address[..<colon])
+                    configuration.operationsAddress = (host.isEmpty ? "0.0.0.0" : host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port)
+                } else {
+                    problem(fields["address"]!, "operations.address", "expected host:port (:8080 for every interface, off for none), got \"\(address)\"")
+                }
+            }
+        }
         if let logging = top["logging"] {
-            let fields = mapping(logging, "logging", allowed: ["level"])
+            let fields = mapping(logging, "logging", allowed: ["level", "format"])
+            if let format = choice(fields["format"], "logging.format", of: LogFormat.self) { configuration.logFormat = format }
             if let level = string(fields["level"], "logging.level") {
                 if ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) {
                     configuration.logLevel = level

@@ -21,6 +21,9 @@ public struct AckTracker: Sendable {
         public var scope: WatchScope
         public var resourceVersion: String
         public var confirmed: [ConfirmedChange]
+        /// When the newest change or progress now covered was registered: the checkpoint's age
+        /// counts from it.
+        public var coveredUntil: ContinuousClock.Instant
     }
 
     /// The identity a confirmed change leaves in the known-objects index.
@@ -38,6 +41,7 @@ public struct AckTracker: Sendable {
     struct Entry {
         var sequence: UInt64
         var resourceVersion: String
+        var registeredAt: ContinuousClock.Instant
         /// Bit i set: sink i has not acknowledged yet.
         var pending: UInt64
         var change: ConfirmedChange?
@@ -72,7 +76,7 @@ public struct AckTracker: Sendable {
 
     /// Registers an event in arrival order. A change gets a token to acknowledge; progress is
     /// acknowledged already and returns the advance it may cause.
-    public mutating func register(_ event: ResourceEvent) -> (token: Token?, advance: Advance?) {
+    public mutating func register(_ event: ResourceEvent, at now: ContinuousClock.Instant = .now) -> (token: Token?, advance: Advance?) {
         let pending = allPending
         let slot = slot(event.scope)
         let sequence = states[slot].nextSequence
@@ -81,13 +85,13 @@ public struct AckTracker: Sendable {
         case .change(let change):
             let meta = change.metadata
             states[slot].entries.append(Entry(
-                sequence: sequence, resourceVersion: meta.resourceVersion, pending: pending,
+                sequence: sequence, resourceVersion: meta.resourceVersion, registeredAt: now, pending: pending,
                 change: ConfirmedChange(type: change.type, apiVersion: meta.apiVersion, kind: meta.kind, uid: meta.uid,
                                         namespace: meta.namespace, name: meta.name,
                                         resourceVersion: meta.resourceVersion, generation: meta.generation)))
             return (Token(scope: event.scope, sequence: sequence), nil)
         case .progress(_, let resourceVersion):
-            states[slot].entries.append(Entry(sequence: sequence, resourceVersion: resourceVersion, pending: 0, change: nil))
+            states[slot].entries.append(Entry(sequence: sequence, resourceVersion: resourceVersion, registeredAt: now, pending: 0, change: nil))
             return (nil, Self.retire(event.scope, &states[slot]))
         }
     }
@@ -107,11 +111,11 @@ public struct AckTracker: Sendable {
 
     private static func retire(_ scope: WatchScope, _ state: inout ScopeState) -> Advance? {
         var confirmed: [ConfirmedChange] = []
-        var newest: String?
+        var newest: (resourceVersion: String, registeredAt: ContinuousClock.Instant)?
         while state.head < state.entries.count, state.entries[state.head].pending == 0 {
             let entry = state.entries[state.head]
             if let change = entry.change { confirmed.append(change) }
-            newest = entry.resourceVersion
+            newest = (entry.resourceVersion, entry.registeredAt)
             state.head += 1
         }
         if state.head > 1024, state.head * 2 > state.entries.count {
@@ -119,8 +123,8 @@ public struct AckTracker: Sendable {
             state.head = 0
         }
         guard let newest else { return nil }
-        state.watermark = newest
-        return Advance(scope: scope, resourceVersion: newest, confirmed: confirmed)
+        state.watermark = newest.resourceVersion
+        return Advance(scope: scope, resourceVersion: newest.resourceVersion, confirmed: confirmed, coveredUntil: newest.registeredAt)
     }
 
     public func watermark(of scope: WatchScope) -> String? {

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Logging
 import Synchronization
@@ -21,6 +22,9 @@ public final class Bridge: Sendable {
     let logger: Logger
     let probe: (any BridgeProbe)?
     private let counts = Mutex<(received: Int, unencodable: Int)>((0, 0))
+    private let receivedCounters = CounterCache(MetricName.changesReceived)
+    private let filteredCounters = CounterCache(MetricName.filtered)
+    private let unencodableCounter = Counter(label: MetricName.unencodable)
 
     /// The tracker, shared by the bridge and its pipelines' acknowledgement callbacks.
     final class TrackerBox: Sendable {
@@ -67,6 +71,8 @@ public final class Bridge: Sendable {
             }
         case .change(let change):
             counts.withLock { $0.received += 1 }
+            let now = ContinuousClock.now
+            receivedCounters.increment([change.resource.metricLabel, change.type.rawValue], names: ["resource", "type"])
             let envelope: Envelope
             do {
                 envelope = try envelopes.envelope(for: change, receivedAt: Date())
@@ -74,7 +80,7 @@ public final class Bridge: Sendable {
                 try await unencodable(change, error: error)
                 return
             }
-            guard let token = tracker.state.withLock({ $0.register(event).token }) else { return }
+            guard let token = tracker.state.withLock({ $0.register(event, at: now).token }) else { return }
             probe?.registered(token)
             let recording = change.unrecorded ? await recorder.add(UnrecordedObject(change)) : 0
             var skipping: [Int] = []
@@ -82,10 +88,11 @@ public final class Bridge: Sendable {
                 let filter = pipeline.options.filter
                 guard filter.acceptsAll || filter.accepts(resource: change.resource, namespace: change.metadata.namespace, type: change.type) else {
                     skipping.append(pipeline.index)
+                    filteredCounters.increment([pipeline.sink.name], names: ["sink"])
                     continue
                 }
                 try await pipeline.enqueue(OutboundEvent(envelope: envelope, token: token, resource: change.resource, namespace: change.metadata.namespace,
-                                                         recording: recording))
+                                                         recording: recording, receivedAt: now))
             }
             if !skipping.isEmpty { await acknowledge(token, sinks: skipping) }
         }
@@ -95,6 +102,7 @@ public final class Bridge: Sendable {
     /// as it is, since it may hold a Secret, but written to the dead-letter file and counted.
     private func unencodable(_ change: Change, error: Error) async throws {
         counts.withLock { $0.unencodable += 1 }
+        unencodableCounter.increment()
         logger.error("cannot build the event of \(change.resource) \(change.metadata.namespace ?? "")/\(change.metadata.name) at \(change.metadata.resourceVersion): \(error)")
         let token = tracker.state.withLock { $0.register(.change(change)).token }
         if let deadLetters, let token {
@@ -131,5 +139,10 @@ public final class Bridge: Sendable {
 
     public func watermark(of scope: WatchScope) -> String? {
         tracker.state.withLock { $0.watermark(of: scope) }
+    }
+
+    /// Changes of a scope received and not yet confirmed by every sink.
+    public func unconfirmed(in scope: WatchScope) -> Int {
+        tracker.state.withLock { $0.unconfirmed(in: scope) }
     }
 }

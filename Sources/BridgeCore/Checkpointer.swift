@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 
 /// Saves the watermarks and the confirmed known objects: at most once per interval (or as soon as
@@ -12,6 +13,11 @@ public actor Checkpointer {
     private var pendingChanges = 0
     private var wake: CheckedContinuation<Void, Never>?
     public private(set) var saves = 0
+    /// Per scope, when the newest change or progress covered by the pending and the saved
+    /// checkpoint was registered.
+    private var pendingCoveredUntil: [WatchScope: ContinuousClock.Instant] = [:]
+    private var savedCoveredUntil: [WatchScope: ContinuousClock.Instant] = [:]
+    private let saveCounter = Counter(label: MetricName.checkpointSaves)
 
     public init(store: any CheckpointStore, interval: Duration = .seconds(1), maxPendingChanges: Int = 10_000, logger: Logger) {
         self.store = store
@@ -39,6 +45,7 @@ public actor Checkpointer {
             }
         }
         pending[advance.scope] = delta
+        pendingCoveredUntil[advance.scope] = advance.coveredUntil
         pendingChanges += advance.confirmed.count
         if pendingChanges >= maxPendingChanges, let wake {
             self.wake = nil
@@ -50,12 +57,17 @@ public actor Checkpointer {
     public func flush() async throws {
         guard !pending.isEmpty else { return }
         let deltas = Array(pending.values)
+        let covered = pendingCoveredUntil
         pending = [:]
+        pendingCoveredUntil = [:]
         pendingChanges = 0
         do {
             try await store.save(deltas)
             saves += 1
+            saveCounter.increment()
+            savedCoveredUntil.merge(covered) { max($0, $1) }
         } catch {
+            pendingCoveredUntil.merge(covered) { max($0, $1) }
             // Put them back, merged under anything recorded meanwhile, and report.
             for delta in deltas {
                 if var newer = pending[delta.scope] {
@@ -73,6 +85,12 @@ public actor Checkpointer {
             }
             throw error
         }
+    }
+
+    /// How old each scope's saved checkpoint is: the time since the newest change or progress it
+    /// covers was received. A scope with nothing saved yet is left out.
+    public func ages(at now: ContinuousClock.Instant = .now) -> [WatchScope: Duration] {
+        savedCoveredUntil.mapValues { $0.duration(to: now) }
     }
 
     /// Saves periodically until cancelled, then once more.

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import Synchronization
 
@@ -43,6 +44,24 @@ public final class Pipeline: Sendable {
     let beforeDelivery: @Sendable ([OutboundEvent]) async -> Void
     let logger: Logger
     private let state = Mutex<(status: Status, delivered: Int, retried: Int, deadLettered: Int)>((.running, 0, 0, 0))
+    private let metrics: Metrics
+
+    struct Metrics {
+        let delivered: Counter
+        let failed: Counter
+        let retried: Counter
+        let deadLettered: Counter
+        let latency: CoreMetrics.Timer
+
+        init(sink: String) {
+            let dimensions = [("sink", sink)]
+            delivered = Counter(label: MetricName.delivered, dimensions: dimensions)
+            failed = Counter(label: MetricName.failed, dimensions: dimensions)
+            retried = Counter(label: MetricName.retried, dimensions: dimensions)
+            deadLettered = Counter(label: MetricName.deadLettered, dimensions: dimensions)
+            latency = CoreMetrics.Timer(label: MetricName.deliveryLatency, dimensions: dimensions, preferredDisplayUnit: .seconds)
+        }
+    }
 
     /// `beforeDelivery` runs before each batch goes to the sink the first time.
     public init(sink: any Sink, index: Int, options: Options = Options(), deadLetters: DeadLetterFile?,
@@ -58,6 +77,7 @@ public final class Pipeline: Sendable {
         var logger = logger
         logger[metadataKey: "sink"] = "\(sink.name)"
         self.logger = logger
+        metrics = Metrics(sink: sink.name)
     }
 
     public var status: Status { state.withLock { $0.status } }
@@ -65,6 +85,8 @@ public final class Pipeline: Sendable {
     public var retried: Int { state.withLock { $0.retried } }
     public var deadLettered: Int { state.withLock { $0.deadLettered } }
     public var buffered: Int { buffer.count }
+    public var bufferedBytes: Int { buffer.byteCount }
+    public var bufferCapacity: Int { buffer.maxCount }
 
     /// Hands an event to the pipeline, waiting while its buffer is full.
     public func enqueue(_ event: OutboundEvent) async throws {
@@ -100,6 +122,7 @@ public final class Pipeline: Sendable {
         var remaining = batch
         var attempt = 0
         while !remaining.isEmpty {
+            if attempt > 0 { metrics.retried.increment(by: remaining.count) }
             let outcomes = await sink.deliver(remaining)
             precondition(outcomes.count == remaining.count, "\(sink.name) returned \(outcomes.count) outcomes for \(remaining.count) events")
             var confirmed: [AckTracker.Token] = []
@@ -124,6 +147,16 @@ public final class Pipeline: Sendable {
                 state.delivered += confirmed.count
                 state.retried += again.count
             }
+            if !confirmed.isEmpty {
+                let now = ContinuousClock.now
+                var delivered = 0
+                for (event, outcome) in zip(remaining, outcomes) where outcome == .delivered || outcome.isRejection {
+                    if outcome == .delivered { delivered += 1 }
+                    metrics.latency.recordNanoseconds(Self.nanoseconds(event.receivedAt.duration(to: now)))
+                }
+                metrics.delivered.increment(by: delivered)
+            }
+            if !again.isEmpty { metrics.failed.increment(by: again.count) }
             if !confirmed.isEmpty { await acknowledge(confirmed, index) }
             if let fatal {
                 logger.error("the sink cannot go on: \(fatal). The checkpoint stays before the first event not delivered, so nothing is lost when kubebridge is started again")
@@ -139,8 +172,14 @@ public final class Pipeline: Sendable {
         return true
     }
 
+    static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+
     private func deadLetter(_ event: OutboundEvent, reason: String) async throws {
         state.withLock { $0.deadLettered += 1 }
+        metrics.deadLettered.increment()
         logger.error("event \(event.envelope.id) rejected for good: \(reason); written to the dead-letter file")
         guard let deadLetters else {
             logger.error("no dead-letter file is configured: event \(event.envelope.id) (\(event.envelope.subject)) is only logged")

@@ -11,15 +11,19 @@ public struct OutboundEvent: Sendable {
     /// The `ObjectRecorder` number to wait for before a sink may see the event; 0 when the object
     /// has its checkpoint row already.
     public var recording: UInt64
+    /// When the bridge received the change, for the delivery latency.
+    public var receivedAt: ContinuousClock.Instant
     /// The object's size, for the buffer's byte bound.
     public var size: Int { envelope.data.readableBytes + 512 }
 
-    public init(envelope: Envelope, token: AckTracker.Token, resource: GroupVersionResource, namespace: String?, recording: UInt64 = 0) {
+    public init(envelope: Envelope, token: AckTracker.Token, resource: GroupVersionResource, namespace: String?, recording: UInt64 = 0,
+                receivedAt: ContinuousClock.Instant = .now) {
         self.envelope = envelope
         self.token = token
         self.resource = resource
         self.namespace = namespace
         self.recording = recording
+        self.receivedAt = receivedAt
     }
 }
 
@@ -69,6 +73,14 @@ public protocol Sink: Sendable {
 
     /// Flushes what is pending and releases the sink's resources.
     func close() async throws
+
+    /// Whether the sink can deliver now (connected to its broker, say), for readiness; nil when
+    /// the sink cannot tell before it tries.
+    var isConnected: Bool? { get }
+}
+
+extension Sink {
+    public var isConnected: Bool? { nil }
 }
 
 /// Where rejected events go, with the reason: never dropped silently.
@@ -96,5 +108,12 @@ public final class DeadLetterFile: Sendable {
 
     public func close() async throws {
         try await writer.close()
+    }
+}
+
+extension DeliveryOutcome {
+    var isRejection: Bool {
+        if case .rejected = self { return true }
+        return false
     }
 }

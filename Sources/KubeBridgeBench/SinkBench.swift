@@ -85,6 +85,7 @@ func measureBridge(server: ServerProcess, sink: Configuration.Sink, objects: Int
     configuration.stateDirectory = stateDirectory
     configuration.selection.include = ["core/v1/configmaps"]
     configuration.sinks = [sink]
+    configuration.operationsAddress = nil
     let probe = LatencyProbe()
     let baseline = residentBytes()
     let runtime = try await BridgeRuntime(configuration: configuration, logger: benchLogger(), probe: probe)

@@ -1,4 +1,5 @@
 import BridgeCore
+import CoreMetrics
 import KubeAPI
 import Logging
 import Synchronization
@@ -58,6 +59,9 @@ public struct Watcher: Sendable {
         self.logger = logger
     }
 
+    /// What this watcher follows.
+    var scope: WatchScope { WatchScope(resource.gvr, namespace: options.namespace) }
+
     /// Runs until the task is cancelled (returns nil) or the resource goes away.
     public func run(
         resumeFrom resourceVersion: String? = nil, known: KnownObjects = KnownObjects(),
@@ -69,6 +73,12 @@ public struct Watcher: Sendable {
         var action = machine.start(resumeFrom: resourceVersion)
         var warnedForbidden = false
         let scope = machine.scope
+        // A list after the first, or any list of a watcher that resumed from a checkpoint, is a relist.
+        var lists = resourceVersion == nil ? 0 : 1
+        func listing() {
+            lists += 1
+            if lists > 1 { observer.record(.relisted, scope: scope) }
+        }
         observer.setState(resourceVersion == nil ? .starting : .watching, of: scope)
         let emit: @Sendable (ResourceEvent) async throws -> Void = { event in
             if case .progress = event { observer.setState(.watching, of: scope) }
@@ -77,12 +87,13 @@ public struct Watcher: Sendable {
         while !Task.isCancelled {
             switch action {
             case .list(let token):
+                if token == nil { listing() }
                 do {
                     let page = try await client.list(resource.gvr, namespace: options.namespace, options: ListOptions(
                         limit: options.pageSize, continueToken: token, labelSelector: options.labelSelector))
                     let (events, next) = machine.pageReceived(page)
                     for event in events { try await emit(event) }
-                    if token == nil { observer.record(.listed) }
+                    if token == nil { observer.record(.listed, scope: scope) }
                     action = next
                 } catch let error as KubeAPIError {
                     action = machine.failed(error)
@@ -93,6 +104,7 @@ public struct Watcher: Sendable {
                     resourceVersion: version, timeoutSeconds: Int.random(in: options.watchTimeoutSeconds, using: &random),
                     labelSelector: options.labelSelector), emit: emit)
             case .streamingList:
+                listing()
                 action = try await stream(&machine, options: WatchOptions(
                     resourceVersionMatch: "NotOlderThan", timeoutSeconds: Int.random(in: options.watchTimeoutSeconds, using: &random),
                     sendInitialEvents: true, labelSelector: options.labelSelector), emit: emit)
@@ -115,7 +127,7 @@ public struct Watcher: Sendable {
                         logger.warning("forbidden: kubebridge may not list or watch \(resource.gvr); other resources go on. Grant list and watch (see `kubebridge rbac`); retrying every \(options.forbiddenRetry)")
                         warnedForbidden = true
                     }
-                    observer.record(.forbidden)
+                    observer.record(.forbidden, scope: scope)
                 }
                 try await Task.sleep(for: pause)
                 action = machine.waited()
@@ -136,23 +148,23 @@ public struct Watcher: Sendable {
     ) async throws -> WatcherStateMachine.Action {
         do {
             let stream = try await client.watch(resource.gvr, namespace: options.namespace, options: watchOptions)
-            observer.record(.watchStarted)
+            observer.record(.watchStarted, scope: scope)
             for try await frame in stream {
                 let (events, outcome) = machine.frameReceived(frame)
                 for event in events { try await emit(event) }
                 if case .stopReading(let next) = outcome {
                     if case .error(let status) = frame {
-                        observer.record(status.code == 410 ? .restarted(.gone) : .restarted(.error))
+                        observer.record(status.code == 410 ? .restarted(.gone) : .restarted(.error), scope: scope)
                         logger.info("watch ended with \(status.code ?? 0) \(status.reason ?? ""): \(status.message ?? "")")
                     }
                     return next
                 }
             }
-            observer.record(.restarted(.timeout))
+            observer.record(.restarted(.timeout), scope: scope)
             return machine.streamEnded()
         } catch let error as KubeAPIError {
             report(error, during: "watch")
-            observer.record(.restarted(error.isGone ? .gone : error.code == .timeout ? .stalled : .error))
+            observer.record(.restarted(error.isGone ? .gone : error.code == .timeout ? .stalled : .error), scope: scope)
             return machine.failed(error)
         }
     }
@@ -161,7 +173,7 @@ public struct Watcher: Sendable {
         if error.isForbidden { return }
         switch error.code {
         case .malformedResponse, .lineTooLong:
-            observer.record(.malformedStream)
+            observer.record(.malformedStream, scope: scope)
             logger.error("\(phase) of \(resource.gvr) failed: \(error); restarting from the last good resourceVersion")
         default:
             if error.isGone {
@@ -198,6 +210,7 @@ public final class WatcherObserver: Sendable {
         }
 
         case listed
+        case relisted
         case watchStarted
         case restarted(RestartReason)
         case forbidden
@@ -205,20 +218,35 @@ public final class WatcherObserver: Sendable {
     }
 
     private let counts = Mutex<[Occurrence: Int]>([:])
-    private let states = Mutex<[WatchScope: WatchState]>([:])
+    private let stateTable = Mutex<[WatchScope: WatchState]>([:])
 
     public init() {}
 
     func setState(_ state: WatchState, of scope: WatchScope) {
-        states.withLock { $0[scope] = state }
+        stateTable.withLock { $0[scope] = state }
     }
 
     public func state(of scope: WatchScope) -> WatchState? {
-        states.withLock { $0[scope] }
+        stateTable.withLock { $0[scope] }
     }
 
-    func record(_ occurrence: Occurrence) {
+    func record(_ occurrence: Occurrence, scope: WatchScope) {
         counts.withLock { $0[occurrence, default: 0] += 1 }
+        switch occurrence {
+        case .restarted(let reason):
+            Counter(label: MetricName.watchRestarts, dimensions: [("resource", scope.resource.metricLabel), ("reason", reason.rawValue)]).increment()
+        case .relisted:
+            Counter(label: MetricName.relists, dimensions: [("resource", scope.resource.metricLabel)]).increment()
+        case .malformedStream:
+            Counter(label: MetricName.watchRestarts, dimensions: [("resource", scope.resource.metricLabel), ("reason", "malformed")]).increment()
+        case .listed, .watchStarted, .forbidden:
+            break
+        }
+    }
+
+    /// Every watch's state now.
+    public var states: [WatchScope: WatchState] {
+        stateTable.withLock { $0 }
     }
 
     public func count(_ occurrence: Occurrence) -> Int {

@@ -47,6 +47,8 @@ struct Demo: AsyncParsableCommand {
         configuration.stateDirectory = root.appendingPathComponent("state").path
         let events = root.appendingPathComponent("events.jsonl").path
         configuration.sinks = [Configuration.Sink(name: "demo-file", kind: .file(Configuration.FileSinkConfiguration(path: events)))]
+        // The demo's endpoints are on a free port, so that it runs beside anything on 8080.
+        configuration.operationsAddress = ("127.0.0.1", 0)
         do {
             let runtime = try await BridgeRuntime(configuration: configuration, logger: Logger(label: "kubebridge"))
             try await demo(runtime: runtime, server: server, events: events)

@@ -20,10 +20,12 @@ struct KubeBridge: AsyncParsableCommand {
 
             The cluster comes from --kubeconfig, then $KUBECONFIG, then the pod's service account, then ~/.kube/config.
             """,
-        subcommands: [Run.self, CheckConfig.self, Discover.self, Demo.self, TestAPIServer.self])
+        subcommands: [Run.self, CheckConfig.self, Status.self, Discover.self, Demo.self, TestAPIServer.self])
 
-    static func bootstrapLogging(level: Logger.Level) {
+    /// Plain lines for the interactive commands; `run` writes logfmt or JSON.
+    static func bootstrapLogging(level: Logger.Level, format: LogFormat? = nil) {
         LoggingSystem.bootstrap { label in
+            if let format { return StructuredLogHandler(label: label, format: format, level: level) }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler

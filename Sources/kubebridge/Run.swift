@@ -3,6 +3,8 @@ import BridgeApp
 import BridgeCore
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -34,6 +36,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Log level, overriding the configuration's (trace, debug, info, warning, error).")
     var logLevel: String?
 
+    @Option(help: "Log format, overriding the configuration's (logfmt or json).")
+    var logFormat: String?
+
     func run() async throws {
         let configuration: Configuration
         do {
@@ -42,11 +47,19 @@ struct Run: AsyncParsableCommand {
             for problem in error.problems { FileHandle.standardError.write(Data("kubebridge: error: \(problem)\n".utf8)) }
             throw ExitCode(2)
         }
-        KubeBridge.bootstrapLogging(level: Logger.Level(rawValue: logLevel ?? configuration.logLevel) ?? .info)
+        guard let format = LogFormat(rawValue: logFormat ?? configuration.logFormat.rawValue) else { throw fail("--log-format: logfmt or json") }
+        KubeBridge.bootstrapLogging(level: Logger.Level(rawValue: logLevel ?? configuration.logLevel) ?? .info, format: format)
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+            .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30), .seconds(60),
+        ]
+        MetricsSystem.bootstrap(factory)
         let logger = Logger(label: "kubebridge")
         let runtime: BridgeRuntime
         do {
-            runtime = try await BridgeRuntime(configuration: configuration, logger: logger)
+            runtime = try await BridgeRuntime(configuration: configuration, logger: logger, metrics: registry)
         } catch {
             throw fail(describe(error))
         }

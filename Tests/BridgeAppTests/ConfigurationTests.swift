@@ -185,6 +185,17 @@ struct ConfigurationTests {
         #expect(configuration.sinks[1].pipeline.filter.acceptsAll)
     }
 
+    @Test("operations address and log format", arguments: [
+        ("127.0.0.1:9090", "127.0.0.1", 9090), (":8080", "0.0.0.0", 8080), ("[::1]:8080", "::1", 8080), ("off", nil, nil),
+    ] as [(String, String?, Int?)])
+    func operations(address: String, host: String?, port: Int?) throws {
+        let configuration = try Configuration.parse("operations:\n  address: \"\(address)\"\nlogging:\n  format: json\nsinks:\n  - {type: file, path: x}\n",
+                                                    file: "bridge.yaml")
+        #expect(configuration.operationsAddress?.host == host && configuration.operationsAddress?.port == port)
+        #expect(configuration.logFormat == .json)
+        #expect(try Configuration.parse("sinks:\n  - {type: file, path: x}\n", file: "b.yaml").operationsAddress?.port == 8080)
+    }
+
     @Test("every problem is reported, each with its line and key", arguments: [
         ("sinks:\n  - type: nats\n    stream: S\n", ["bridge.yaml:2: sinks[0].servers: a NATS sink needs at least one server"]),
         ("sinks:\n  - type: nats\n    servers: [nats://n:4222]\n    subject: kube.{name}-x\n", ["is not a placeholder on its own"]),
@@ -209,6 +220,8 @@ struct ConfigurationTests {
         ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    properties:\n      sasl.password: ${KUBEBRIDGE_TEST_UNSET}\n",
          ["bridge.yaml:5: sinks[0].properties.sasl.password: the environment variable KUBEBRIDGE_TEST_UNSET is not set"]),
         ("sinks:\n  - type: webhook\n    mode: binary\n", ["bridge.yaml:2: sinks[0].url: a webhook sink needs a url"]),
+        ("operations:\n  address: localhost\nsinks:\n  - {type: file, path: x}\n", ["bridge.yaml:2: operations.address: expected host:port"]),
+        ("logging:\n  format: text\nsinks:\n  - {type: file, path: x}\n", ["bridge.yaml:2: logging.format: expected logfmt or json"]),
         ("sinks:\n  - type: webhook\n    url: localhost:8080\n", ["sinks[0]: url \"localhost:8080\" is not an http:// or https:// URL"]),
         ("sinks:\n  - type: webhook\n    url: http://h/\n    mode: batched\n", ["sinks[0].mode: expected binary, structured or batch"]),
         ("sinks:\n  - type: webhook\n    url: http://h/\n    signingSecretEnv: KUBEBRIDGE_TEST_UNSET\n",

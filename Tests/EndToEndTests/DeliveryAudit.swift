@@ -114,6 +114,7 @@ enum CrashRun {
         churn.cancel()
         _ = try? await churn.value
         try bridge.start()
+        try await bridge.waitUntilWatching()
         let history = try await server.history().filter { resources.contains($0.storage) }
         return (history, history.map(\.resourceVersion).max() ?? 0)
     }

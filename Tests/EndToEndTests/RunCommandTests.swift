@@ -11,6 +11,8 @@ final class BridgeProcess: @unchecked Sendable {
     let directory: URL
     private var process: Process?
     let log: URL
+    /// Where the log of the latest start begins.
+    private var logOffset: UInt64 = 0
 
     /// Writes a configuration for `server` into `directory`.
     init(server: KubeTestServer, directory: URL, include: [String] = ["core/v1/configmaps", "core/v1/secrets", "apps/v1/deployments", "example.com/*/*"],
@@ -33,6 +35,8 @@ final class BridgeProcess: @unchecked Sendable {
               interval: 200ms
             logging:
               level: info
+            operations:
+              address: 127.0.0.1:0
             sinks:
               - type: file
                 name: out
@@ -51,7 +55,7 @@ final class BridgeProcess: @unchecked Sendable {
         process.environment = environment
         if !FileManager.default.fileExists(atPath: log.path) { _ = FileManager.default.createFile(atPath: log.path, contents: nil) }
         let handle = try FileHandle(forWritingTo: log)
-        handle.seekToEndOfFile()
+        logOffset = handle.seekToEndOfFile()
         process.standardOutput = handle
         process.standardError = handle
         try process.run()
@@ -78,6 +82,27 @@ final class BridgeProcess: @unchecked Sendable {
         return process.terminationStatus
     }
 
+    /// Waits until the latest start is watching: from then on SIGTERM is a graceful stop (before,
+    /// the signal handlers are not installed yet, and it ends the process at once).
+    func waitUntilWatching() async throws {
+        try await waitUntil(timeout: .seconds(20), interval: .milliseconds(50)) {
+            let text = (try? String(contentsOf: self.log, encoding: .utf8)) ?? ""
+            return text.utf8.dropFirst(Int(self.logOffset)).split(separator: UInt8(ascii: "\n")).contains { String(decoding: $0, as: UTF8.self).contains("msg=\"watching ") }
+        }
+    }
+
+    /// The operations endpoint's `host:port`, once the log names it.
+    func operationsAddress() async throws -> String {
+        var address: String?
+        try await waitUntil(timeout: .seconds(20)) {
+            let text = (try? String(contentsOf: self.log, encoding: .utf8)) ?? ""
+            guard let range = text.range(of: "operations endpoints on http://") else { return false }
+            address = String(text[range.upperBound...].prefix { $0 != " " })
+            return true
+        }
+        return address!
+    }
+
     /// The events written so far, parsed.
     func events() -> [[String: Any]] {
         guard let text = try? String(contentsOfFile: outputPath, encoding: .utf8) else { return [] }
@@ -98,8 +123,7 @@ final class BridgeProcess: @unchecked Sendable {
 struct RunCommandTests {
     static func server(history: Bool = false) async throws -> KubeTestServer {
         var options = KubeTestServer.Options()
-        // Plain HTTP: a TLS connection cancelled mid-stream lingers five seconds at shutdown (NIOSSL
-        // waits for the peer's close_notify), which would only slow these tests down.
+        // Plain HTTP: the TLS path is the client tests' subject; these tests are about the bridge.
         options.tls = false
         options.recordHistory = history
         options.bookmarkInterval = .milliseconds(500)

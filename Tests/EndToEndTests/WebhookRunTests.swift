@@ -29,7 +29,8 @@ struct WebhookRunTests {
         try await waitUntil(timeout: .seconds(60), interval: .seconds(1)) {
             delivered().contains { $0.resourceVersion == finalVersion }
         }
-        #expect(await bridge.stop() == 0)
+        let exit = await bridge.stop()
+        #expect(exit == 0, "\(((try? String(contentsOf: bridge.log, encoding: .utf8)) ?? "").suffix(3000))")
         let events = delivered()
         let fileEvents = bridge.events().compactMap { DeliveryAudit.Delivered($0) }
         let audit = DeliveryAudit(delivered: events, history: history, seenElsewhere: Set(fileEvents.map(\.uid)))

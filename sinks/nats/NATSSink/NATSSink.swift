@@ -168,7 +168,7 @@ public final class NATSSink: Sink {
     }
 
     /// Connected to a server now.
-    public var isConnected: Bool { publisher.isConnected }
+    public var isConnected: Bool? { publisher.isConnected }
 
     /// Waits until a server is connected and the stream is checked, at most `timeout`; what a
     /// readiness check wants to know.
