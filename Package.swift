@@ -232,7 +232,10 @@ let package = Package(
         .testTarget(name: "KubeTestServerTests", dependencies: ["KubeTestServer", "TestSupport"]),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["KubeAPI", "KubeTestServer", "TestSupport", .product(name: "AsyncHTTPClient", package: "async-http-client")]
+            dependencies: [
+                "KubeAPI", "KubeTestServer", "TestSupport", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Yams", package: "Yams"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -20,7 +20,7 @@ struct KubeBridge: AsyncParsableCommand {
 
             The cluster comes from --kubeconfig, then $KUBECONFIG, then the pod's service account, then ~/.kube/config.
             """,
-        subcommands: [Run.self, CheckConfig.self, Status.self, Discover.self, Demo.self, TestAPIServer.self])
+        subcommands: [Run.self, CheckConfig.self, Status.self, RBAC.self, Discover.self, Demo.self, TestAPIServer.self])
 
     /// Plain lines for the interactive commands; `run` writes logfmt or JSON.
     static func bootstrapLogging(level: Logger.Level, format: LogFormat? = nil) {

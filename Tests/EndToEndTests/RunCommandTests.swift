@@ -16,10 +16,10 @@ final class BridgeProcess: @unchecked Sendable {
 
     /// Writes a configuration for `server` into `directory`.
     init(server: KubeTestServer, directory: URL, include: [String] = ["core/v1/configmaps", "core/v1/secrets", "apps/v1/deployments", "example.com/*/*"],
-         extraSinks: String = "") throws {
+         extraSinks: String = "", user: KubeTestServer.KubeconfigUser = .admin) throws {
         self.directory = directory
         let kubeconfig = directory.appendingPathComponent("kubeconfig").path
-        try server.writeKubeconfig(to: kubeconfig)
+        try server.writeKubeconfig(to: kubeconfig, user: user)
         outputPath = directory.appendingPathComponent("out/events.jsonl").path
         configPath = directory.appendingPathComponent("bridge.yaml").path
         log = directory.appendingPathComponent("bridge.log")
