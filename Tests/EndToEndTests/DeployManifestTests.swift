@@ -1,5 +1,6 @@
 import Foundation
 import KubeAPI
+import KubeTestServer
 import Testing
 import TestSupport
 import Yams
@@ -113,5 +114,28 @@ struct DeployManifestTests {
         let config = try #require((configMap["data"] as? [String: Any])?["kubebridge.yaml"] as? String)
         let expected = try String(contentsOf: Self.deploy.appendingPathComponent("\(kustomization)/kubebridge.yaml"), encoding: .utf8)
         #expect(config == expected)
+    }
+
+    @Test("kubectl apply -k creates every object of an overlay on the test API server, and the Deployment reads back with its probes",
+          .enabled(if: kubectl != nil, "needs kubectl"))
+    func applyToTestServer() async throws {
+        let server = try await KubeTestServer.start()
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let kubeconfig = directory.appendingPathComponent("kubeconfig").path
+        try server.writeKubeconfig(to: kubeconfig)
+        let result = try await ProcessRunner.runBinary(Self.kubectl!, ["--kubeconfig", kubeconfig, "apply", "--validate=false", "-k",
+                                                                       Self.deploy.appendingPathComponent("overlays/webhook").path], timeout: 60)
+        let output = String(decoding: result.stdout, as: UTF8.self)
+        #expect(result.status == 0, "\(String(decoding: result.stderr, as: UTF8.self))")
+        for created in ["namespace/kubebridge", "serviceaccount/kubebridge", "clusterrole.rbac.authorization.k8s.io/kubebridge",
+                        "clusterrolebinding.rbac.authorization.k8s.io/kubebridge", "service/kubebridge-metrics",
+                        "persistentvolumeclaim/kubebridge-state", "deployment.apps/kubebridge"] {
+            #expect(output.contains("\(created) created"), "\(output)")
+        }
+        let (status, body) = try await server.perform("GET", "/apis/apps/v1/namespaces/kubebridge/deployments/kubebridge")
+        #expect(status == 200)
+        #expect(body.contains("\"/readyz\"") && body.contains("kubebridge-webhook"), "\(body)")
+        try await server.stop()
     }
 }
