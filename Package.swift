@@ -69,7 +69,9 @@ let package = Package(
             dependencies: [
                 "BridgeCore",
                 "CSQLite",
+                "KubeAPI",
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ]
         ),
         .target(
@@ -215,7 +217,7 @@ let package = Package(
             name: "BridgeCoreTests",
             dependencies: ["BridgeCore", "BridgeCheckpoint", "FileSink", "KubeModel", "TestSupport", .product(name: "NIOFoundationCompat", package: "swift-nio")]
         ),
-        .testTarget(name: "BridgeAppTests", dependencies: ["BridgeApp", "BridgeCore", "WebhookSink", "KubeTestServer", "TestSupport"]),
+        .testTarget(name: "BridgeAppTests", dependencies: ["BridgeApp", "BridgeCore", "BridgeCheckpoint", "KubeAPI", "WebhookSink", "KubeTestServer", "TestSupport"]),
         .testTarget(name: "KafkaSinkTests", dependencies: ["KafkaSink", "BridgeCore", "KubeAPI", "TestSupport"]),
         .testTarget(name: "NATSSinkTests", dependencies: ["NATSSink", "BridgeCore", "KubeAPI", "KubeTestServer", "TestSupport"]),
         .testTarget(

@@ -162,6 +162,15 @@ enum ObjectRules {
                 }
             }
         }
+        if definition.resource == "configmaps" {
+            // kube-apiserver's ValidateConfigMap: keys and values of data and binaryData together.
+            let size = ["data", "binaryData"].flatMap { object[$0]?.objectMembers ?? [] }.reduce(0) { total, member in
+                total + member.0.utf8.count + (member.1.stringValue?.utf8.count ?? 0)
+            }
+            if size > 1_048_576 {
+                causes.append(Cause(field: "[]", message: "Too long: must have at most 1048576 bytes", reason: "FieldValueTooLong"))
+            }
+        }
         if definition.resource == "customresourcedefinitions" {
             let spec = object["spec"]
             let group = spec?["group"]?.stringValue ?? ""

@@ -1,0 +1,326 @@
+import BridgeCore
+import Foundation
+import KubeAPI
+import KubeModel
+import NIOFoundationCompat
+
+/// The checkpoint store replicas share: ConfigMaps in one namespace, so that the replica that
+/// takes over the lease resumes from its predecessor's checkpoint.
+///
+/// One ConfigMap, the manifest (`name`), says per watch scope its resourceVersion and which
+/// bucket ConfigMaps hold its known objects. A scope's objects are spread over buckets by a hash
+/// of their uid, each well under the 1 MiB ConfigMap limit; a bucket that grows past
+/// `bucketBytes` doubles its scope's bucket count. Buckets are written once, under a new name,
+/// and only the manifest is updated: with its resourceVersion as a precondition. A save is
+/// therefore all or nothing (the manifest names either the old buckets or the new), and the
+/// store that opens the manifest writes it at once, so that a deposed leader's next save fails
+/// with a conflict instead of overwriting its successor's progress.
+public actor ConfigMapCheckpointStore: CheckpointStore {
+    public let namespace: String
+    public let name: String
+    /// Written into the manifest on each save: who holds it.
+    public let holder: String
+    let client: KubeClient
+    let bucketBytes: Int
+
+    struct ScopeState {
+        var resourceVersion: String?
+        var apiVersion = ""
+        var kind = ""
+        var buckets: [[String: KnownObjects.Entry]] = [[:]]
+        /// The ConfigMap of each bucket, once written.
+        var bucketNames: [String?] = [nil]
+    }
+
+    private var scopes: [WatchScope: ScopeState] = [:]
+    private var manifestVersion: String?
+    private var generation = 0
+    private var fenced = false
+
+    static let configMaps = GroupVersionResource(group: "", version: "v1", resource: "configmaps")
+    static let label = "kubebridge.io/checkpoint"
+
+    public init(client: KubeClient, namespace: String, name: String = "kubebridge-checkpoint", holder: String, bucketBytes: Int = 512 * 1024) {
+        self.client = client
+        self.namespace = namespace
+        self.name = name
+        self.holder = holder
+        self.bucketBytes = bucketBytes
+    }
+
+    /// Reads the manifest and its buckets, then claims the manifest (writes it with this
+    /// holder), and deletes buckets no manifest names (left by a save that lost the race).
+    public func load() async throws -> [WatchScope: Checkpoint] {
+        scopes = [:]
+        var manifest: [String: Any]?
+        do {
+            manifest = try Self.json(try await client.get(Self.configMaps, namespace: namespace, name: name))
+        } catch let error as KubeAPIError where error.isNotFound {
+            manifest = nil
+        }
+        if let manifest {
+            let metadata = manifest["metadata"] as? [String: Any]
+            manifestVersion = metadata?["resourceVersion"] as? String
+            let data = manifest["data"] as? [String: String] ?? [:]
+            generation = Int(data["generation"] ?? "") ?? 0
+            for line in (data["scopes"] ?? "").split(separator: "\n") {
+                let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+                guard fields.count == 5, let scope = Self.scope(fields[0]) else { continue }
+                var state = ScopeState(resourceVersion: fields[1].isEmpty ? nil : fields[1], apiVersion: fields[2], kind: fields[3])
+                let names = fields[4].split(separator: ",").map(String.init)
+                state.buckets = Array(repeating: [:], count: max(1, names.count))
+                state.bucketNames = Array(repeating: nil, count: max(1, names.count))
+                for (index, bucket) in names.enumerated() {
+                    let object = try Self.json(try await client.get(Self.configMaps, namespace: namespace, name: bucket))
+                    state.buckets[index] = Self.decode((object["data"] as? [String: String])?["objects"] ?? "")
+                    state.bucketNames[index] = bucket
+                }
+                scopes[scope] = state
+            }
+        }
+        try await writeManifest()
+        await collectGarbage()
+        return scopes.mapValues { state in
+            var known = KnownObjects(apiVersion: state.apiVersion, kind: state.kind)
+            for bucket in state.buckets {
+                for (uid, entry) in bucket { known.set(uid: uid, entry) }
+            }
+            return Checkpoint(resourceVersion: state.resourceVersion, known: known)
+        }
+    }
+
+    public func save(_ deltas: [CheckpointDelta]) async throws {
+        var touched: [WatchScope: Set<Int>] = [:]
+        let before = scopes
+        for delta in deltas {
+            var state = scopes[delta.scope] ?? ScopeState()
+            state.resourceVersion = delta.resourceVersion
+            if state.apiVersion.isEmpty { state.apiVersion = delta.apiVersion }
+            if state.kind.isEmpty { state.kind = delta.kind }
+            var changed = touched[delta.scope] ?? []
+            for uid in delta.deletions {
+                let bucket = Self.bucket(of: uid, count: state.buckets.count)
+                if state.buckets[bucket].removeValue(forKey: uid) != nil { changed.insert(bucket) }
+            }
+            for (uid, entry) in delta.upserts {
+                let bucket = Self.bucket(of: uid, count: state.buckets.count)
+                state.buckets[bucket][uid] = entry
+                changed.insert(bucket)
+            }
+            scopes[delta.scope] = state
+            touched[delta.scope] = changed
+        }
+        do {
+            try await commit(touched)
+        } catch {
+            scopes = before
+            throw error
+        }
+    }
+
+    public func record(_ objects: [UnrecordedObject]) async throws {
+        var touched: [WatchScope: Set<Int>] = [:]
+        let before = scopes
+        for object in objects {
+            var state = scopes[object.scope] ?? ScopeState()
+            if state.apiVersion.isEmpty { state.apiVersion = object.apiVersion }
+            if state.kind.isEmpty { state.kind = object.kind }
+            let bucket = Self.bucket(of: object.uid, count: state.buckets.count)
+            if state.buckets[bucket][object.uid] == nil {
+                state.buckets[bucket][object.uid] = object.entry
+                touched[object.scope, default: []].insert(bucket)
+            }
+            scopes[object.scope] = state
+        }
+        guard !touched.isEmpty else { return }
+        do {
+            try await commit(touched)
+        } catch {
+            scopes = before
+            throw error
+        }
+    }
+
+    public func close() async throws {}
+
+    /// Writes the touched buckets under new names, then the manifest; then deletes what they replaced.
+    private func commit(_ touched: [WatchScope: Set<Int>]) async throws {
+        guard !fenced else { throw CheckpointFenced(store: name, namespace: namespace) }
+        let nextGeneration = generation + 1
+        var replaced: [String] = []
+        var written: [String] = []
+        var staged = scopes
+        do {
+            for (scope, buckets) in touched {
+                guard var state = staged[scope] else { continue }
+                var indices = buckets
+                if state.buckets.contains(where: { Self.encode($0).utf8.count > bucketBytes }) {
+                    replaced += state.bucketNames.compactMap { $0 }
+                    state = Self.split(state, bucketBytes: bucketBytes)
+                    indices = Set(state.buckets.indices)
+                }
+                for index in indices.sorted() {
+                    let bucketName = "\(name)-\(Self.hash(scope.description))-\(index)-\(nextGeneration)"
+                    try await createBucket(bucketName, scope: scope, objects: Self.encode(state.buckets[index]))
+                    written.append(bucketName)
+                    if let old = state.bucketNames[index], !replaced.contains(old) { replaced.append(old) }
+                    state.bucketNames[index] = bucketName
+                }
+                staged[scope] = state
+            }
+            let previous = scopes
+            scopes = staged
+            generation = nextGeneration
+            do {
+                try await writeManifest()
+            } catch {
+                scopes = previous
+                generation = nextGeneration - 1
+                throw error
+            }
+        } catch {
+            for bucket in written { _ = try? await client.delete(Self.configMaps, namespace: namespace, name: bucket) }
+            throw error
+        }
+        for bucket in replaced { _ = try? await client.delete(Self.configMaps, namespace: namespace, name: bucket) }
+    }
+
+    private func createBucket(_ bucketName: String, scope: WatchScope, objects: String) async throws {
+        let body: [String: Any] = [
+            "apiVersion": "v1", "kind": "ConfigMap", "immutable": true,
+            "metadata": ["name": bucketName, "namespace": namespace, "labels": [Self.label: name],
+                         "annotations": ["kubebridge.io/scope": scope.description]],
+            "data": ["objects": objects],
+        ]
+        _ = try await client.create(Self.configMaps, namespace: namespace, json: Self.string(body))
+    }
+
+    /// The manifest, with the last resourceVersion this store saw as the precondition.
+    private func writeManifest() async throws {
+        var lines: [String] = []
+        for scope in scopes.keys.sorted() {
+            let state = scopes[scope]!
+            let names = state.bucketNames.map { $0 ?? "" }.joined(separator: ",")
+            lines.append([scope.description, state.resourceVersion ?? "", state.apiVersion, state.kind, names].joined(separator: "\t"))
+        }
+        var metadata: [String: Any] = ["name": name, "namespace": namespace, "labels": [Self.label: name]]
+        if let manifestVersion { metadata["resourceVersion"] = manifestVersion }
+        let body: [String: Any] = [
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata,
+            "data": ["format": "1", "generation": String(generation), "holder": holder, "scopes": lines.joined(separator: "\n")],
+        ]
+        do {
+            let written = manifestVersion == nil
+                ? try await client.create(Self.configMaps, namespace: namespace, json: Self.string(body))
+                : try await client.replace(Self.configMaps, namespace: namespace, name: name, json: Self.string(body))
+            manifestVersion = written.metadata.resourceVersion
+        } catch let error as KubeAPIError where error.isConflict || (manifestVersion == nil && error.httpStatus == 409) {
+            fenced = true
+            throw CheckpointFenced(store: name, namespace: namespace)
+        }
+    }
+
+    /// Deletes bucket ConfigMaps the manifest does not name.
+    private func collectGarbage() async {
+        let named = Set(scopes.values.flatMap { $0.bucketNames.compactMap { $0 } })
+        var options = ListOptions()
+        options.labelSelector = "\(Self.label)=\(name)"
+        guard let list = try? await client.list(Self.configMaps, namespace: namespace, options: options) else { return }
+        for item in list.items where item.metadata.name != name && !named.contains(item.metadata.name) {
+            _ = try? await client.delete(Self.configMaps, namespace: namespace, name: item.metadata.name)
+        }
+    }
+
+    // MARK: Encoding
+
+    /// One line per object: uid, namespace, name, resourceVersion, generation, and `d` when
+    /// delivered (`u`: only its early row). Kubernetes names and uids hold no tabs or newlines.
+    static func encode(_ bucket: [String: KnownObjects.Entry]) -> String {
+        var out = ""
+        for uid in bucket.keys.sorted() {
+            let entry = bucket[uid]!
+            out += "\(uid)\t\(entry.namespace ?? "")\t\(entry.name)\t\(entry.resourceVersion)\t\(entry.generation.map(String.init) ?? "")\t\(entry.delivered ? "d" : "u")\n"
+        }
+        return out
+    }
+
+    static func decode(_ text: String) -> [String: KnownObjects.Entry] {
+        var bucket: [String: KnownObjects.Entry] = [:]
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: "\t", omittingEmptySubsequences: false)
+            guard fields.count == 6 else { continue }
+            bucket[String(fields[0])] = KnownObjects.Entry(
+                namespace: fields[1].isEmpty ? nil : String(fields[1]), name: String(fields[2]), resourceVersion: String(fields[3]),
+                generation: Int64(fields[4]), stored: true, delivered: fields[5] == "d")
+        }
+        return bucket
+    }
+
+    /// Doubles the bucket count until every bucket fits.
+    static func split(_ state: ScopeState, bucketBytes: Int) -> ScopeState {
+        var all: [String: KnownObjects.Entry] = [:]
+        for bucket in state.buckets { all.merge(bucket) { $1 } }
+        var count = state.buckets.count
+        while true {
+            count *= 2
+            var buckets = [[String: KnownObjects.Entry]](repeating: [:], count: count)
+            for (uid, entry) in all { buckets[bucket(of: uid, count: count)][uid] = entry }
+            if buckets.allSatisfy({ encode($0).utf8.count <= bucketBytes }) || count >= 4096 {
+                var split = state
+                split.buckets = buckets
+                split.bucketNames = Array(repeating: nil, count: count)
+                return split
+            }
+        }
+    }
+
+    static func bucket(of uid: String, count: Int) -> Int {
+        count == 1 ? 0 : Int(fnv1a(uid) % UInt64(count))
+    }
+
+    static func fnv1a(_ text: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in text.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x100_0000_01b3
+        }
+        return hash
+    }
+
+    /// Eight hex digits, for names.
+    static func hash(_ text: String) -> String {
+        let value = fnv1a(text) & 0xFFFF_FFFF
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 8 - digits.count) + digits
+    }
+
+    static func scope(_ key: String) -> WatchScope? {
+        let parts = key.split(separator: "@", maxSplits: 1).map(String.init)
+        guard let resource = GroupVersionResource(parts[0]) else { return nil }
+        return WatchScope(resource, namespace: parts.count == 2 ? parts[1] : nil)
+    }
+
+    static func json(_ object: KubeObject) throws -> [String: Any] {
+        guard let value = try JSONSerialization.jsonObject(with: Data(buffer: object.bytes)) as? [String: Any] else {
+            throw CheckpointStoreError(description: "\(object.metadata.name) is not a JSON object")
+        }
+        return value
+    }
+
+    static func string(_ object: [String: Any]) throws -> String {
+        String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
+    }
+}
+
+/// Another replica claimed the checkpoint: this one must not write it again.
+public struct CheckpointFenced: Error, CustomStringConvertible {
+    public var store: String
+    public var namespace: String
+    public var description: String {
+        "the checkpoint ConfigMap \(namespace)/\(store) was written by another replica since this one read it: this replica is no longer the leader and stops writing"
+    }
+}
+
+public struct CheckpointStoreError: Error, CustomStringConvertible {
+    public var description: String
+}

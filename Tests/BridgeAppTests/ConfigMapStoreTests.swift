@@ -1,0 +1,108 @@
+import BridgeCheckpoint
+import BridgeCore
+import Foundation
+import KubeAPI
+import KubeTestServer
+import Testing
+import TestSupport
+
+@Suite("Checkpoints in ConfigMaps, against the test API server")
+struct ConfigMapStoreTests {
+    static let deployments = WatchScope(GroupVersionResource("apps/v1/deployments")!)
+    static let configmaps = WatchScope(GroupVersionResource("core/v1/configmaps")!, namespace: "team-a")
+
+    static func delta(_ scope: WatchScope, rv: String, upserts: [String: KnownObjects.Entry] = [:], deletions: Set<String> = []) -> CheckpointDelta {
+        CheckpointDelta(scope: scope, resourceVersion: rv, apiVersion: "v1", kind: "Thing", upserts: upserts, deletions: deletions)
+    }
+
+    static func entry(_ name: String, rv: String, namespace: String? = "team-a", delivered: Bool = true) -> KnownObjects.Entry {
+        KnownObjects.Entry(namespace: namespace, name: name, resourceVersion: rv, generation: 3, stored: true, delivered: delivered)
+    }
+
+    /// A cluster with the `kubebridge` namespace.
+    static func withCluster(_ body: (TestCluster) async throws -> Void) async throws {
+        try await TestCluster.with { cluster in
+            _ = try await cluster.client.create(TestCluster.namespaces, namespace: nil,
+                                                json: #"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"kubebridge"}}"#)
+            try await body(cluster)
+        }
+    }
+
+    static func checkpointConfigMaps(_ cluster: TestCluster) async throws -> [KubeObject] {
+        var options = ListOptions()
+        options.labelSelector = "kubebridge.io/checkpoint=kubebridge-checkpoint"
+        return try await cluster.client.list(TestCluster.configmaps, namespace: "kubebridge", options: options).items
+    }
+
+    @Test("what one store saved and recorded, the next one loads: watermarks, objects, deletions, and early rows as undelivered")
+    func roundTrip() async throws {
+        try await Self.withCluster { cluster in
+            let first = ConfigMapCheckpointStore(client: cluster.client, namespace: "kubebridge", holder: "a")
+            #expect(try await first.load().isEmpty)
+            try await first.save([Self.delta(Self.deployments, rv: "10", upserts: ["u1": Self.entry("web", rv: "9"), "u2": Self.entry("api", rv: "10")]),
+                                  Self.delta(Self.configmaps, rv: "12", upserts: ["u3": Self.entry("settings", rv: "12")])])
+            try await first.save([Self.delta(Self.deployments, rv: "15", deletions: ["u2"])])
+            var early = UnrecordedObject(Change(type: .added, scope: Self.configmaps, object: KubeObject(metadata: {
+                var meta = ObjectMeta()
+                (meta.apiVersion, meta.kind, meta.name, meta.namespace, meta.uid, meta.resourceVersion) = ("v1", "ConfigMap", "new", "team-a", "u4", "14")
+                return meta
+            }(), bytes: .init())))
+            early.entry.generation = nil
+            try await first.record([early])
+            try await first.record([early])
+
+            let second = ConfigMapCheckpointStore(client: cluster.client, namespace: "kubebridge", holder: "b")
+            let loaded = try await second.load()
+            #expect(loaded[Self.deployments]?.resourceVersion == "15")
+            #expect(loaded[Self.deployments]?.known["u1"] == Self.entry("web", rv: "9"))
+            #expect(loaded[Self.deployments]?.known["u2"] == nil)
+            #expect(loaded[Self.configmaps]?.resourceVersion == "12")
+            #expect(loaded[Self.configmaps]?.known["u4"] == KnownObjects.Entry(namespace: "team-a", name: "new", resourceVersion: "14",
+                                                                                         generation: nil, stored: true, delivered: false))
+            #expect(loaded[Self.configmaps]?.known.count == 2)
+        }
+    }
+
+    @Test("a scope's objects spread over buckets that each stay under the limit; the server refuses a ConfigMap over 1 MiB as kube-apiserver does")
+    func sharding() async throws {
+        try await Self.withCluster { cluster in
+            let store = ConfigMapCheckpointStore(client: cluster.client, namespace: "kubebridge", holder: "a", bucketBytes: 256 * 1024)
+            _ = try await store.load()
+            var upserts: [String: KnownObjects.Entry] = [:]
+            for index in 0..<20_000 { upserts["00000000-0000-4000-8000-\(String(format: "%012d", index))"] = Self.entry("object-\(index)", rv: "\(index)") }
+            try await store.save([Self.delta(Self.deployments, rv: "20000", upserts: upserts)])
+            let maps = try await Self.checkpointConfigMaps(cluster)
+            #expect(maps.count > 4, "\(maps.count) ConfigMaps")
+            #expect(maps.allSatisfy { $0.bytes.readableBytes < 300 * 1024 })
+            let loaded = try await ConfigMapCheckpointStore(client: cluster.client, namespace: "kubebridge", holder: "b").load()
+            #expect(loaded[Self.deployments]?.known.count == 20_000)
+
+            let tooLarge = #"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"big"},"data":{"x":"\#(String(repeating: "y", count: 1_048_577))"}}"#
+            let error = await #expect(throws: KubeAPIError.self) { _ = try await cluster.client.create(TestCluster.configmaps, namespace: "kubebridge", json: tooLarge) }
+            #expect(error?.status?.message == #"ConfigMap "big" is invalid: []: Too long: must have at most 1048576 bytes"#)
+        }
+    }
+
+    @Test("fencing: once another replica opened the checkpoint, the deposed one's saves fail and change nothing; what it left half-written is cleaned up")
+    func fencing() async throws {
+        try await Self.withCluster { cluster in
+            let deposed = ConfigMapCheckpointStore(client: cluster.client, namespace: "kubebridge", holder: "old-leader")
+            _ = try await deposed.load()
+            try await deposed.save([Self.delta(Self.deployments, rv: "5", upserts: ["u1": Self.entry("web", rv: "5")])])
+            let successor = ConfigMapCheckpointStore(client: cluster.client, namespace: "kubebridge", holder: "new-leader")
+            #expect(try await successor.load()[Self.deployments]?.resourceVersion == "5")
+            await #expect(throws: CheckpointFenced.self) {
+                try await deposed.save([Self.delta(Self.deployments, rv: "99", upserts: ["u9": Self.entry("late", rv: "99")])])
+            }
+            await #expect(throws: CheckpointFenced.self) { try await deposed.save([Self.delta(Self.deployments, rv: "100")]) }
+            try await successor.save([Self.delta(Self.deployments, rv: "7", upserts: ["u2": Self.entry("api", rv: "7")])])
+            let reader = ConfigMapCheckpointStore(client: cluster.client, namespace: "kubebridge", holder: "reader")
+            let loaded = try await reader.load()
+            #expect(loaded[Self.deployments]?.resourceVersion == "7")
+            #expect(loaded[Self.deployments]?.known["u9"] == nil)
+            #expect(loaded[Self.deployments]?.known.count == 2)
+            // The manifest and the one bucket it names: no orphan from the refused save, no bucket a save replaced.
+            #expect(try await Self.checkpointConfigMaps(cluster).count == 2)
+        }
+    }
+}
