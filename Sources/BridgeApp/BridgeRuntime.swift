@@ -23,13 +23,14 @@ public struct BridgeRuntime: Sendable {
     public let bridge: Bridge
     public let supervisor: InformerSupervisor
     public let checkpointer: Checkpointer
-    let store: SQLiteCheckpointStore
+    let store: any CheckpointStore
     let deadLetters: DeadLetterFile
     let sinks: [any Sink]
     let logger: Logger
     let metricsRegistry: PrometheusCollectorRegistry?
     /// The checkpoint each scope resumed from.
     let resumedFrom: [WatchScope: String]
+    let storeDescription: String
     /// The operations endpoints, when configured.
     public private(set) var operations: OperationsServer?
 
@@ -46,32 +47,48 @@ public struct BridgeRuntime: Sendable {
         } catch {
             throw ConfigurationError(problems: ["state.directory \(configuration.stateDirectory) cannot be created: \(error.localizedDescription)"])
         }
-        store = try SQLiteCheckpointStore(path: "\(configuration.stateDirectory)/checkpoints.sqlite")
-        let checkpoints = try await store.load()
-        resumedFrom = checkpoints.compactMapValues(\.resourceVersion)
-        deadLetters = try DeadLetterFile(path: "\(configuration.stateDirectory)/dead-letters.jsonl")
-        var sinks: [any Sink] = []
+        let client = try KubeClient(configuration: kubeConfiguration, logger: logger)
+        self.client = client
+        var opened: (store: (any CheckpointStore)?, sinks: [any Sink]) = (nil, [])
+        let checkpoints: [WatchScope: Checkpoint]
         do {
+            let store: any CheckpointStore
+            switch configuration.checkpointStore {
+            case .sqlite:
+                store = try SQLiteCheckpointStore(path: "\(configuration.stateDirectory)/checkpoints.sqlite")
+                storeDescription = "\(configuration.stateDirectory)/checkpoints.sqlite"
+            case .kubernetes(let namespace, let name):
+                store = ConfigMapCheckpointStore(client: client, namespace: namespace, name: name,
+                                                 holder: configuration.leaderElection?.identity ?? LeaderElectionOptions.defaultIdentity)
+                storeDescription = "ConfigMap \(namespace)/\(name)"
+            }
+            opened.store = store
+            self.store = store
+            checkpoints = try await store.load()
+            deadLetters = try DeadLetterFile(path: "\(configuration.stateDirectory)/dead-letters.jsonl")
             for sink in configuration.sinks {
                 switch sink.kind {
                 case .file(let file):
                     var options = FileSink.Options(path: file.path)
                     options.maxFileBytes = file.maxFileBytes
                     options.keepFiles = file.keepFiles
-                    sinks.append(FileSink(name: sink.name, options: options))
+                    opened.sinks.append(FileSink(name: sink.name, options: options))
                 case .kafka(let options):
-                    sinks.append(try KafkaSink(name: sink.name, options: options, logger: logger))
+                    opened.sinks.append(try KafkaSink(name: sink.name, options: options, logger: logger))
                 case .nats(let options):
-                    sinks.append(try await NATSSink(name: sink.name, options: options, logger: logger))
+                    opened.sinks.append(try await NATSSink(name: sink.name, options: options, logger: logger))
                 case .webhook(let options):
-                    sinks.append(try WebhookSink(name: sink.name, options: options, logger: logger))
+                    opened.sinks.append(try WebhookSink(name: sink.name, options: options, logger: logger))
                 }
             }
         } catch {
-            for sink in sinks { try? await sink.close() }
-            try? await store.close()
+            for sink in opened.sinks { try? await sink.close() }
+            try? await opened.store?.close()
+            try? await client.shutdown()
             throw error
         }
+        let sinks = opened.sinks
+        resumedFrom = checkpoints.compactMapValues(\.resourceVersion)
         self.sinks = sinks
         // The server binds now and answers once the runtime is whole, at the end of this init.
         let responder = ResponderBox()
@@ -83,11 +100,10 @@ public struct BridgeRuntime: Sendable {
             } catch {
                 for sink in sinks { try? await sink.close() }
                 try? await store.close()
+                try? await client.shutdown()
                 throw error
             }
         }
-        // The client comes last: nothing after it can fail, so it never needs a shutdown here.
-        client = try KubeClient(configuration: kubeConfiguration, logger: logger)
         checkpointer = Checkpointer(store: store, interval: configuration.checkpointInterval, logger: logger)
         bridge = Bridge(sinks: zip(sinks, configuration.sinks.map(\.pipeline)).map { ($0, $1) },
                         envelopes: EnvelopeBuilder(options: configuration.envelopes), checkpointer: checkpointer,
@@ -97,7 +113,7 @@ public struct BridgeRuntime: Sendable {
         supervisor = InformerSupervisor(client: client, options: informerOptions, resumePoint: { scope in
             checkpoints[scope].map { ResumePoint(resourceVersion: $0.resourceVersion, known: $0.known) }
         }, logger: logger)
-        logger.info("resuming \(checkpoints.count) watch scopes from \(store.path)")
+        logger.info("resuming \(checkpoints.count) watch scopes from \(storeDescription)")
         if let operations {
             let runtime = self
             responder.set { path in await runtime.respond(to: path) }

@@ -54,9 +54,20 @@ public struct Configuration: Sendable {
         }
     }
 
+    /// Where checkpoints are kept.
+    public enum CheckpointStoreKind: Sendable, Equatable {
+        /// `checkpoints.sqlite` in the state directory: one replica.
+        case sqlite
+        /// ConfigMaps in a namespace, shared by replicas under leader election.
+        case kubernetes(namespace: String, name: String)
+    }
+
     public var cluster = Cluster()
     /// Where the checkpoints (`checkpoints.sqlite`) and dead letters (`dead-letters.jsonl`) live.
     public var stateDirectory = "./kubebridge-state"
+    public var checkpointStore = CheckpointStoreKind.sqlite
+    /// Set: replicas elect a leader on a Lease, and only the leader bridges.
+    public var leaderElection: LeaderElectionOptions?
     public var selection = ResourceSelection()
     public var envelopes = EnvelopeOptions()
     public var sinks: [Sink] = []
@@ -195,7 +206,8 @@ struct ConfigReader {
 
     mutating func configuration(_ root: Node) -> Configuration {
         var configuration = Configuration()
-        let top = mapping(root, "", allowed: ["cluster", "state", "resources", "events", "sinks", "checkpoint", "shutdown", "logging", "operations"])
+        let top = mapping(root, "", allowed: ["cluster", "state", "resources", "events", "sinks", "checkpoint", "shutdown", "logging", "operations",
+                                              "leaderElection"])
         if let cluster = top["cluster"] {
             let fields = mapping(cluster, "cluster", allowed: ["name", "kubeconfig", "context"])
             if let name = string(fields["name"], "cluster.name") { configuration.cluster.name = name }
@@ -203,8 +215,34 @@ struct ConfigReader {
             configuration.cluster.context = string(fields["context"], "cluster.context")
         }
         if let state = top["state"] {
-            let fields = mapping(state, "state", allowed: ["directory"])
+            let fields = mapping(state, "state", allowed: ["directory", "store", "namespace", "name"])
             if let directory = string(fields["directory"], "state.directory") { configuration.stateDirectory = directory }
+            switch string(fields["store"], "state.store") {
+            case nil, "sqlite":
+                break
+            case "kubernetes":
+                configuration.checkpointStore = .kubernetes(namespace: string(fields["namespace"], "state.namespace") ?? LeaderElectionOptions.defaultNamespace,
+                                                            name: string(fields["name"], "state.name") ?? "kubebridge-checkpoint")
+            case let other?:
+                problem(fields["store"]!, "state.store", "expected sqlite or kubernetes, got \"\(other)\"")
+            }
+        }
+        if let election = top["leaderElection"] {
+            let fields = mapping(election, "leaderElection", allowed: ["enabled", "namespace", "name", "identity", "leaseDuration", "renewDeadline", "retryPeriod"])
+            if bool(fields["enabled"], "leaderElection.enabled") ?? true {
+                var options = LeaderElectionOptions(namespace: string(fields["namespace"], "leaderElection.namespace") ?? LeaderElectionOptions.defaultNamespace,
+                                                    identity: string(fields["identity"], "leaderElection.identity") ?? LeaderElectionOptions.defaultIdentity)
+                if let name = string(fields["name"], "leaderElection.name") { options.name = name }
+                if let duration = duration(fields["leaseDuration"], "leaderElection.leaseDuration") { options.leaseDuration = duration }
+                if let deadline = duration(fields["renewDeadline"], "leaderElection.renewDeadline") { options.renewDeadline = deadline }
+                if let period = duration(fields["retryPeriod"], "leaderElection.retryPeriod") { options.retryPeriod = period }
+                do {
+                    try options.validate()
+                    configuration.leaderElection = options
+                } catch let error as ConfigurationError {
+                    problems += error.problems.map { "\(location(election)): \($0)" }
+                } catch {}
+            }
         }
         if let resources = top["resources"] {
             configuration.selection = selection(resources)
@@ -263,6 +301,9 @@ struct ConfigReader {
             } else {
                 problem(sinks, "sinks", "expected a list of sinks")
             }
+        }
+        if configuration.leaderElection != nil, configuration.checkpointStore == .sqlite, problems.isEmpty {
+            problems.append("\(location(root)): leaderElection: replicas must share their checkpoint; set state.store: kubernetes")
         }
         if configuration.sinks.isEmpty, problems.isEmpty {
             problems.append("\(location(root)): sinks: at least one sink is needed (for example: - type: file, path: events.jsonl)")

@@ -57,6 +57,24 @@ struct Run: AsyncParsableCommand {
         ]
         MetricsSystem.bootstrap(factory)
         let logger = Logger(label: "kubebridge")
+        if let election = configuration.leaderElection {
+            logger.info("kubebridge started as \(election.identity): standing by for the lease \(election.namespace)/\(election.name)")
+            do {
+                try await BridgeRuntime.runElected(configuration: configuration, election: election, logger: logger, metrics: registry) { lost in
+                    // Another replica may be bridging already: no drain, no checkpoint; the next leader resumes from the shared one.
+                    logger.critical("\(lost)")
+                    Foundation.exit(4)
+                }
+            } catch let error as SinkStopped {
+                logger.critical("\(error)")
+                throw ExitCode(3)
+            } catch is CancellationError {
+            } catch {
+                throw fail(describe(error))
+            }
+            logger.info("kubebridge stopped")
+            return
+        }
         let runtime: BridgeRuntime
         do {
             runtime = try await BridgeRuntime(configuration: configuration, logger: logger, metrics: registry)

@@ -16,7 +16,7 @@ final class BridgeProcess: @unchecked Sendable {
 
     /// Writes a configuration for `server` into `directory`.
     init(server: KubeTestServer, directory: URL, include: [String] = ["core/v1/configmaps", "core/v1/secrets", "apps/v1/deployments", "example.com/*/*"],
-         extraSinks: String = "", user: KubeTestServer.KubeconfigUser = .admin) throws {
+         extraSinks: String = "", user: KubeTestServer.KubeconfigUser = .admin, state: String = "", extraConfig: String = "") throws {
         self.directory = directory
         let kubeconfig = directory.appendingPathComponent("kubeconfig").path
         try server.writeKubeconfig(to: kubeconfig, user: user)
@@ -29,6 +29,8 @@ final class BridgeProcess: @unchecked Sendable {
               kubeconfig: \(kubeconfig)
             state:
               directory: \(directory.appendingPathComponent("state").path)
+            \(state)
+            \(extraConfig)
             resources:
               include: [\(include.map { "\"\($0)\"" }.joined(separator: ", "))]
             checkpoint:
