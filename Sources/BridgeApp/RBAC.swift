@@ -4,7 +4,7 @@ import KubeModel
 /// The least-privilege ClusterRole for a configuration: get, list and watch on exactly the
 /// groups and resources its `resources.include` patterns select, CustomResourceDefinitions (whose
 /// watch starts rediscovery), and the discovery endpoints.
-public struct ClusterRolePlan: Sendable, Equatable {
+public struct ClusterRolePlan: Sendable {
     public struct Rule: Sendable, Equatable {
         public var apiGroups: [String]
         public var resources: [String]
@@ -14,8 +14,28 @@ public struct ClusterRolePlan: Sendable, Equatable {
     public var rules: [Rule]
     /// What the role cannot narrow as far as the patterns do, said as YAML comments.
     public var notes: [String]
+    /// Rules in kubebridge's own namespace: the Lease and the checkpoint ConfigMaps.
+    public var namespaced: (namespace: String, rules: [Rule])?
 
     public static let readVerbs = ["get", "list", "watch"]
+
+    /// The role for a whole configuration: its selection, and the Lease and checkpoint
+    /// ConfigMaps when it elects a leader or keeps checkpoints in ConfigMaps.
+    public init(configuration: Configuration) {
+        self.init(selection: configuration.selection)
+        var local: [Rule] = []
+        var namespace: String?
+        if let election = configuration.leaderElection {
+            namespace = election.namespace
+            local.append(Rule(apiGroups: ["coordination.k8s.io"], resources: ["leases"], verbs: ["get", "create", "update"]))
+        }
+        if case .kubernetes(let storeNamespace, _) = configuration.checkpointStore {
+            namespace = namespace ?? storeNamespace
+            // Bucket ConfigMaps get new names on each save, so resourceNames cannot narrow this.
+            local.append(Rule(apiGroups: [""], resources: ["configmaps"], verbs: ["get", "list", "create", "update", "delete"]))
+        }
+        if let namespace, !local.isEmpty { namespaced = (namespace, local) }
+    }
 
     public init(selection: ResourceSelection) {
         var notes: [String] = []
@@ -95,6 +115,18 @@ public struct ClusterRolePlan: Sendable, Equatable {
             "    name: \(serviceAccount)",
             "    namespace: \(namespace)",
         ]
+        if let namespaced {
+            lines += ["---", "# The leader election Lease and the checkpoint ConfigMaps, in kubebridge's namespace.",
+                      "apiVersion: rbac.authorization.k8s.io/v1", "kind: Role", "metadata:", "  name: \(name)", "  namespace: \(namespaced.namespace)", "rules:"]
+            for rule in namespaced.rules {
+                lines.append("  - apiGroups: [\(rule.apiGroups.map(Self.quoted).joined(separator: ", "))]")
+                lines.append("    resources: [\(rule.resources.map(Self.quoted).joined(separator: ", "))]")
+                lines.append("    verbs: [\(rule.verbs.joined(separator: ", "))]")
+            }
+            lines += ["---", "apiVersion: rbac.authorization.k8s.io/v1", "kind: RoleBinding", "metadata:", "  name: \(name)",
+                      "  namespace: \(namespaced.namespace)", "roleRef:", "  apiGroup: rbac.authorization.k8s.io", "  kind: Role", "  name: \(name)",
+                      "subjects:", "  - kind: ServiceAccount", "    name: \(serviceAccount)", "    namespace: \(namespace)"]
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 

@@ -9,7 +9,8 @@ struct RBAC: AsyncParsableCommand {
         discussion: """
             get, list and watch on exactly the groups and resources that resources.include \
             selects, list and watch on CustomResourceDefinitions (their changes start \
-            rediscovery), and the discovery endpoints. Apply it with:
+            rediscovery), and the discovery endpoints; with leader election or checkpoints in \
+            ConfigMaps, a Role for the Lease and the ConfigMaps in kubebridge's namespace. Apply it with:
               kubebridge rbac --config kubebridge.yaml | kubectl apply -f -
             """)
 
@@ -33,6 +34,6 @@ struct RBAC: AsyncParsableCommand {
             for problem in error.problems { FileHandle.standardError.write(Data("kubebridge: error: \(problem)\n".utf8)) }
             throw ExitCode(2)
         }
-        print(ClusterRolePlan(selection: configuration.selection).yaml(name: name, serviceAccount: serviceAccount, namespace: namespace), terminator: "")
+        print(ClusterRolePlan(configuration: configuration).yaml(name: name, serviceAccount: serviceAccount, namespace: namespace), terminator: "")
     }
 }

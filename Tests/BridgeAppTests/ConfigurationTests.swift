@@ -196,6 +196,24 @@ struct ConfigurationTests {
         #expect(try Configuration.parse("sinks:\n  - {type: file, path: x}\n", file: "b.yaml").operationsAddress?.port == 8080)
     }
 
+    @Test("leader election and checkpoints in ConfigMaps")
+    func election() throws {
+        let configuration = try Configuration.parse("""
+            state: {store: kubernetes, namespace: ops, name: bridge-state}
+            leaderElection: {namespace: ops, name: bridge, identity: pod-a, leaseDuration: 20s, renewDeadline: 12s, retryPeriod: 3s}
+            sinks:
+              - {type: file, path: x}
+            """, file: "bridge.yaml")
+        #expect(configuration.checkpointStore == .kubernetes(namespace: "ops", name: "bridge-state"))
+        let election = try #require(configuration.leaderElection)
+        #expect(election.namespace == "ops" && election.name == "bridge" && election.identity == "pod-a")
+        #expect(election.leaseDuration == .seconds(20) && election.renewDeadline == .seconds(12) && election.retryPeriod == .seconds(3))
+        let plan = ClusterRolePlan(configuration: configuration)
+        #expect(plan.namespaced?.namespace == "ops")
+        #expect(plan.yaml().contains("kind: Role\nmetadata:\n  name: kubebridge\n  namespace: ops"))
+        #expect(try Configuration.parse("sinks:\n  - {type: file, path: x}\n", file: "b.yaml").leaderElection == nil)
+    }
+
     @Test("every problem is reported, each with its line and key", arguments: [
         ("sinks:\n  - type: nats\n    stream: S\n", ["bridge.yaml:2: sinks[0].servers: a NATS sink needs at least one server"]),
         ("sinks:\n  - type: nats\n    servers: [nats://n:4222]\n    subject: kube.{name}-x\n", ["is not a placeholder on its own"]),
@@ -222,6 +240,10 @@ struct ConfigurationTests {
         ("sinks:\n  - type: webhook\n    mode: binary\n", ["bridge.yaml:2: sinks[0].url: a webhook sink needs a url"]),
         ("operations:\n  address: localhost\nsinks:\n  - {type: file, path: x}\n", ["bridge.yaml:2: operations.address: expected host:port"]),
         ("logging:\n  format: text\nsinks:\n  - {type: file, path: x}\n", ["bridge.yaml:2: logging.format: expected logfmt or json"]),
+        ("leaderElection: {namespace: ops}\nsinks:\n  - {type: file, path: x}\n", ["leaderElection: replicas must share their checkpoint; set state.store: kubernetes"]),
+        ("state: {store: kubernetes}\nleaderElection: {leaseDuration: 5s, renewDeadline: 10s}\nsinks:\n  - {type: file, path: x}\n",
+         ["leaseDuration must be longer than renewDeadline"]),
+        ("state: {store: etcd}\nsinks:\n  - {type: file, path: x}\n", ["state.store: expected sqlite or kubernetes"]),
         ("sinks:\n  - type: webhook\n    url: localhost:8080\n", ["sinks[0]: url \"localhost:8080\" is not an http:// or https:// URL"]),
         ("sinks:\n  - type: webhook\n    url: http://h/\n    mode: batched\n", ["sinks[0].mode: expected binary, structured or batch"]),
         ("sinks:\n  - type: webhook\n    url: http://h/\n    signingSecretEnv: KUBEBRIDGE_TEST_UNSET\n",

@@ -49,10 +49,11 @@ struct DeployManifestTests {
         }
     }
 
-    @Test("the Deployment: non-root, read-only root filesystem, no capabilities, probes on the operations port, the configuration and state mounted where the configuration says")
+    @Test("the Deployment: two replicas that know their pod's name, non-root, read-only root filesystem, no capabilities, probes on the operations port, the configuration and state mounted where the configuration says")
     func deployment() throws {
         let documents = try Self.documents(String(contentsOf: Self.deploy.appendingPathComponent("base/deployment.yaml"), encoding: .utf8))
         let deployment = try #require(documents.first)
+        #expect((deployment["spec"] as? [String: Any])?["replicas"] as? Int == 2)
         let template = try #require((deployment["spec"] as? [String: Any])?["template"] as? [String: Any])
         let pod = try #require(template["spec"] as? [String: Any])
         let podSecurity = try #require(pod["securityContext"] as? [String: Any])
@@ -71,9 +72,12 @@ struct DeployManifestTests {
         let mounts = Dictionary(uniqueKeysWithValues: (container["volumeMounts"] as? [[String: Any]] ?? []).map { ($0["name"] as? String ?? "", $0["mountPath"] as? String ?? "") })
         #expect(mounts["config"] == "/etc/kubebridge" && mounts["state"] == "/var/lib/kubebridge" && mounts["tmp"] == "/tmp")
         #expect((container["args"] as? [String])?.contains("/etc/kubebridge/kubebridge.yaml") == true)
+        let environment = (container["env"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        #expect(environment.contains("POD_NAME") && environment.contains("POD_NAMESPACE"))
         for kustomization in Self.kustomizations {
             let config = try String(contentsOf: Self.deploy.appendingPathComponent("\(kustomization)/kubebridge.yaml"), encoding: .utf8)
-            #expect(config.contains("directory: /var/lib/kubebridge") && config.contains("address: \":8080\""), "\(kustomization)")
+            #expect(config.contains("directory: /var/lib/kubebridge") && config.contains("address: \":8080\"") && config.contains("store: kubernetes")
+                    && config.contains("leaderElection:"), "\(kustomization)")
         }
     }
 
@@ -101,7 +105,8 @@ struct DeployManifestTests {
         #expect(result.status == 0, "\(String(decoding: result.stderr, as: UTF8.self))")
         let documents = try Self.documents(String(decoding: result.stdout, as: UTF8.self))
         let kinds = Set(documents.compactMap { $0["kind"] as? String })
-        #expect(kinds == ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Service", "PersistentVolumeClaim", "Deployment"])
+        #expect(kinds == ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "Service",
+                          "PodDisruptionBudget", "Deployment"])
         for document in documents where !["Namespace", "ClusterRole", "ClusterRoleBinding"].contains(document["kind"] as? String ?? "") {
             #expect((document["metadata"] as? [String: Any])?["namespace"] as? String == "kubebridge", "\(document["kind"] ?? "")")
         }
@@ -129,8 +134,9 @@ struct DeployManifestTests {
         let output = String(decoding: result.stdout, as: UTF8.self)
         #expect(result.status == 0, "\(String(decoding: result.stderr, as: UTF8.self))")
         for created in ["namespace/kubebridge", "serviceaccount/kubebridge", "clusterrole.rbac.authorization.k8s.io/kubebridge",
-                        "clusterrolebinding.rbac.authorization.k8s.io/kubebridge", "service/kubebridge-metrics",
-                        "persistentvolumeclaim/kubebridge-state", "deployment.apps/kubebridge"] {
+                        "clusterrolebinding.rbac.authorization.k8s.io/kubebridge", "role.rbac.authorization.k8s.io/kubebridge",
+                        "rolebinding.rbac.authorization.k8s.io/kubebridge", "service/kubebridge-metrics",
+                        "poddisruptionbudget.policy/kubebridge", "deployment.apps/kubebridge"] {
             #expect(output.contains("\(created) created"), "\(output)")
         }
         let (status, body) = try await server.perform("GET", "/apis/apps/v1/namespaces/kubebridge/deployments/kubebridge")
