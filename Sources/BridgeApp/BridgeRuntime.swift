@@ -110,6 +110,12 @@ public struct BridgeRuntime: Sendable {
                         deadLetters: deadLetters, logger: logger, probe: probe)
         var informerOptions = InformerOptions()
         informerOptions.selection = configuration.selection
+        if case .kubernetes(let namespace, _) = configuration.checkpointStore {
+            informerOptions.selection.ownObjects.append(.init(kind: "ConfigMap", namespace: namespace, label: ConfigMapCheckpointStore.label))
+        }
+        if let election = configuration.leaderElection {
+            informerOptions.selection.ownObjects.append(.init(kind: "Lease", namespace: election.namespace, name: election.name))
+        }
         supervisor = InformerSupervisor(client: client, options: informerOptions, resumePoint: { scope in
             checkpoints[scope].map { ResumePoint(resourceVersion: $0.resourceVersion, known: $0.known) }
         }, logger: logger)

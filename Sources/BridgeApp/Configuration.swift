@@ -462,13 +462,7 @@ struct ConfigReader {
             guard let value = fields[field], let text = string(value, "\(key).\(field)") else { continue }
             options[keyPath: path] = environmentExpanded(text, node: value, key: "\(key).\(field)")
         }
-        do {
-            try options.validate()
-        } catch {
-            problem(node, key, "\(error)")
-            return nil
-        }
-        return options
+        return validated(options, node: node, key: key) { try $0.validate() }
     }
 
     mutating func webhookSink(_ fields: [String: Node], node: Node, key: String) -> WebhookSinkOptions? {
@@ -514,13 +508,7 @@ struct ConfigReader {
         case (nil, nil):
             break
         }
-        do {
-            try options.validate()
-        } catch {
-            problem(node, key, "\(error)")
-            return nil
-        }
-        return options
+        return validated(options, node: node, key: key) { try $0.validate() }
     }
 
     mutating func kafkaSink(_ fields: [String: Node], node: Node, key: String) -> KafkaSinkOptions? {
@@ -539,9 +527,16 @@ struct ConfigReader {
                 options.properties[name] = environmentExpanded(text, node: value, key: "\(key).properties.\(name)")
             }
         }
-        do {
+        return validated(options, node: node, key: key) { options in
             try options.validate()
             try options.validateProperties()
+        }
+    }
+
+    /// The options when `validate` accepts them; otherwise nil, and the problem is reported at `node`.
+    mutating func validated<Options>(_ options: Options, node: Node, key: String, _ validate: (Options) throws -> Void) -> Options? {
+        do {
+            try validate(options)
         } catch {
             problem(node, key, "\(error)")
             return nil

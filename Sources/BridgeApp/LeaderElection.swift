@@ -1,5 +1,6 @@
 import Foundation
 import KubeAPI
+import KubeModel
 import Logging
 
 /// Who may bridge: the holder of a coordination.k8s.io/v1 Lease, with client-go's leader
@@ -132,7 +133,7 @@ public actor LeaderElector {
         var record = observed.record
         record.holder = ""
         record.leaseDurationSeconds = 1
-        let now = Self.microTime(Date())
+        let now = Timestamp.rfc3339(Date(), fractionDigits: 6)
         record.acquireTime = now
         record.renewTime = now
         do {
@@ -145,7 +146,7 @@ public actor LeaderElector {
 
     /// client-go's tryAcquireOrRenew: true when this replica holds the lease afterwards.
     func tryAcquireOrRenew() async throws -> Bool {
-        let now = Self.microTime(Date())
+        let now = Timestamp.rfc3339(Date(), fractionDigits: 6)
         let seconds = Int(options.leaseDuration.components.seconds)
         let current: Record
         do {
@@ -204,16 +205,6 @@ public actor LeaderElector {
         return Record(holder: spec["holderIdentity"] as? String ?? "", leaseDurationSeconds: spec["leaseDurationSeconds"] as? Int ?? 15,
                       acquireTime: spec["acquireTime"] as? String, renewTime: spec["renewTime"] as? String,
                       transitions: spec["leaseTransitions"] as? Int ?? 0)
-    }
-
-    /// RFC 3339 with microseconds, as Kubernetes' MicroTime.
-    static func microTime(_ date: Date) -> String {
-        let microseconds = Int64((date.timeIntervalSince1970 * 1_000_000).rounded(.down))
-        var seconds = time_t(microseconds / 1_000_000)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
-                      parts.tm_hour, parts.tm_min, parts.tm_sec, Int32(microseconds % 1_000_000))
     }
 
     /// client-go's JitterFactor 1.2 for candidates: up to 20% longer, so candidates do not retry in step.

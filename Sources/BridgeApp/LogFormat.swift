@@ -1,4 +1,5 @@
 import Foundation
+import KubeModel
 import Logging
 
 /// How log lines are written.
@@ -29,7 +30,7 @@ public struct StructuredLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var fields: [(String, String)] = [("time", Self.timestamp()), ("level", event.level.rawValue), ("msg", "\(event.message)")]
+        var fields: [(String, String)] = [("time", Timestamp.rfc3339(Date(), fractionDigits: 3)), ("level", event.level.rawValue), ("msg", "\(event.message)")]
         var merged = metadata
         if let extra = event.metadata { merged.merge(extra) { $1 } }
         for key in merged.keys.sorted() { fields.append((key, "\(merged[key]!)")) }
@@ -69,13 +70,4 @@ public struct StructuredLogHandler: LogHandler {
         return out + "\""
     }
 
-    static func timestamp() -> String {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        var seconds = now.tv_sec
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
-                      parts.tm_hour, parts.tm_min, parts.tm_sec, Int32(now.tv_nsec / 1_000_000))
-    }
 }

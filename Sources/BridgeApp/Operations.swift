@@ -63,7 +63,7 @@ extension BridgeRuntime {
         }
         var ages: [String: Double] = [:]
         for (scope, age) in await checkpointer.ages() {
-            ages[scope.resource.metricLabel] = max(ages[scope.resource.metricLabel] ?? 0, Double(age.components.seconds) + Double(age.components.attoseconds) / 1e18)
+            ages[scope.resource.metricLabel] = max(ages[scope.resource.metricLabel] ?? 0, Self.seconds(age))
         }
         for (resource, age) in ages {
             Gauge(label: MetricName.checkpointAge, dimensions: [("resource", resource)]).record(age)
@@ -83,7 +83,7 @@ extension BridgeRuntime {
             var entry: [String: Any] = ["resource": scope.resource.metricLabel, "state": Self.describe(states[scope])]
             if let namespace = scope.namespace { entry["namespace"] = namespace }
             if let watermark = bridge.watermark(of: scope) ?? resumedFrom[scope] { entry["checkpoint"] = watermark }
-            if let age = ages[scope] { entry["checkpointAgeSeconds"] = (Double(age.components.seconds) + Double(age.components.attoseconds) / 1e18 * 1000).rounded() / 1000 }
+            if let age = ages[scope] { entry["checkpointAgeSeconds"] = (Self.seconds(age) * 1000).rounded() / 1000 }
             entry["unconfirmed"] = bridge.unconfirmed(in: scope)
             watches.append(entry)
         }
@@ -97,6 +97,10 @@ extension BridgeRuntime {
         let document: [String: Any] = ["ready": notReady().isEmpty, "received": bridge.received, "watches": watches, "sinks": sinks]
         let data = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
         return ByteBuffer(bytes: data)
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     static func describe(_ state: WatchState?) -> String {

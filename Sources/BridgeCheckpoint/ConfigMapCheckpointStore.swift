@@ -38,7 +38,9 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
     private var fenced = false
 
     static let configMaps = GroupVersionResource(group: "", version: "v1", resource: "configmaps")
-    static let label = "kubebridge.io/checkpoint"
+    /// On the manifest and every bucket: how kubebridge finds its own ConfigMaps (and leaves them
+    /// out of what it bridges).
+    public static let label = "kubebridge.io/checkpoint"
 
     public init(client: KubeClient, namespace: String, name: String = "kubebridge-checkpoint", holder: String, bucketBytes: Int = 512 * 1024) {
         self.client = client

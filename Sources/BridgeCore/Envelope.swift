@@ -132,11 +132,6 @@ public struct EnvelopeBuilder: Sendable {
 
     /// RFC 3339 with milliseconds, UTC.
     static func timestamp(_ date: Date) -> String {
-        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
-        var seconds = time_t(milliseconds / 1000)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
-                      parts.tm_hour, parts.tm_min, parts.tm_sec, Int32(milliseconds % 1000))
+        Timestamp.rfc3339(date, fractionDigits: 3)
     }
 }

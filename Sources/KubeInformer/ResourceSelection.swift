@@ -17,6 +17,31 @@ public struct ResourceSelection: Sendable {
     public var changeTypes: Set<ChangeType> = Set(ChangeType.allCases)
     /// Leave out modifications that did not move `metadata.generation` (status or metadata only).
     public var specChangesOnly = false
+    /// kubebridge's own objects (its checkpoint ConfigMaps, its Lease), never emitted: each save
+    /// or renewal would otherwise be a change that leads to the next save.
+    public var ownObjects: [OwnObject] = []
+
+    /// Objects of one kind in one namespace, by name or by a label they carry.
+    public struct OwnObject: Sendable {
+        public var kind: String
+        public var namespace: String
+        public var name: String?
+        public var label: String?
+
+        public init(kind: String, namespace: String, name: String? = nil, label: String? = nil) {
+            self.kind = kind
+            self.namespace = namespace
+            self.name = name
+            self.label = label
+        }
+
+        func matches(_ meta: ObjectMeta) -> Bool {
+            guard meta.kind == kind, meta.namespace == namespace else { return false }
+            if let name, meta.name == name { return true }
+            if let label, meta.labels[label] != nil { return true }
+            return false
+        }
+    }
 
     /// Noisy resources left out unless an include pattern names them without a wildcard in the
     /// resource part: events (both groups) and leases change every few seconds in any cluster.
@@ -72,7 +97,9 @@ public struct ResourceSelection: Sendable {
         filter.changeTypes = changeTypes
         filter.specChangesOnly = specChangesOnly
         let selection = self
-        filter.accepts = { selection.accepts(namespace: $0.namespace) }
+        filter.accepts = { meta in
+            selection.accepts(namespace: meta.namespace) && !selection.ownObjects.contains { $0.matches(meta) }
+        }
         return filter
     }
 

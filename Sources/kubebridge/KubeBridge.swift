@@ -46,6 +46,16 @@ struct ClusterOptions: ParsableArguments {
     }
 }
 
+/// Reads a configuration, or ends the command with every problem on its own line and exit code 2.
+func loadConfiguration(_ path: String) throws -> Configuration {
+    do {
+        return try Configuration.load(path: path)
+    } catch let error as ConfigurationError {
+        for problem in error.problems { FileHandle.standardError.write(Data("kubebridge: error: \(problem)\n".utf8)) }
+        throw ExitCode(2)
+    }
+}
+
 /// Ends the command with a one-line error and exit code 2: configuration and connection problems
 /// are for the user to fix, and a stack trace would not help them.
 func fail(_ message: String) -> ExitCode {

@@ -27,13 +27,7 @@ struct RBAC: AsyncParsableCommand {
     var name = "kubebridge"
 
     func run() async throws {
-        let configuration: Configuration
-        do {
-            configuration = try Configuration.load(path: config)
-        } catch let error as ConfigurationError {
-            for problem in error.problems { FileHandle.standardError.write(Data("kubebridge: error: \(problem)\n".utf8)) }
-            throw ExitCode(2)
-        }
+        let configuration = try loadConfiguration(config)
         print(ClusterRolePlan(configuration: configuration).yaml(name: name, serviceAccount: serviceAccount, namespace: namespace), terminator: "")
     }
 }

@@ -40,13 +40,7 @@ struct Run: AsyncParsableCommand {
     var logFormat: String?
 
     func run() async throws {
-        let configuration: Configuration
-        do {
-            configuration = try Configuration.load(path: config)
-        } catch let error as ConfigurationError {
-            for problem in error.problems { FileHandle.standardError.write(Data("kubebridge: error: \(problem)\n".utf8)) }
-            throw ExitCode(2)
-        }
+        let configuration = try loadConfiguration(config)
         guard let format = LogFormat(rawValue: logFormat ?? configuration.logFormat.rawValue) else { throw fail("--log-format: logfmt or json") }
         KubeBridge.bootstrapLogging(level: Logger.Level(rawValue: logLevel ?? configuration.logLevel) ?? .info, format: format)
         let registry = PrometheusCollectorRegistry()

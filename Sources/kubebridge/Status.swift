@@ -25,12 +25,7 @@ struct Status: AsyncParsableCommand {
     func run() async throws {
         var target = address
         if target == nil, let config {
-            let configuration: Configuration
-            do {
-                configuration = try Configuration.load(path: config)
-            } catch let error as ConfigurationError {
-                throw fail(error.problems.joined(separator: "; "))
-            }
+            let configuration = try loadConfiguration(config)
             guard let operations = configuration.operationsAddress, operations.port != 0 else {
                 throw fail("\(config) gives no fixed operations.address; pass --address host:port")
             }

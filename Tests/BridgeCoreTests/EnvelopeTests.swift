@@ -119,3 +119,13 @@ struct EnvelopeTests {
         #expect((event["data"] as? [String: Any])?["kind"] as? String == "ConfigMap")
     }
 }
+
+@Suite("RFC 3339 times")
+struct TimestampTests {
+    @Test("Kubernetes' Time and MicroTime, and the events' milliseconds, in UTC, truncated", arguments: [
+        (0, "2026-11-25T10:00:05Z"), (3, "2026-11-25T10:00:05.123Z"), (6, "2026-11-25T10:00:05.123456Z"),
+    ])
+    func formats(digits: Int, expected: String) {
+        #expect(Timestamp.rfc3339(Date(timeIntervalSince1970: 1_795_600_805.1234567), fractionDigits: digits) == expected)
+    }
+}

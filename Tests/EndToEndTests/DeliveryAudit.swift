@@ -49,6 +49,12 @@ struct DeliveryAudit {
     var conflicting: [String] = []
     var duplicates = 0
 
+    /// The audits of a broker sink and the file sink of one run, each held to what the other saw.
+    static func pair(_ delivered: [Delivered], file: [Delivered], history: [KubeTestServer.HistoryEntry]) -> (sink: DeliveryAudit, file: DeliveryAudit) {
+        (DeliveryAudit(delivered: delivered, history: history, seenElsewhere: Set(file.map(\.uid))),
+         DeliveryAudit(delivered: file, history: history, seenElsewhere: Set(delivered.map(\.uid))))
+    }
+
     /// `seenElsewhere`: the uids other sinks of the same run received; each of them must reach
     /// this sink too.
     init(delivered: [Delivered], history: [KubeTestServer.HistoryEntry], seenElsewhere: Set<String> = []) {

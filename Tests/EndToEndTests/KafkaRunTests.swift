@@ -30,8 +30,7 @@ struct KafkaRunTests {
         let delivered = records.compactMap { DeliveryAudit.Delivered(attributes: $0.attributes) }
         #expect(delivered.count == records.count, "every record carries id, uid, resourceversion and changetype")
         let fileEvents = bridge.events().compactMap { DeliveryAudit.Delivered($0) }
-        let audit = DeliveryAudit(delivered: delivered, history: history, seenElsewhere: Set(fileEvents.map(\.uid)))
-        let fileAudit = DeliveryAudit(delivered: fileEvents, history: history, seenElsewhere: Set(delivered.map(\.uid)))
+        let (audit, fileAudit) = DeliveryAudit.pair(delivered, file: fileEvents, history: history)
         #expect(fileAudit.missing.isEmpty, "missing in the file: \(fileAudit.missing.prefix(20))")
         let problems = ((try? String(contentsOf: bridge.log, encoding: .utf8)) ?? "").split(separator: "\n")
             .filter { $0.contains(" warning ") || $0.contains(" error ") || $0.contains(" critical ") }

@@ -33,8 +33,7 @@ struct NATSRunTests {
         #expect(await bridge.stop() == 0)
         let events = try await delivered()
         let fileEvents = bridge.events().compactMap { DeliveryAudit.Delivered($0) }
-        let audit = DeliveryAudit(delivered: events, history: history, seenElsewhere: Set(fileEvents.map(\.uid)))
-        let fileAudit = DeliveryAudit(delivered: fileEvents, history: history, seenElsewhere: Set(events.map(\.uid)))
+        let (audit, fileAudit) = DeliveryAudit.pair(events, file: fileEvents, history: history)
         #expect(audit.missing.isEmpty, "missing in the stream: \(audit.missing.prefix(20))")
         #expect(fileAudit.missing.isEmpty, "missing in the file: \(fileAudit.missing.prefix(20))")
         #expect(audit.disorder.isEmpty, "out of order: \(audit.disorder.prefix(20))")

@@ -33,8 +33,7 @@ struct WebhookRunTests {
         #expect(exit == 0, "\(((try? String(contentsOf: bridge.log, encoding: .utf8)) ?? "").suffix(3000))")
         let events = delivered()
         let fileEvents = bridge.events().compactMap { DeliveryAudit.Delivered($0) }
-        let audit = DeliveryAudit(delivered: events, history: history, seenElsewhere: Set(fileEvents.map(\.uid)))
-        let fileAudit = DeliveryAudit(delivered: fileEvents, history: history, seenElsewhere: Set(events.map(\.uid)))
+        let (audit, fileAudit) = DeliveryAudit.pair(events, file: fileEvents, history: history)
         #expect(audit.missing.isEmpty, "missing at the receiver: \(audit.missing.prefix(20))")
         #expect(fileAudit.missing.isEmpty, "missing in the file: \(fileAudit.missing.prefix(20))")
         #expect(audit.disorder.isEmpty, "out of order: \(audit.disorder.prefix(20))")

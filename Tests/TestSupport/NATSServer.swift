@@ -9,7 +9,7 @@ public final class NATSServer: @unchecked Sendable {
     public let storeDirectory: URL
     /// With TLS: the CA file that verifies the server's certificate (for 127.0.0.1).
     public let caFile: String?
-    private var process: Process?
+    private let child = ChildServer()
 
     public var url: String { "nats://127.0.0.1:\(port)" }
 
@@ -51,34 +51,17 @@ public final class NATSServer: @unchecked Sendable {
 
     /// Starts the server (again), and waits until it accepts connections.
     public func run() async throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binary)
         let config = storeDirectory.appendingPathComponent("server.conf").path
-        process.arguments = (FileManager.default.fileExists(atPath: config) ? ["-c", config] : []) + ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDirectory.appendingPathComponent("store").path]
-            + (caFile == nil ? [] : ["--tls", "--tlscert", storeDirectory.appendingPathComponent("server.pem").path,
-                                     "--tlskey", storeDirectory.appendingPathComponent("server-key.pem").path])
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        self.process = process
-        do {
-            try await waitUntil(timeout: .seconds(10)) { isListening(port: self.port) }
-        } catch {
-            throw TestFailure(message: "nats-server did not start listening on \(port)")
-        }
+        try await child.start(Self.binary, (FileManager.default.fileExists(atPath: config) ? ["-c", config] : []) + [
+            "-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDirectory.appendingPathComponent("store").path,
+        ] + (caFile == nil ? [] : ["--tls", "--tlscert", storeDirectory.appendingPathComponent("server.pem").path,
+                                   "--tlskey", storeDirectory.appendingPathComponent("server-key.pem").path]),
+                              port: port, failure: "nats-server did not start listening on \(port)")
     }
 
     /// SIGKILL: what a crash of the server looks like; the store on disk stays.
     public func kill() async {
-        guard let process, process.isRunning else { return }
-        Foundation.kill(process.processIdentifier, SIGKILL)
-        while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
-        self.process = nil
-    }
-
-    /// A test that fails before `stop` leaves no server behind.
-    deinit {
-        if let process, process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+        await child.kill()
     }
 
     public func stop() async {

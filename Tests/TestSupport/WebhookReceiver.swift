@@ -11,7 +11,7 @@ public final class WebhookReceiver: @unchecked Sendable {
     public let token: String?
     public let recordPath: String
     private let directory: URL
-    private var process: Process?
+    private let child = ChildServer()
 
     public var url: String { "http://127.0.0.1:\(port)/events" }
 
@@ -70,31 +70,15 @@ public final class WebhookReceiver: @unchecked Sendable {
     /// Starts the receiver (again: its record survives), and waits until it accepts connections.
     public func run() async throws {
         let script = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("webhook/receiver.py").path
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script, "--port", String(port), "--out", recordPath]
-            + (secret.map { ["--secret", $0] } ?? []) + (token.map { ["--token", $0] } ?? [])
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle(forWritingAtPath: "/dev/stderr")
-        try process.run()
-        self.process = process
-        do {
-            try await waitUntil(timeout: .seconds(15)) { isListening(port: self.port) }
-        } catch {
-            throw TestFailure(message: "the webhook receiver did not start listening on \(port) (pip install cloudevents standardwebhooks)")
-        }
+        try await child.start("/usr/bin/env", ["python3", script, "--port", String(port), "--out", recordPath]
+                              + (secret.map { ["--secret", $0] } ?? []) + (token.map { ["--token", $0] } ?? []),
+                              port: port, standardError: FileHandle(forWritingAtPath: "/dev/stderr"),
+                              failure: "the webhook receiver did not start listening on \(port) (pip install cloudevents standardwebhooks)")
     }
 
     /// SIGKILL, as a crashed receiver; `run` starts it again.
     public func kill() async {
-        guard let process, process.isRunning else { return }
-        Foundation.kill(process.processIdentifier, SIGKILL)
-        while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
-        self.process = nil
-    }
-
-    deinit {
-        if let process, process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+        await child.kill()
     }
 
     public func stop() async {
