@@ -37,7 +37,10 @@ public struct BridgeRuntime: Sendable {
     /// Opens the state, the sinks and the cluster client; nothing runs yet.
     /// `metrics`: the registry the process's metrics go to (see `MetricsSystem.bootstrap`), which
     /// `/metrics` shows.
-    public init(configuration: Configuration, logger: Logger, probe: (any BridgeProbe)? = nil, metrics: PrometheusCollectorRegistry? = nil) async throws {
+    /// `mustStop` is called when this process must stop at once, without draining: another
+    /// replica claimed the shared checkpoint. It should end the process.
+    public init(configuration: Configuration, logger: Logger, probe: (any BridgeProbe)? = nil, metrics: PrometheusCollectorRegistry? = nil,
+                mustStop: @escaping @Sendable (any Error) -> Void = { _ in }) async throws {
         self.configuration = configuration
         self.logger = logger
         metricsRegistry = metrics
@@ -59,7 +62,8 @@ public struct BridgeRuntime: Sendable {
                 storeDescription = "\(configuration.stateDirectory)/checkpoints.sqlite"
             case .kubernetes(let namespace, let name):
                 store = ConfigMapCheckpointStore(client: client, namespace: namespace, name: name,
-                                                 holder: configuration.leaderElection?.identity ?? LeaderElectionOptions.defaultIdentity)
+                                                 holder: configuration.leaderElection?.identity ?? LeaderElectionOptions.defaultIdentity,
+                                                 onFenced: mustStop)
                 storeDescription = "ConfigMap \(namespace)/\(name)"
             }
             opened.store = store

@@ -12,10 +12,11 @@ extension BridgeRuntime {
     /// `/metrics` (`kubebridge_leader` 0), until it holds the lease; then it opens its sinks,
     /// loads the shared checkpoint and bridges, renewing the lease. SIGTERM while standing by
     /// returns at once; while leading, it stops gracefully and releases the lease, so that a
-    /// successor need not wait for it to expire. A lost lease calls `leadershipLost`, which must
-    /// end the process: another replica may be bridging already.
+    /// successor need not wait for it to expire. A lost lease (or a checkpoint another replica
+    /// claimed) calls `mustStop`, which must end the process: another replica may be bridging
+    /// already.
     public static func runElected(configuration: Configuration, election: LeaderElectionOptions, logger: Logger,
-                                  metrics: PrometheusCollectorRegistry?, leadershipLost: @escaping @Sendable (LeadershipLost) -> Void) async throws {
+                                  metrics: PrometheusCollectorRegistry?, mustStop: @escaping @Sendable (any Error) -> Void) async throws {
         let kubeConfiguration = try KubeConfigLoader.load(kubeconfig: configuration.cluster.kubeconfig, context: configuration.cluster.context)
         let client = try KubeClient(configuration: kubeConfiguration, logger: logger)
         let elector = try LeaderElector(client: client, options: election, logger: logger)
@@ -32,14 +33,14 @@ extension BridgeRuntime {
             return
         }
         do {
-            let runtime = try await BridgeRuntime(configuration: configuration, logger: logger, metrics: metrics)
+            let runtime = try await BridgeRuntime(configuration: configuration, logger: logger, metrics: metrics, mustStop: mustStop)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await runtime.run() }
                 group.addTask {
                     do {
                         try await elector.hold()
                     } catch let lost as LeadershipLost {
-                        leadershipLost(lost)
+                        mustStop(lost)
                         throw lost
                     }
                 }

@@ -36,13 +36,20 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
     private var manifestVersion: String?
     private var generation = 0
     private var fenced = false
+    /// Called once when another replica claimed the checkpoint; the replica must stop.
+    let onFenced: @Sendable (CheckpointFenced) -> Void
+    /// One operation at a time: each awaits the API server, and an actor lets another in meanwhile.
+    private var busy = false
+    private var waiting: [CheckedContinuation<Void, Never>] = []
 
     static let configMaps = GroupVersionResource(group: "", version: "v1", resource: "configmaps")
     /// On the manifest and every bucket: how kubebridge finds its own ConfigMaps (and leaves them
     /// out of what it bridges).
     public static let label = "kubebridge.io/checkpoint"
 
-    public init(client: KubeClient, namespace: String, name: String = "kubebridge-checkpoint", holder: String, bucketBytes: Int = 512 * 1024) {
+    public init(client: KubeClient, namespace: String, name: String = "kubebridge-checkpoint", holder: String, bucketBytes: Int = 512 * 1024,
+                onFenced: @escaping @Sendable (CheckpointFenced) -> Void = { _ in }) {
+        self.onFenced = onFenced
         self.client = client
         self.namespace = namespace
         self.name = name
@@ -53,7 +60,44 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
     /// Reads the manifest and its buckets, then claims the manifest (writes it with this
     /// holder), and deletes buckets no manifest names (left by a save that lost the race).
     public func load() async throws -> [WatchScope: Checkpoint] {
+        try await exclusively { try await loadNow() }
+    }
+
+    public func save(_ deltas: [CheckpointDelta]) async throws {
+        try await exclusively { try await saveNow(deltas) }
+    }
+
+    public func record(_ objects: [UnrecordedObject]) async throws {
+        try await exclusively { try await recordNow(objects) }
+    }
+
+    private func exclusively<Result>(_ body: () async throws -> Result) async throws -> Result {
+        while busy { await withCheckedContinuation { waiting.append($0) } }
+        busy = true
+        defer {
+            busy = false
+            if !waiting.isEmpty { waiting.removeFirst().resume() }
+        }
+        return try await body()
+    }
+
+    /// A replica that saves between this one's read and its claim: read again.
+    private func loadNow() async throws -> [WatchScope: Checkpoint] {
+        for attempt in 1...5 {
+            do {
+                return try await readAndClaim()
+            } catch is ClaimConflict where attempt < 5 {
+                continue
+            }
+        }
+        throw CheckpointStoreError(description: "the checkpoint ConfigMap \(namespace)/\(name) keeps changing while it is read: is another replica leading?")
+    }
+
+    struct ClaimConflict: Error {}
+
+    private func readAndClaim() async throws -> [WatchScope: Checkpoint] {
         scopes = [:]
+        manifestVersion = nil
         var manifest: [String: Any]?
         do {
             manifest = try Self.json(try await client.get(Self.configMaps, namespace: namespace, name: name))
@@ -80,7 +124,11 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
                 scopes[scope] = state
             }
         }
-        try await writeManifest()
+        do {
+            try await writeManifest(claiming: true)
+        } catch let error as KubeAPIError where error.isConflict {
+            throw ClaimConflict()
+        }
         await collectGarbage()
         return scopes.mapValues { state in
             var known = KnownObjects(apiVersion: state.apiVersion, kind: state.kind)
@@ -91,7 +139,7 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
         }
     }
 
-    public func save(_ deltas: [CheckpointDelta]) async throws {
+    private func saveNow(_ deltas: [CheckpointDelta]) async throws {
         var touched: [WatchScope: Set<Int>] = [:]
         let before = scopes
         for delta in deltas {
@@ -120,7 +168,7 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
         }
     }
 
-    public func record(_ objects: [UnrecordedObject]) async throws {
+    private func recordNow(_ objects: [UnrecordedObject]) async throws {
         var touched: [WatchScope: Set<Int>] = [:]
         let before = scopes
         for object in objects {
@@ -198,7 +246,7 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
     }
 
     /// The manifest, with the last resourceVersion this store saw as the precondition.
-    private func writeManifest() async throws {
+    private func writeManifest(claiming: Bool = false) async throws {
         var lines: [String] = []
         for scope in scopes.keys.sorted() {
             let state = scopes[scope]!
@@ -216,9 +264,11 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
                 ? try await client.create(Self.configMaps, namespace: namespace, json: Self.string(body))
                 : try await client.replace(Self.configMaps, namespace: namespace, name: name, json: Self.string(body))
             manifestVersion = written.metadata.resourceVersion
-        } catch let error as KubeAPIError where error.isConflict || (manifestVersion == nil && error.httpStatus == 409) {
+        } catch let error as KubeAPIError where error.isConflict && !claiming {
+            let fence = CheckpointFenced(store: name, namespace: namespace)
+            if !fenced { onFenced(fence) }
             fenced = true
-            throw CheckpointFenced(store: name, namespace: namespace)
+            throw fence
         }
     }
 

@@ -54,11 +54,8 @@ struct Run: AsyncParsableCommand {
         if let election = configuration.leaderElection {
             logger.info("kubebridge started as \(election.identity): standing by for the lease \(election.namespace)/\(election.name)")
             do {
-                try await BridgeRuntime.runElected(configuration: configuration, election: election, logger: logger, metrics: registry) { lost in
-                    // Another replica may be bridging already: no drain, no checkpoint; the next leader resumes from the shared one.
-                    logger.critical("\(lost)")
-                    Foundation.exit(4)
-                }
+                try await BridgeRuntime.runElected(configuration: configuration, election: election, logger: logger, metrics: registry,
+                                                   mustStop: Self.stopAtOnce(logger))
             } catch let error as SinkStopped {
                 logger.critical("\(error)")
                 throw ExitCode(3)
@@ -71,7 +68,7 @@ struct Run: AsyncParsableCommand {
         }
         let runtime: BridgeRuntime
         do {
-            runtime = try await BridgeRuntime(configuration: configuration, logger: logger, metrics: registry)
+            runtime = try await BridgeRuntime(configuration: configuration, logger: logger, metrics: registry, mustStop: Self.stopAtOnce(logger))
         } catch {
             throw fail(describe(error))
         }
@@ -83,6 +80,17 @@ struct Run: AsyncParsableCommand {
             throw ExitCode(3)
         }
         logger.info("kubebridge stopped")
+    }
+}
+
+extension Run {
+    /// Another replica may be bridging already: no drain and no checkpoint, exit code 4; the
+    /// next leader resumes from the shared checkpoint.
+    static func stopAtOnce(_ logger: Logger) -> @Sendable (any Error) -> Void {
+        { error in
+            logger.critical("\(error)")
+            Foundation.exit(4)
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 import BridgeCheckpoint
 import BridgeCore
 import Foundation
+import Synchronization
 import KubeAPI
 import KubeTestServer
 import Testing
@@ -86,7 +87,8 @@ struct ConfigMapStoreTests {
     @Test("fencing: once another replica opened the checkpoint, the deposed one's saves fail and change nothing; what it left half-written is cleaned up")
     func fencing() async throws {
         try await Self.withCluster { cluster in
-            let deposed = ConfigMapCheckpointStore(client: cluster.client, namespace: "kubebridge", holder: "old-leader")
+            let fences = Mutex(0)
+            let deposed = ConfigMapCheckpointStore(client: cluster.client, namespace: "kubebridge", holder: "old-leader") { _ in fences.withLock { $0 += 1 } }
             _ = try await deposed.load()
             try await deposed.save([Self.delta(Self.deployments, rv: "5", upserts: ["u1": Self.entry("web", rv: "5")])])
             let successor = ConfigMapCheckpointStore(client: cluster.client, namespace: "kubebridge", holder: "new-leader")
@@ -95,6 +97,7 @@ struct ConfigMapStoreTests {
                 try await deposed.save([Self.delta(Self.deployments, rv: "99", upserts: ["u9": Self.entry("late", rv: "99")])])
             }
             await #expect(throws: CheckpointFenced.self) { try await deposed.save([Self.delta(Self.deployments, rv: "100")]) }
+            #expect(fences.withLock { $0 } == 1, "the replica is told once that it must stop")
             try await successor.save([Self.delta(Self.deployments, rv: "7", upserts: ["u2": Self.entry("api", rv: "7")])])
             let reader = ConfigMapCheckpointStore(client: cluster.client, namespace: "kubebridge", holder: "reader")
             let loaded = try await reader.load()
@@ -103,6 +106,32 @@ struct ConfigMapStoreTests {
             #expect(loaded[Self.deployments]?.known.count == 2)
             // The manifest and the one bucket it names: no orphan from the refused save, no bucket a save replaced.
             #expect(try await Self.checkpointConfigMaps(cluster).count == 2)
+        }
+    }
+
+    @Test("saves and records at the same time, as the checkpointer and the recorder make them: each waits its turn, none is lost, none fences the store")
+    func concurrentWrites() async throws {
+        try await Self.withCluster { cluster in
+            let fences = Mutex(0)
+            let store = ConfigMapCheckpointStore(client: cluster.client, namespace: "kubebridge", holder: "a") { _ in fences.withLock { $0 += 1 } }
+            _ = try await store.load()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<20 {
+                    group.addTask {
+                        try await store.save([Self.delta(Self.deployments, rv: "\(index)", upserts: ["s\(index)": Self.entry("saved-\(index)", rv: "\(index)")])])
+                    }
+                    group.addTask {
+                        var meta = ObjectMeta()
+                        (meta.apiVersion, meta.kind, meta.name, meta.namespace, meta.uid, meta.resourceVersion) = ("v1", "ConfigMap", "r\(index)", "team-a", "r\(index)", "\(index)")
+                        try await store.record([UnrecordedObject(Change(type: .added, scope: Self.configmaps, object: KubeObject(metadata: meta, bytes: .init())))])
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(fences.withLock { $0 } == 0)
+            let loaded = try await ConfigMapCheckpointStore(client: cluster.client, namespace: "kubebridge", holder: "b").load()
+            #expect(loaded[Self.deployments]?.known.count == 20)
+            #expect(loaded[Self.configmaps]?.known.count == 20)
         }
     }
 }

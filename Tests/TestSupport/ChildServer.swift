@@ -9,6 +9,12 @@ final class ChildServer: @unchecked Sendable {
     /// Starts it (again), and waits until `port` accepts connections.
     func start(_ executable: String, _ arguments: [String], port: Int, standardError: FileHandle? = FileHandle.nullDevice,
                failure: @autoclosure () -> String) async throws {
+        try await start(executable, arguments, standardError: standardError, ready: { isListening(port: port) }, failure: failure())
+    }
+
+    /// Starts it (again), and waits until `ready`.
+    func start(_ executable: String, _ arguments: [String], standardError: FileHandle? = FileHandle.nullDevice,
+               ready: @escaping () -> Bool, failure: @autoclosure () -> String) async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
@@ -17,7 +23,7 @@ final class ChildServer: @unchecked Sendable {
         try process.run()
         self.process = process
         do {
-            try await waitUntil(timeout: .seconds(15)) { isListening(port: port) }
+            try await waitUntil(timeout: .seconds(15)) { ready() }
         } catch {
             throw TestFailure(message: failure())
         }

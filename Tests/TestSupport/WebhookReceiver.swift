@@ -6,7 +6,9 @@ import NIOCore
 /// and the Standard Webhooks signature, parses every event with the Python CloudEvents SDK, records
 /// what it accepted, and fails on a script.
 public final class WebhookReceiver: @unchecked Sendable {
-    public let port: Int
+    /// Picked by the receiver at its first start (binding port 0, so no other test can take it
+    /// in between), and kept when it starts again.
+    public private(set) var port = 0
     public let secret: String?
     public let token: String?
     public let recordPath: String
@@ -54,13 +56,12 @@ public final class WebhookReceiver: @unchecked Sendable {
 
     /// `secret`: a Standard Webhooks secret (`whsec_...`) every request must be signed with.
     public static func start(secret: String? = nil, token: String? = nil) async throws -> WebhookReceiver {
-        let receiver = try WebhookReceiver(port: freeTCPPort(), secret: secret, token: token)
+        let receiver = try WebhookReceiver(secret: secret, token: token)
         try await receiver.run()
         return receiver
     }
 
-    private init(port: Int, secret: String?, token: String?) throws {
-        self.port = port
+    private init(secret: String?, token: String?) throws {
         self.secret = secret
         self.token = token
         directory = try temporaryDirectory()
@@ -70,10 +71,14 @@ public final class WebhookReceiver: @unchecked Sendable {
     /// Starts the receiver (again: its record survives), and waits until it accepts connections.
     public func run() async throws {
         let script = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("webhook/receiver.py").path
-        try await child.start("/usr/bin/env", ["python3", script, "--port", String(port), "--out", recordPath]
+        let portFile = directory.appendingPathComponent("port").path
+        try? FileManager.default.removeItem(atPath: portFile)
+        try await child.start("/usr/bin/env", ["python3", script, "--port", String(port), "--port-file", portFile, "--out", recordPath]
                               + (secret.map { ["--secret", $0] } ?? []) + (token.map { ["--token", $0] } ?? []),
-                              port: port, standardError: FileHandle(forWritingAtPath: "/dev/stderr"),
-                              failure: "the webhook receiver did not start listening on \(port) (pip install cloudevents standardwebhooks)")
+                              standardError: FileHandle(forWritingAtPath: "/dev/stderr"),
+                              ready: { (try? String(contentsOfFile: portFile, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } != nil },
+                              failure: "the webhook receiver did not start (pip install cloudevents standardwebhooks)")
+        port = Int(try String(contentsOfFile: portFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
     }
 
     /// SIGKILL, as a crashed receiver; `run` starts it again.

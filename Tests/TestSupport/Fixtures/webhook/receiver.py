@@ -11,6 +11,7 @@ connection, for `times` requests or for `seconds`. GET /_stats returns the count
 """
 import argparse
 import json
+import os
 import socket
 import threading
 import time
@@ -21,7 +22,8 @@ from cloudevents.core.formats.json import JSONFormat
 from standardwebhooks.webhooks import Webhook
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--port", type=int, required=True)
+parser.add_argument("--port", type=int, required=True, help="0: any free port, written to --port-file")
+parser.add_argument("--port-file", required=True)
 parser.add_argument("--out", required=True)
 parser.add_argument("--secret")
 parser.add_argument("--token")
@@ -154,4 +156,7 @@ class Handler(BaseHTTPRequestHandler):
 
 server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
 server.daemon_threads = True
+with open(args.port_file + ".tmp", "w") as port_file:
+    port_file.write(str(server.server_address[1]))
+os.replace(args.port_file + ".tmp", args.port_file)
 server.serve_forever()
