@@ -1,10 +1,11 @@
 import KubeModel
 
 /// Orders acknowledgements per watch scope. Changes are registered in arrival order; each must be
-/// acknowledged by every sink. The watermark of a scope is the resourceVersion of the newest entry
-/// whose predecessors are all acknowledged too: a checkpoint there loses nothing, because
-/// everything before it has been confirmed everywhere. Progress (bookmarks, finished lists) enters
-/// already acknowledged, so quiet resources' checkpoints move too.
+/// acknowledged by every sink. The watermark of a scope is the resourceVersion of the newest watch
+/// event or progress whose predecessors are all acknowledged too: a checkpoint there loses nothing,
+/// because everything before it has been confirmed everywhere. States a list found (`synced`) do
+/// not move it, since a list is not in version order; its end does. Progress (bookmarks, finished
+/// lists) enters already acknowledged, so quiet resources' checkpoints move too.
 ///
 /// A value: the caller serializes access (the pipeline keeps it in a lock), and the tests drive it
 /// step by step.
@@ -40,7 +41,9 @@ public struct AckTracker: Sendable {
 
     struct Entry {
         var sequence: UInt64
-        var resourceVersion: String
+        /// Where a watch can resume once this entry is confirmed; nil for a state a list found,
+        /// whose version says nothing about the watch's position (see `register`).
+        var resourceVersion: String?
         var registeredAt: ContinuousClock.Instant
         /// Bit i set: sink i has not acknowledged yet.
         var pending: UInt64
@@ -84,8 +87,11 @@ public struct AckTracker: Sendable {
         switch event {
         case .change(let change):
             let meta = change.metadata
+            // A list returns objects in name order, each at its own version: resuming a watch from
+            // one of them would replay older changes of objects already sent at newer versions.
+            // Until the list's own version arrives (as progress), the watermark stays where it was.
             states[slot].entries.append(Entry(
-                sequence: sequence, resourceVersion: meta.resourceVersion, registeredAt: now, pending: pending,
+                sequence: sequence, resourceVersion: change.type == .synced ? nil : meta.resourceVersion, registeredAt: now, pending: pending,
                 change: ConfirmedChange(type: change.type, apiVersion: meta.apiVersion, kind: meta.kind, uid: meta.uid,
                                         namespace: meta.namespace, name: meta.name,
                                         resourceVersion: meta.resourceVersion, generation: meta.generation)))
@@ -111,11 +117,12 @@ public struct AckTracker: Sendable {
 
     private static func retire(_ scope: WatchScope, _ state: inout ScopeState) -> Advance? {
         var confirmed: [ConfirmedChange] = []
-        var newest: (resourceVersion: String, registeredAt: ContinuousClock.Instant)?
+        var newest: ContinuousClock.Instant?
         while state.head < state.entries.count, state.entries[state.head].pending == 0 {
             let entry = state.entries[state.head]
             if let change = entry.change { confirmed.append(change) }
-            newest = (entry.resourceVersion, entry.registeredAt)
+            if let resourceVersion = entry.resourceVersion { state.watermark = resourceVersion }
+            newest = entry.registeredAt
             state.head += 1
         }
         if state.head > 1024, state.head * 2 > state.entries.count {
@@ -123,8 +130,9 @@ public struct AckTracker: Sendable {
             state.head = 0
         }
         guard let newest else { return nil }
-        state.watermark = newest.resourceVersion
-        return Advance(scope: scope, resourceVersion: newest.resourceVersion, confirmed: confirmed, coveredUntil: newest.registeredAt)
+        // No watermark yet (a first list in progress): "" saves the objects with no position, so a
+        // restart lists again.
+        return Advance(scope: scope, resourceVersion: state.watermark ?? "", confirmed: confirmed, coveredUntil: newest)
     }
 
     public func watermark(of scope: WatchScope) -> String? {

@@ -28,10 +28,8 @@ public enum MetricName {
 }
 
 extension GroupVersionResource {
-    /// The `resource` label.
-    public var metricLabel: String {
-        "\(group.isEmpty ? "core" : group)/\(version)/\(resource)"
-    }
+    /// The `resource` label: `group/version/resource`, `core` for the core group.
+    public var metricLabel: String { description }
 }
 
 /// Counters made once per label set: creating one goes through the metrics backend's registry,

@@ -54,6 +54,31 @@ struct AckTrackerTests {
         #expect(advance.confirmed.map(\.name) == ["a"])
     }
 
+    @Test("a list's states do not move the watermark, since a list is not in version order: a crash mid-list resumes from before it (or lists again), never from one object's version")
+    func listsKeepTheWatermark() throws {
+        var tracker = AckTracker(sinkCount: 1)
+        // A first list: objects at versions 78, 30, 55, then the list's own version.
+        for (name, rv) in [("a", "78"), ("b", "30"), ("c", "55")] {
+            let token = try #require(tracker.register(Self.change(name, rv: rv, type: .synced)).token)
+            let acknowledged = tracker.acknowledge(token, sink: 0)
+            let advance = try #require(acknowledged)
+            #expect(advance.resourceVersion == "", "no watch position yet: a restart lists again")
+            #expect(advance.confirmed.map(\.name) == [name], "the objects are confirmed all the same")
+        }
+        #expect(tracker.watermark(of: Self.scope) == nil)
+        let firstListEnd = tracker.register(.progress(Self.scope, resourceVersion: "100")).advance
+        #expect(firstListEnd?.resourceVersion == "100")
+        // Watching from 100; then a 410 and a relist: its states keep the watermark at the last watch event.
+        let watched = try #require(tracker.register(Self.change("a", rv: "120")).token)
+        let afterWatch = tracker.acknowledge(watched, sink: 0)
+        #expect(afterWatch?.resourceVersion == "120")
+        let relisted = try #require(tracker.register(Self.change("b", rv: "90", type: .synced)).token)
+        let afterRelist = tracker.acknowledge(relisted, sink: 0)
+        #expect(afterRelist?.resourceVersion == "120")
+        let listEnd = tracker.register(.progress(Self.scope, resourceVersion: "200")).advance
+        #expect(listEnd?.resourceVersion == "200")
+    }
+
     @Test("scopes are independent")
     func scopes() throws {
         var tracker = AckTracker(sinkCount: 1)

@@ -60,7 +60,9 @@ struct DeliveryAudit {
     init(delivered: [Delivered], history: [KubeTestServer.HistoryEntry], seenElsewhere: Set<String> = []) {
         var byID: [String: Delivered] = [:]
         var arrivals: [String: [Delivered]] = [:]
+        var everything: [String: [Delivered]] = [:]
         for event in delivered {
+            everything[event.uid, default: []].append(event)
             if let earlier = byID[event.id] {
                 duplicates += 1
                 // One state has one id whether a watch or a relist delivered it: added or modified once, synced again.
@@ -81,7 +83,11 @@ struct DeliveryAudit {
             }
             // An inferred deletion carries the last version the bridge knew: it comes last whatever its version.
             let ordered = arrived.filter { !$0.finalStateUnknown }.map(\.resourceVersion)
-            if ordered != ordered.sorted() { disorder.append("\(name): \(ordered)") }
+            if ordered != ordered.sorted() {
+                let all = everything[uid, default: []].map { "\($0.resourceVersion) \($0.changeType)" }.joined(separator: ", ")
+                let made = changes.sorted { $0.resourceVersion < $1.resourceVersion }.map { "\($0.resourceVersion) \($0.type)" }.joined(separator: ", ")
+                disorder.append("\(name): first arrivals \(ordered); every arrival: \(all); the server made: \(made)")
+            }
             if arrived.contains(where: \.finalStateUnknown) {
                 if last.type != "DELETED" { missing.append("\(name): inferred deleted, but it exists") }
                 continue
