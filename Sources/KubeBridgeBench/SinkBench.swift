@@ -2,6 +2,7 @@ import ArgumentParser
 import BridgeApp
 import BridgeCore
 import Foundation
+import KubeModel
 import Logging
 import Synchronization
 
@@ -49,6 +50,9 @@ struct SinkRunOptions: ParsableArguments {
 
     @Option(help: "Seconds of the steady run.")
     var seconds = 10
+
+    @Option(help: "Where checkpoints go: sqlite, or kubernetes (ConfigMaps on the test API server, as replicas under leader election keep them).")
+    var store = "sqlite"
 }
 
 /// What one bridge run measured.
@@ -79,8 +83,14 @@ struct BridgeMeasurement {
 
 /// The whole bridge, in this process, against the server's `objects` ConfigMaps of 1 KiB: the
 /// initial sync (throughput), then `rate` changes per second for `seconds` (latency).
-func measureBridge(server: ServerProcess, sink: Configuration.Sink, objects: Int, rate: Int, seconds: Int, stateDirectory: String) async throws -> BridgeMeasurement {
+func measureBridge(server: ServerProcess, sink: Configuration.Sink, objects: Int, rate: Int, seconds: Int, stateDirectory: String,
+                   store: String = "sqlite") async throws -> BridgeMeasurement {
     var configuration = Configuration()
+    if store == "kubernetes" {
+        _ = try? await server.client.create(GroupVersionResource(group: "", version: "v1", resource: "namespaces"), namespace: nil,
+                                            json: #"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"kubebridge"}}"#)
+        configuration.checkpointStore = .kubernetes(namespace: "kubebridge", name: "kubebridge-checkpoint")
+    }
     configuration.cluster.kubeconfig = server.kubeconfig
     configuration.stateDirectory = stateDirectory
     configuration.selection.include = ["core/v1/configmaps"]
@@ -135,8 +145,8 @@ struct FileSinkBench: AsyncParsableCommand {
         defer { try? FileManager.default.removeItem(at: directory) }
         let sink = Configuration.Sink(name: "file", kind: .file(Configuration.FileSinkConfiguration(path: directory.appendingPathComponent("events.jsonl").path)))
         let measured = try await measureBridge(server: server, sink: sink, objects: run.objects, rate: run.rate, seconds: run.seconds,
-                                               stateDirectory: directory.appendingPathComponent("state").path)
+                                               stateDirectory: directory.appendingPathComponent("state").path, store: run.store)
         await server.stop()
-        print(measured.report(sink: "file"))
+        print(measured.report(sink: run.store == "sqlite" ? "file" : "file (checkpoints in ConfigMaps)"))
     }
 }
