@@ -8,13 +8,16 @@ import NIOFoundationCompat
 /// takes over the lease resumes from its predecessor's checkpoint.
 ///
 /// One ConfigMap, the manifest (`name`), says per watch scope its resourceVersion and which
-/// bucket ConfigMaps hold its known objects. A scope's objects are spread over buckets by a hash
-/// of their uid, each well under the 1 MiB ConfigMap limit; a bucket that grows past
-/// `bucketBytes` doubles its scope's bucket count. Buckets are written once, under a new name,
-/// and only the manifest is updated: with its resourceVersion as a precondition. A save is
-/// therefore all or nothing (the manifest names either the old buckets or the new), and the
-/// store that opens the manifest writes it at once, so that a deposed leader's next save fails
-/// with a conflict instead of overwriting its successor's progress.
+/// bucket ConfigMaps hold its known objects, and lists the journal: ConfigMaps holding the changes
+/// since the buckets were last written. A save writes its changes as one new journal ConfigMap,
+/// so it costs what changed, not the size of the index; once the journal passes `journalBytes`,
+/// the next save folds it into the buckets it touched. A scope's objects are spread over buckets
+/// by a hash of their uid, each well under the 1 MiB ConfigMap limit; a bucket that grows past
+/// `bucketBytes` doubles its scope's bucket count. Buckets and journal entries are written once,
+/// under new names, and only the manifest is updated: with its resourceVersion as a
+/// precondition. A save is therefore all or nothing, and the store that opens the manifest writes
+/// it at once, so that a deposed leader's next save fails with a conflict instead of overwriting
+/// its successor's progress.
 public actor ConfigMapCheckpointStore: CheckpointStore {
     public let namespace: String
     public let name: String
@@ -22,6 +25,7 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
     public let holder: String
     let client: KubeClient
     let bucketBytes: Int
+    let journalBytes: Int
 
     struct ScopeState {
         var resourceVersion: String?
@@ -33,6 +37,11 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
     }
 
     private var scopes: [WatchScope: ScopeState] = [:]
+    /// The journal's ConfigMaps, oldest first, and their size.
+    private var journal: [String] = []
+    private var journalSize = 0
+    /// Buckets whose objects changed since they were written: the journal holds those changes.
+    private var dirty: [WatchScope: Set<Int>] = [:]
     private var manifestVersion: String?
     private var generation = 0
     private var fenced = false
@@ -48,7 +57,8 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
     public static let label = "kubebridge.io/checkpoint"
 
     public init(client: KubeClient, namespace: String, name: String = "kubebridge-checkpoint", holder: String, bucketBytes: Int = 512 * 1024,
-                onFenced: @escaping @Sendable (CheckpointFenced) -> Void = { _ in }) {
+                journalBytes: Int = 1024 * 1024, onFenced: @escaping @Sendable (CheckpointFenced) -> Void = { _ in }) {
+        self.journalBytes = journalBytes
         self.onFenced = onFenced
         self.client = client
         self.namespace = namespace
@@ -97,6 +107,9 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
 
     private func readAndClaim() async throws -> [WatchScope: Checkpoint] {
         scopes = [:]
+        journal = []
+        journalSize = 0
+        dirty = [:]
         manifestVersion = nil
         var manifest: [String: Any]?
         do {
@@ -123,7 +136,17 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
                 }
                 scopes[scope] = state
             }
+            for entry in (data["journal"] ?? "").split(separator: ",").map(String.init) {
+                let object = try Self.json(try await client.get(Self.configMaps, namespace: namespace, name: entry))
+                let changes = (object["data"] as? [String: String])?["changes"] ?? ""
+                apply(journal: changes)
+                journal.append(entry)
+                journalSize += changes.utf8.count
+            }
         }
+        // The claim takes a generation of its own, so that no name this replica writes can be one a
+        // deposed leader is writing.
+        generation += 1
         do {
             try await writeManifest(claiming: true)
         } catch let error as KubeAPIError where error.isConflict {
@@ -141,6 +164,7 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
 
     private func saveNow(_ deltas: [CheckpointDelta]) async throws {
         var touched: [WatchScope: Set<Int>] = [:]
+        var changes = ""
         let before = scopes
         for delta in deltas {
             var state = scopes[delta.scope] ?? ScopeState()
@@ -148,20 +172,25 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
             if state.apiVersion.isEmpty { state.apiVersion = delta.apiVersion }
             if state.kind.isEmpty { state.kind = delta.kind }
             var changed = touched[delta.scope] ?? []
+            let key = delta.scope.description
             for uid in delta.deletions {
                 let bucket = Self.bucket(of: uid, count: state.buckets.count)
-                if state.buckets[bucket].removeValue(forKey: uid) != nil { changed.insert(bucket) }
+                if state.buckets[bucket].removeValue(forKey: uid) != nil {
+                    changed.insert(bucket)
+                    changes += "D\t\(key)\t\(uid)\n"
+                }
             }
             for (uid, entry) in delta.upserts {
                 let bucket = Self.bucket(of: uid, count: state.buckets.count)
                 state.buckets[bucket][uid] = entry
                 changed.insert(bucket)
+                changes += "U\t\(key)\t" + Self.line(uid, entry)
             }
             scopes[delta.scope] = state
             touched[delta.scope] = changed
         }
         do {
-            try await commit(touched)
+            try await commit(touched, changes: changes)
         } catch {
             scopes = before
             throw error
@@ -170,6 +199,7 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
 
     private func recordNow(_ objects: [UnrecordedObject]) async throws {
         var touched: [WatchScope: Set<Int>] = [:]
+        var changes = ""
         let before = scopes
         for object in objects {
             var state = scopes[object.scope] ?? ScopeState()
@@ -179,12 +209,13 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
             if state.buckets[bucket][object.uid] == nil {
                 state.buckets[bucket][object.uid] = object.entry
                 touched[object.scope, default: []].insert(bucket)
+                changes += "N\t\(object.scope.description)\t" + Self.line(object.uid, object.entry)
             }
             scopes[object.scope] = state
         }
         guard !touched.isEmpty else { return }
         do {
-            try await commit(touched)
+            try await commit(touched, changes: changes)
         } catch {
             scopes = before
             throw error
@@ -193,10 +224,47 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
 
     public func close() async throws {}
 
-    /// Writes the touched buckets under new names, then the manifest; then deletes what they replaced.
-    private func commit(_ touched: [WatchScope: Set<Int>]) async throws {
+    /// Writes `changes` as a journal entry, then the manifest; or, once the journal is full, the
+    /// buckets it touched instead.
+    private func commit(_ touched: [WatchScope: Set<Int>], changes: String) async throws {
         guard !fenced else { throw CheckpointFenced(store: name, namespace: namespace) }
+        var pending = dirty
+        for (scope, buckets) in touched { pending[scope, default: []].formUnion(buckets) }
+        let size = changes.utf8.count
+        if journalSize + size > journalBytes || journal.count >= 64 {
+            try await compact(pending)
+            return
+        }
+        let entry = "\(name)-j-\(generation + 1)-\(Self.hash(holder))"
+        if size > 0 {
+            let body: [String: Any] = [
+                "apiVersion": "v1", "kind": "ConfigMap", "immutable": true,
+                "metadata": ["name": entry, "namespace": namespace, "labels": [Self.label: name]],
+                "data": ["changes": changes],
+            ]
+            _ = try await client.create(Self.configMaps, namespace: namespace, json: Self.string(body))
+            journal.append(entry)
+        }
+        generation += 1
+        do {
+            try await writeManifest()
+        } catch {
+            generation -= 1
+            if size > 0 {
+                journal.removeLast()
+                _ = try? await client.delete(Self.configMaps, namespace: namespace, name: entry)
+            }
+            throw error
+        }
+        journalSize += size
+        dirty = pending
+    }
+
+    /// Writes the dirty buckets under new names and the manifest with an empty journal; then
+    /// deletes the buckets and journal entries they replaced.
+    private func compact(_ touched: [WatchScope: Set<Int>]) async throws {
         let nextGeneration = generation + 1
+        let folded = journal
         var replaced: [String] = []
         var written: [String] = []
         var staged = scopes
@@ -210,7 +278,7 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
                     indices = Set(state.buckets.indices)
                 }
                 for index in indices.sorted() {
-                    let bucketName = "\(name)-\(Self.hash(scope.description))-\(index)-\(nextGeneration)"
+                    let bucketName = "\(name)-\(Self.hash(scope.description))-\(index)-\(nextGeneration)-\(Self.hash(holder))"
                     try await createBucket(bucketName, scope: scope, objects: Self.encode(state.buckets[index]))
                     written.append(bucketName)
                     if let old = state.bucketNames[index], !replaced.contains(old) { replaced.append(old) }
@@ -221,18 +289,46 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
             let previous = scopes
             scopes = staged
             generation = nextGeneration
+            journal = []
             do {
                 try await writeManifest()
             } catch {
                 scopes = previous
                 generation = nextGeneration - 1
+                journal = folded
                 throw error
             }
         } catch {
             for bucket in written { _ = try? await client.delete(Self.configMaps, namespace: namespace, name: bucket) }
             throw error
         }
-        for bucket in replaced { _ = try? await client.delete(Self.configMaps, namespace: namespace, name: bucket) }
+        journalSize = 0
+        dirty = [:]
+        for old in replaced + folded { _ = try? await client.delete(Self.configMaps, namespace: namespace, name: old) }
+    }
+
+    /// Replays journal changes onto the buckets read, and marks the buckets they touch dirty.
+    private func apply(journal changes: String) {
+        for line in changes.split(separator: "\n") {
+            let fields = line.split(separator: "\t", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3, let scope = Self.scope(String(fields[1])) else { continue }
+            var state = scopes[scope] ?? ScopeState()
+            let rest = String(fields[2])
+            switch fields[0] {
+            case "D":
+                let bucket = Self.bucket(of: rest, count: state.buckets.count)
+                state.buckets[bucket][rest] = nil
+                dirty[scope, default: []].insert(bucket)
+            case "U", "N":
+                guard let (uid, entry) = Self.decode(rest).first else { continue }
+                let bucket = Self.bucket(of: uid, count: state.buckets.count)
+                if fields[0] == "U" || state.buckets[bucket][uid] == nil { state.buckets[bucket][uid] = entry }
+                dirty[scope, default: []].insert(bucket)
+            default:
+                continue
+            }
+            scopes[scope] = state
+        }
     }
 
     private func createBucket(_ bucketName: String, scope: WatchScope, objects: String) async throws {
@@ -257,7 +353,8 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
         if let manifestVersion { metadata["resourceVersion"] = manifestVersion }
         let body: [String: Any] = [
             "apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata,
-            "data": ["format": "1", "generation": String(generation), "holder": holder, "scopes": lines.joined(separator: "\n")],
+            "data": ["format": "1", "generation": String(generation), "holder": holder, "scopes": lines.joined(separator: "\n"),
+                     "journal": journal.joined(separator: ",")],
         ]
         do {
             let written = manifestVersion == nil
@@ -274,7 +371,7 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
 
     /// Deletes bucket ConfigMaps the manifest does not name.
     private func collectGarbage() async {
-        let named = Set(scopes.values.flatMap { $0.bucketNames.compactMap { $0 } })
+        let named = Set(scopes.values.flatMap { $0.bucketNames.compactMap { $0 } } + journal)
         var options = ListOptions()
         options.labelSelector = "\(Self.label)=\(name)"
         guard let list = try? await client.list(Self.configMaps, namespace: namespace, options: options) else { return }
@@ -289,11 +386,12 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
     /// delivered (`u`: only its early row). Kubernetes names and uids hold no tabs or newlines.
     static func encode(_ bucket: [String: KnownObjects.Entry]) -> String {
         var out = ""
-        for uid in bucket.keys.sorted() {
-            let entry = bucket[uid]!
-            out += "\(uid)\t\(entry.namespace ?? "")\t\(entry.name)\t\(entry.resourceVersion)\t\(entry.generation.map(String.init) ?? "")\t\(entry.delivered ? "d" : "u")\n"
-        }
+        for uid in bucket.keys.sorted() { out += line(uid, bucket[uid]!) }
         return out
+    }
+
+    static func line(_ uid: String, _ entry: KnownObjects.Entry) -> String {
+        "\(uid)\t\(entry.namespace ?? "")\t\(entry.name)\t\(entry.resourceVersion)\t\(entry.generation.map(String.init) ?? "")\t\(entry.delivered ? "d" : "u")\n"
     }
 
     static func decode(_ text: String) -> [String: KnownObjects.Entry] {

@@ -29,6 +29,18 @@ struct ConfigMapStoreTests {
         }
     }
 
+    /// Checkpoint ConfigMaps the manifest does not name.
+    static func unnamed(_ cluster: TestCluster) async throws -> Set<String> {
+        let manifest = try await cluster.client.get(TestCluster.configmaps, namespace: "kubebridge", name: "kubebridge-checkpoint")
+        let data = (try JSONSerialization.jsonObject(with: Data(manifest.bytes.readableBytesView)) as? [String: Any])?["data"] as? [String: String] ?? [:]
+        var named: Set<String> = ["kubebridge-checkpoint"]
+        named.formUnion((data["journal"] ?? "").split(separator: ",").map(String.init))
+        for line in (data["scopes"] ?? "").split(separator: "\n") {
+            named.formUnion((line.split(separator: "\t", omittingEmptySubsequences: false).last ?? "").split(separator: ",").map(String.init))
+        }
+        return Set(try await checkpointConfigMaps(cluster).map(\.metadata.name)).subtracting(named)
+    }
+
     static func checkpointConfigMaps(_ cluster: TestCluster) async throws -> [KubeObject] {
         var options = ListOptions()
         options.labelSelector = "kubebridge.io/checkpoint=kubebridge-checkpoint"
@@ -104,8 +116,8 @@ struct ConfigMapStoreTests {
             #expect(loaded[Self.deployments]?.resourceVersion == "7")
             #expect(loaded[Self.deployments]?.known["u9"] == nil)
             #expect(loaded[Self.deployments]?.known.count == 2)
-            // The manifest and the one bucket it names: no orphan from the refused save, no bucket a save replaced.
-            #expect(try await Self.checkpointConfigMaps(cluster).count == 2)
+            // Only what the manifest names: no orphan from the refused save, nothing a save replaced.
+            #expect(try await Self.unnamed(cluster).isEmpty)
         }
     }
 
@@ -132,6 +144,26 @@ struct ConfigMapStoreTests {
             let loaded = try await ConfigMapCheckpointStore(client: cluster.client, namespace: "kubebridge", holder: "b").load()
             #expect(loaded[Self.deployments]?.known.count == 20)
             #expect(loaded[Self.configmaps]?.known.count == 20)
+        }
+    }
+
+    @Test("small saves go to the journal, one small ConfigMap each, and fold into the buckets once it is full; a reader replays it")
+    func journal() async throws {
+        try await Self.withCluster { cluster in
+            let store = ConfigMapCheckpointStore(client: cluster.client, namespace: "kubebridge", holder: "a", journalBytes: 1024)
+            _ = try await store.load()
+            var largest = 0
+            for index in 0..<60 {
+                try await store.save([Self.delta(Self.deployments, rv: "\(index)", upserts: ["u\(index)": Self.entry("object-\(index)", rv: "\(index)")],
+                                                 deletions: index % 10 == 9 ? ["u\(index - 5)"] : [])])
+                largest = max(largest, try await Self.checkpointConfigMaps(cluster).count)
+                #expect(try await Self.unnamed(cluster).isEmpty)
+            }
+            #expect(largest < 30, "the journal folded into the buckets and its entries were deleted (\(largest) ConfigMaps at most)")
+            let loaded = try await ConfigMapCheckpointStore(client: cluster.client, namespace: "kubebridge", holder: "b").load()
+            #expect(loaded[Self.deployments]?.resourceVersion == "59")
+            #expect(loaded[Self.deployments]?.known.count == 54)
+            #expect(loaded[Self.deployments]?.known["u4"] == nil && loaded[Self.deployments]?.known["u59"] == Self.entry("object-59", rv: "59"))
         }
     }
 }
