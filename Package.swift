@@ -218,7 +218,7 @@ let package = Package(
             name: "BridgeCoreTests",
             dependencies: ["BridgeCore", "BridgeCheckpoint", "FileSink", "KubeModel", "TestSupport", .product(name: "NIOFoundationCompat", package: "swift-nio")]
         ),
-        .testTarget(name: "BridgeAppTests", dependencies: ["BridgeApp", "BridgeCore", "BridgeCheckpoint", "KubeAPI", "WebhookSink", "KubeTestServer", "TestSupport"]),
+        .testTarget(name: "BridgeAppTests", dependencies: ["BridgeApp", "BridgeCore", "BridgeCheckpoint", "KubeAPI", "KubeModel", "WebhookSink", "KubeTestServer", "TestSupport"]),
         .testTarget(name: "KafkaSinkTests", dependencies: ["KafkaSink", "BridgeCore", "KubeAPI", "TestSupport"]),
         .testTarget(name: "NATSSinkTests", dependencies: ["NATSSink", "BridgeCore", "KubeAPI", "KubeTestServer", "TestSupport"]),
         .testTarget(

@@ -187,11 +187,12 @@ struct ConfigReader {
         guard let text = string(node, key), let node else { return nil }
         let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
         for (unit, scale) in units where text.hasSuffix(unit) {
-            if let value = Double(text.dropLast(unit.count)), value >= 0 {
+            // At most a year: "1e999s" is a number, but no duration.
+            if let value = Double(text.dropLast(unit.count)), value >= 0, value * scale <= 365 * 86400 {
                 return .milliseconds(Int64(value * scale * 1000))
             }
         }
-        problem(node, key, "expected a duration such as 500ms, 5s or 2m, got \"\(text)\"")
+        problem(node, key, "expected a duration such as 500ms, 5s or 2m (at most a year), got \"\(text)\"")
         return nil
     }
 

@@ -244,6 +244,8 @@ struct ConfigurationTests {
         ("state: {store: kubernetes}\nleaderElection: {leaseDuration: 5s, renewDeadline: 10s}\nsinks:\n  - {type: file, path: x}\n",
          ["leaseDuration must be longer than renewDeadline"]),
         ("state: {store: etcd}\nsinks:\n  - {type: file, path: x}\n", ["state.store: expected sqlite or kubernetes"]),
+        // Found by FuzzTests: a number too large for a duration crashed the reader.
+        ("checkpoint: {interval: 1e999s}\nsinks:\n  - {type: file, path: x}\n", ["checkpoint.interval: expected a duration such as 500ms, 5s or 2m (at most a year)"]),
         ("sinks:\n  - type: webhook\n    url: localhost:8080\n", ["sinks[0]: url \"localhost:8080\" is not an http:// or https:// URL"]),
         ("sinks:\n  - type: webhook\n    url: http://h/\n    mode: batched\n", ["sinks[0].mode: expected binary, structured or batch"]),
         ("sinks:\n  - type: webhook\n    url: http://h/\n    signingSecretEnv: KUBEBRIDGE_TEST_UNSET\n",

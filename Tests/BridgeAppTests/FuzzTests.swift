@@ -1,0 +1,195 @@
+import BridgeApp
+import Foundation
+import KubeAPI
+import KubeModel
+import NIOCore
+import Testing
+import TestSupport
+
+/// Mutates real inputs (the recorded kube-apiserver answers, kubeconfigs, configurations) and feeds
+/// them to what parses bytes from outside: none may crash or hang, and what the validating JSON
+/// scanner accepts must be JSON. Deterministic (seeded); `KUBEBRIDGE_FUZZ_ITERATIONS` runs longer.
+@Suite("Bad input, generated")
+struct FuzzTests {
+    static let iterations = Int(ProcessInfo.processInfo.environment["KUBEBRIDGE_FUZZ_ITERATIONS"] ?? "") ?? 3000
+
+    /// SplitMix64: the same inputs on every run, so a finding can be replayed.
+    struct Mutator {
+        var state: UInt64
+
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+
+        mutating func below(_ bound: Int) -> Int { bound <= 0 ? 0 : Int(next() % UInt64(bound)) }
+
+        static let tokens: [[UInt8]] = ["{", "}", "[", "]", "\"", ":", ",", "\\", "\\u00", "\\ud800", "0", "-", "1e999", "null", "true",
+                                        "\n", " ", "\u{7f}", "é"].map { Array($0.utf8) } + [[0x00], [0xFF], [0xC3], [0xE2, 0x82]]
+
+        mutating func mutate(_ input: [UInt8], corpus: [[UInt8]]) -> [UInt8] {
+            var bytes = input
+            for _ in 0...below(4) {
+                let at = below(bytes.count + 1)
+                switch below(7) {
+                case 0 where !bytes.isEmpty:
+                    bytes[min(at, bytes.count - 1)] = UInt8(truncatingIfNeeded: next())
+                case 1:
+                    let end = min(bytes.count, at + 1 + below(32))
+                    bytes.removeSubrange(at..<end)
+                case 2:
+                    bytes.insert(contentsOf: Self.tokens[below(Self.tokens.count)], at: at)
+                case 3:
+                    let end = min(bytes.count, at + below(64))
+                    bytes.insert(contentsOf: Array(bytes[at..<end]), at: at)
+                case 4:
+                    bytes.removeSubrange(at...)
+                case 5:
+                    let other = corpus[below(corpus.count)]
+                    let start = below(other.count)
+                    bytes.insert(contentsOf: other[start..<min(other.count, start + below(200))], at: at)
+                default:
+                    let opener: [UInt8] = below(2) == 0 ? Array("[".utf8) : Array("{\"a\":".utf8)
+                    bytes.insert(contentsOf: Array(repeating: opener, count: 50 + below(2000)).flatMap { $0 }, at: at)
+                }
+            }
+            return bytes
+        }
+    }
+
+    static func transcriptBodies() throws -> [[UInt8]] {
+        let files = try FileManager.default.contentsOfDirectory(atPath: Transcript.directory.path).filter { $0.hasSuffix(".http") }
+        var bodies: [[UInt8]] = []
+        for file in files {
+            let text = try String(contentsOf: Transcript.directory.appendingPathComponent(file), encoding: .utf8)
+            let transcript = try Transcript.parse(text, name: file)
+            bodies.append(Array(transcript.body.utf8))
+            bodies += transcript.lines.map { Array($0.utf8) }
+        }
+        return bodies.filter { !$0.isEmpty }
+    }
+
+    /// Runs `body` on mutated inputs; an input that takes over a second is reported as a hang.
+    static func fuzz(_ corpus: [[UInt8]], seed: UInt64, _ body: ([UInt8]) throws -> Void) {
+        var mutator = Mutator(state: seed)
+        for iteration in 0..<iterations {
+            let input = mutator.mutate(corpus[mutator.below(corpus.count)], corpus: corpus)
+            let started = ContinuousClock.now
+            try? body(input)
+            let took = started.duration(to: .now)
+            if took > .seconds(1) {
+                Issue.record("input \(iteration) (seed \(seed)) took \(took): \(String(decoding: input.prefix(200), as: UTF8.self))")
+            }
+        }
+    }
+
+    /// Whether the input is JSON, as far as the scanner is meant to tell: it checks structure, not
+    /// the text inside strings. Invalid UTF-8 and surrogate escapes are left to the consumer, as
+    /// kube-apiserver (Go's encoder) never sends either; Foundation refuses both.
+    static func isJSON(_ bytes: [UInt8]) -> Bool {
+        guard String(validating: bytes, as: UTF8.self) != nil, !hasSurrogateEscape(bytes) else { return true }
+        return (try? JSONSerialization.jsonObject(with: Data(bytes), options: [.fragmentsAllowed])) != nil
+    }
+
+    static func hasSurrogateEscape(_ bytes: [UInt8]) -> Bool {
+        bytes.indices.dropLast(3).contains { index in
+            bytes[index] == UInt8(ascii: "\\") && bytes[index + 1] == UInt8(ascii: "u") && (bytes[index + 2] | 0x20) == UInt8(ascii: "d")
+                && "89abAB".utf8.contains(bytes[index + 3])
+        }
+    }
+
+    @Test("watch frames and list pages: no crash, no hang, and nothing the JSON parser refuses is accepted")
+    func watchFramesAndLists() throws {
+        let corpus = try Self.transcriptBodies()
+        var accepted = 0
+        Self.fuzz(corpus, seed: 1) { input in
+            let buffer = ByteBuffer(bytes: input)
+            if (try? WatchFrame.decode(line: buffer)) != nil {
+                accepted += 1
+                #expect(Self.isJSON(input), "a watch frame that is not JSON was accepted: \(String(decoding: input.prefix(300), as: UTF8.self))")
+            }
+            if (try? ObjectList.decode(buffer)) != nil {
+                #expect(Self.isJSON(input), "a list page that is not JSON was accepted: \(String(decoding: input.prefix(300), as: UTF8.self))")
+            }
+        }
+        print("fuzz: \(Self.iterations) watch frames and list pages, \(accepted) accepted as frames")
+    }
+
+    @Test("object redaction: no crash, no hang; a JSON object is rewritten, and the result is JSON")
+    func redaction() throws {
+        let corpus = try Self.transcriptBodies().filter { $0.first == UInt8(ascii: "{") }
+        Self.fuzz(corpus, seed: 2) { input in
+            let valid = (try? JSONSerialization.jsonObject(with: Data(input))) is [String: Any]
+            var edits = ObjectRewriter.Edits(dropManagedFields: true)
+            edits.redactDataWith = "REDACTED"
+            do {
+                // Its input is a watch frame's or list page's object, which the scanner validated already.
+                let output = try ObjectRewriter.apply(edits, to: ByteBuffer(bytes: input))
+                if valid {
+                    #expect(Self.isJSON(Array(output.readableBytesView)), "rewriting made something that is not JSON from: \(String(decoding: input.prefix(300), as: UTF8.self))")
+                }
+            } catch {
+                #expect(!valid, "a JSON object could not be rewritten (\(error)): \(String(decoding: input.prefix(300), as: UTF8.self))")
+            }
+        }
+    }
+
+    @Test("configuration files: every mutation is read or refused with problems, never a crash")
+    func configurations() throws {
+        let deploy = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("deploy")
+        let corpus = try ["base", "overlays/kafka", "overlays/nats", "overlays/webhook"].map {
+            Array(try String(contentsOf: deploy.appendingPathComponent("\($0)/kubebridge.yaml"), encoding: .utf8).utf8)
+        }
+        setenv("KAFKA_PASSWORD", "x", 1)
+        setenv("WEBHOOK_SECRET", "whsec_" + Data("fuzz".utf8).base64EncodedString(), 1)
+        var refused = 0
+        Self.fuzz(corpus, seed: 3) { input in
+            do {
+                _ = try Configuration.parse(String(decoding: input, as: UTF8.self), file: "fuzz.yaml")
+            } catch let error as ConfigurationError {
+                refused += 1
+                #expect(!error.problems.isEmpty)
+            }
+        }
+        #expect(refused > 0)
+    }
+
+    @Test("kubeconfig files: every mutation is loaded or refused with a KubeConfigError, never a crash")
+    func kubeconfigs() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let seed = """
+            apiVersion: v1
+            kind: Config
+            current-context: test
+            clusters:
+            - name: test
+              cluster:
+                server: https://127.0.0.1:6443
+                certificate-authority-data: \(Data("not a certificate".utf8).base64EncodedString())
+            users:
+            - name: test
+              user:
+                token: abc
+            contexts:
+            - name: test
+              context: {cluster: test, user: test, namespace: default}
+            """
+        let path = directory.appendingPathComponent("kubeconfig").path
+        var unexpected: [String] = []
+        Self.fuzz([Array(seed.utf8)], seed: 4) { input in
+            FileManager.default.createFile(atPath: path, contents: Data(input))
+            do {
+                _ = try KubeConfigLoader.load(kubeconfig: path, environment: [:])
+            } catch is KubeConfigError {
+            } catch {
+                unexpected.append("\(error)")
+            }
+        }
+        #expect(unexpected.isEmpty, "errors other than KubeConfigError: \(Set(unexpected).prefix(5))")
+    }
+}
