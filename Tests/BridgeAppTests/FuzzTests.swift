@@ -73,9 +73,11 @@ struct FuzzTests {
     }
 
     /// Runs `body` on mutated inputs; an input that takes over a second is reported as a hang.
-    static func fuzz(_ corpus: [[UInt8]], seed: UInt64, _ body: ([UInt8]) throws -> Void) {
+    /// It yields now and then: the suites share the cooperative pool's two threads here.
+    static func fuzz(_ corpus: [[UInt8]], seed: UInt64, _ body: ([UInt8]) throws -> Void) async {
         var mutator = Mutator(state: seed)
         for iteration in 0..<iterations {
+            if iteration % 50 == 0 { await Task.yield() }
             let input = mutator.mutate(corpus[mutator.below(corpus.count)], corpus: corpus)
             let started = ContinuousClock.now
             try? body(input)
@@ -102,10 +104,10 @@ struct FuzzTests {
     }
 
     @Test("watch frames and list pages: no crash, no hang, and nothing the JSON parser refuses is accepted")
-    func watchFramesAndLists() throws {
+    func watchFramesAndLists() async throws {
         let corpus = try Self.transcriptBodies()
         var accepted = 0
-        Self.fuzz(corpus, seed: 1) { input in
+        await Self.fuzz(corpus, seed: 1) { input in
             let buffer = ByteBuffer(bytes: input)
             if (try? WatchFrame.decode(line: buffer)) != nil {
                 accepted += 1
@@ -119,9 +121,9 @@ struct FuzzTests {
     }
 
     @Test("object redaction: no crash, no hang; a JSON object is rewritten, and the result is JSON")
-    func redaction() throws {
+    func redaction() async throws {
         let corpus = try Self.transcriptBodies().filter { $0.first == UInt8(ascii: "{") }
-        Self.fuzz(corpus, seed: 2) { input in
+        await Self.fuzz(corpus, seed: 2) { input in
             let valid = (try? JSONSerialization.jsonObject(with: Data(input))) is [String: Any]
             var edits = ObjectRewriter.Edits(dropManagedFields: true)
             edits.redactDataWith = "REDACTED"
@@ -138,7 +140,7 @@ struct FuzzTests {
     }
 
     @Test("configuration files: every mutation is read or refused with problems, never a crash")
-    func configurations() throws {
+    func configurations() async throws {
         let deploy = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("deploy")
         let corpus = try ["base", "overlays/kafka", "overlays/nats", "overlays/webhook"].map {
@@ -147,7 +149,7 @@ struct FuzzTests {
         setenv("KAFKA_PASSWORD", "x", 1)
         setenv("WEBHOOK_SECRET", "whsec_" + Data("fuzz".utf8).base64EncodedString(), 1)
         var refused = 0
-        Self.fuzz(corpus, seed: 3) { input in
+        await Self.fuzz(corpus, seed: 3) { input in
             do {
                 _ = try Configuration.parse(String(decoding: input, as: UTF8.self), file: "fuzz.yaml")
             } catch let error as ConfigurationError {
@@ -159,7 +161,7 @@ struct FuzzTests {
     }
 
     @Test("kubeconfig files: every mutation is loaded or refused with a KubeConfigError, never a crash")
-    func kubeconfigs() throws {
+    func kubeconfigs() async throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let seed = """
@@ -181,7 +183,7 @@ struct FuzzTests {
             """
         let path = directory.appendingPathComponent("kubeconfig").path
         var unexpected: [String] = []
-        Self.fuzz([Array(seed.utf8)], seed: 4) { input in
+        await Self.fuzz([Array(seed.utf8)], seed: 4) { input in
             FileManager.default.createFile(atPath: path, contents: Data(input))
             do {
                 _ = try KubeConfigLoader.load(kubeconfig: path, environment: [:])
