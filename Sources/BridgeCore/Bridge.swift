@@ -1,5 +1,6 @@
 import CoreMetrics
 import Foundation
+import KubeModel
 import Logging
 import Synchronization
 
@@ -22,8 +23,13 @@ public final class Bridge: Sendable {
     let logger: Logger
     let probe: (any BridgeProbe)?
     private let counts = Mutex<(received: Int, unencodable: Int)>((0, 0))
-    private let receivedCounters = CounterCache(MetricName.changesReceived)
-    private let filteredCounters = CounterCache(MetricName.filtered)
+    private struct Received: Hashable, Sendable {
+        var resource: GroupVersionResource
+        var type: ChangeType
+    }
+
+    private let receivedCounters = CounterCache<Received>(MetricName.changesReceived)
+    private let filteredCounters = CounterCache<String>(MetricName.filtered)
     private let unencodableCounter = Counter(label: MetricName.unencodable)
 
     /// The tracker, shared by the bridge and its pipelines' acknowledgement callbacks.
@@ -72,7 +78,9 @@ public final class Bridge: Sendable {
         case .change(let change):
             counts.withLock { $0.received += 1 }
             let now = ContinuousClock.now
-            receivedCounters.increment([change.resource.metricLabel, change.type.rawValue], names: ["resource", "type"])
+            receivedCounters.increment(Received(resource: change.resource, type: change.type)) {
+                [("resource", $0.resource.metricLabel), ("type", $0.type.rawValue)]
+            }
             let envelope: Envelope
             do {
                 envelope = try envelopes.envelope(for: change, receivedAt: Date())
@@ -85,10 +93,9 @@ public final class Bridge: Sendable {
             let recording = change.unrecorded ? await recorder.add(UnrecordedObject(change)) : 0
             var skipping: [Int] = []
             for pipeline in pipelines {
-                let filter = pipeline.options.filter
-                guard filter.acceptsAll || filter.accepts(resource: change.resource, namespace: change.metadata.namespace, type: change.type) else {
+                if let filter = pipeline.filter, !filter.accepts(resource: change.resource, namespace: change.metadata.namespace, type: change.type) {
                     skipping.append(pipeline.index)
-                    filteredCounters.increment([pipeline.sink.name], names: ["sink"])
+                    filteredCounters.increment(pipeline.sink.name) { [("sink", $0)] }
                     continue
                 }
                 try await pipeline.enqueue(OutboundEvent(envelope: envelope, token: token, resource: change.resource, namespace: change.metadata.namespace,

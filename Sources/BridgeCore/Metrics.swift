@@ -32,21 +32,22 @@ extension GroupVersionResource {
     public var metricLabel: String { description }
 }
 
-/// Counters made once per label set: creating one goes through the metrics backend's registry,
-/// too slow for every change.
-final class CounterCache: Sendable {
+/// Counters made once per key: creating one goes through the metrics backend's registry, too
+/// slow for every change, and so would be building its label strings.
+final class CounterCache<Key: Hashable & Sendable>: Sendable {
     let label: String
-    private let counters = Mutex<[[String]: Counter]>([:])
+    private let counters = Mutex<[Key: Counter]>([:])
 
     init(_ label: String) {
         self.label = label
     }
 
-    func increment(_ values: [String], names: [String], by amount: Int = 1) {
+    /// `dimensions` is called only the first time a key is seen.
+    func increment(_ key: Key, by amount: Int = 1, dimensions: (Key) -> [(String, String)]) {
         let counter = counters.withLock { counters in
-            if let counter = counters[values] { return counter }
-            let counter = Counter(label: label, dimensions: Array(zip(names, values)))
-            counters[values] = counter
+            if let counter = counters[key] { return counter }
+            let counter = Counter(label: label, dimensions: dimensions(key))
+            counters[key] = counter
             return counter
         }
         counter.increment(by: amount)

@@ -38,6 +38,8 @@ public final class Pipeline: Sendable {
     /// The sink's index in the `AckTracker`.
     public let index: Int
     let options: Options
+    /// `options.filter`, or nil when it lets everything through (decided once, not per event).
+    let filter: EventFilter?
     let buffer: BoundedBuffer<OutboundEvent>
     let deadLetters: DeadLetterFile?
     let acknowledge: @Sendable ([AckTracker.Token], Int) async -> Void
@@ -71,6 +73,7 @@ public final class Pipeline: Sendable {
         self.beforeDelivery = beforeDelivery
         self.index = index
         self.options = options
+        self.filter = options.filter.acceptsAll ? nil : options.filter
         self.buffer = BoundedBuffer(maxCount: options.maxBufferedEvents, maxBytes: options.maxBufferedBytes)
         self.deadLetters = deadLetters
         self.acknowledge = acknowledge

@@ -123,13 +123,13 @@ public struct Churn: Sendable {
     }
 }
 
-/// A small deterministic generator, so that a churn run can be repeated.
-struct SplitMix: RandomNumberGenerator {
+/// A small deterministic generator, so that a churn run (or a test's generated input) can be repeated.
+public struct SplitMix: RandomNumberGenerator, Sendable {
     var state: UInt64
 
-    init(seed: UInt64) { state = seed }
+    public init(seed: UInt64) { state = seed }
 
-    mutating func next() -> UInt64 {
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

@@ -2,6 +2,7 @@ import BridgeApp
 import Foundation
 import KubeAPI
 import KubeModel
+import KubeTestServer
 import NIOCore
 import Testing
 import TestSupport
@@ -13,17 +14,11 @@ import TestSupport
 struct FuzzTests {
     static let iterations = Int(ProcessInfo.processInfo.environment["KUBEBRIDGE_FUZZ_ITERATIONS"] ?? "") ?? 3000
 
-    /// SplitMix64: the same inputs on every run, so a finding can be replayed.
+    /// Seeded: the same inputs on every run, so a finding can be replayed.
     struct Mutator {
-        var state: UInt64
+        var random: SplitMix
 
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        mutating func next() -> UInt64 { random.next() }
 
         mutating func below(_ bound: Int) -> Int { bound <= 0 ? 0 : Int(next() % UInt64(bound)) }
 
@@ -75,7 +70,7 @@ struct FuzzTests {
     /// Runs `body` on mutated inputs; an input that takes over a second is reported as a hang.
     /// It yields now and then: the suites share the cooperative pool's two threads here.
     static func fuzz(_ corpus: [[UInt8]], seed: UInt64, _ body: ([UInt8]) throws -> Void) async {
-        var mutator = Mutator(state: seed)
+        var mutator = Mutator(random: SplitMix(seed: seed))
         for iteration in 0..<iterations {
             if iteration % 50 == 0 { await Task.yield() }
             let input = mutator.mutate(corpus[mutator.below(corpus.count)], corpus: corpus)
