@@ -236,7 +236,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "KubeAPI", "KubeTestServer", "TestSupport", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                "KubeAPI", "KubeTestServer", "TestSupport", "BridgeCore", "BridgeCheckpoint", "KafkaSink", .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Yams", package: "Yams"),
             ]
         ),

@@ -122,7 +122,7 @@ public struct BridgeRuntime: Sendable {
         }
         supervisor = InformerSupervisor(client: client, options: informerOptions, resumePoint: { scope in
             checkpoints[scope].map { ResumePoint(resourceVersion: $0.resourceVersion, known: $0.known) }
-        }, logger: logger)
+        }, checkpointedScopes: Array(checkpoints.keys), logger: logger)
         logger.info("resuming \(checkpoints.count) watch scopes from \(storeDescription)")
         if let operations {
             let runtime = self

@@ -39,6 +39,8 @@ public final class InformerSupervisor: Sendable {
     let client: KubeClient
     let options: InformerOptions
     let resumePoint: @Sendable (WatchScope) async throws -> ResumePoint?
+    /// The scopes the checkpoint store holds, looked at once, on the first discovery.
+    let checkpointedScopes: [WatchScope]
     let logger: Logger
     public let observer: WatcherObserver
     private let state = Mutex(State())
@@ -63,12 +65,14 @@ public final class InformerSupervisor: Sendable {
     public init(
         client: KubeClient, options: InformerOptions = InformerOptions(), observer: WatcherObserver = WatcherObserver(),
         resumePoint: @escaping @Sendable (WatchScope) async throws -> ResumePoint? = { _ in nil },
+        checkpointedScopes: [WatchScope] = [],
         logger: Logger
     ) {
         self.client = client
         self.options = options
         self.observer = observer
         self.resumePoint = resumePoint
+        self.checkpointedScopes = checkpointedScopes
         self.logger = logger
     }
 
@@ -191,7 +195,24 @@ public final class InformerSupervisor: Sendable {
         for (resource, scope) in toStart {
             start(resource, scope: scope, group: &group, trigger: trigger, emit: emit)
         }
-        state.withLock { $0.discoveredOnce = true }
+        let first = state.withLock { state in
+            defer { state.discoveredOnce = true }
+            return !state.discoveredOnce
+        }
+        if first {
+            let removed = removedWhileAway(served: discovery.resources, failedGroupVersions: failedGroupVersions)
+            if !removed.isEmpty {
+                group.addTask {
+                    do {
+                        try await self.emitRemoval(of: removed, emit: emit)
+                    } catch is CancellationError {
+                    } catch {
+                        self.state.withLock { $0.failure = $0.failure ?? error }
+                        trigger.yield()
+                    }
+                }
+            }
+        }
         if !toStart.isEmpty || !toStop.isEmpty {
             logger.info("watching \(watchedResources.count) resources (\(toStart.count) started, \(toStop.count) stopped)")
         }
@@ -240,6 +261,29 @@ public final class InformerSupervisor: Sendable {
                 await inner.next()
                 inner.cancelAll()
             }
+        }
+    }
+
+    /// Checkpointed scopes of selected resources that no version of the cluster serves any more:
+    /// their CRD was deleted while kubebridge was away, and every object of them with it.
+    func removedWhileAway(served: [APIResource], failedGroupVersions: Set<String>) -> [WatchScope] {
+        let servedResources = Set(served.map { "\($0.gvr.resource).\($0.gvr.group)" })
+        return checkpointedScopes.filter { scope in
+            let gvr = scope.resource
+            return !servedResources.contains("\(gvr.resource).\(gvr.group)") && !failedGroupVersions.contains(gvr.apiVersion)
+                && options.selection.selects(gvr)
+        }.sorted()
+    }
+
+    /// Emits the deletion of every object the checkpoints of `scopes` still know, as a watcher
+    /// does when its resource goes away while it runs.
+    private func emitRemoval(of scopes: [WatchScope], emit: @Sendable (ResourceEvent) async throws -> Void) async throws {
+        for scope in scopes {
+            guard let resume = try await resumePoint(scope), resume.known.count > 0 else { continue }
+            var machine = WatcherStateMachine(scope: scope, known: resume.known, filter: options.selection.emissionFilter)
+            let deletions = machine.resourceRemoved()
+            logger.info("\(scope.resource) is no longer served: its CRD went away while kubebridge was not running; \(deletions.count) objects it knew are emitted as deleted")
+            for event in deletions { try await emit(event) }
         }
     }
 

@@ -69,13 +69,7 @@ public struct ResourceSelection: Sendable {
         let excludes = exclude.compactMap(GVRPattern.init)
         let defaults = Self.defaultExcludes.compactMap(GVRPattern.init)
         var selected = resources.filter { resource in
-            guard resource.isPreferredVersion, resource.isWatchable else { return false }
-            let matching = includes.filter { $0.matches(resource.gvr) }
-            guard !matching.isEmpty, !excludes.contains(where: { $0.matches(resource.gvr) }) else { return false }
-            if defaults.contains(where: { $0.matches(resource.gvr) }) {
-                return matching.contains { !$0.resource.contains("*") }
-            }
-            return true
+            resource.isPreferredVersion && resource.isWatchable && selects(resource.gvr, includes: includes, excludes: excludes, defaults: defaults)
         }
         for alias in Self.aliases {
             let keptSelected = selected.contains { $0.group == alias.kept.group && $0.resource == alias.kept.resource }
@@ -84,6 +78,21 @@ public struct ResourceSelection: Sendable {
             }
         }
         return selected
+    }
+
+    /// Whether the patterns select this resource.
+    public func selects(_ gvr: GroupVersionResource) -> Bool {
+        selects(gvr, includes: include.compactMap(GVRPattern.init), excludes: exclude.compactMap(GVRPattern.init),
+                defaults: Self.defaultExcludes.compactMap(GVRPattern.init))
+    }
+
+    private func selects(_ gvr: GroupVersionResource, includes: [GVRPattern], excludes: [GVRPattern], defaults: [GVRPattern]) -> Bool {
+        let matching = includes.filter { $0.matches(gvr) }
+        guard !matching.isEmpty, !excludes.contains(where: { $0.matches(gvr) }) else { return false }
+        if defaults.contains(where: { $0.matches(gvr) }) {
+            return matching.contains { !$0.resource.contains("*") }
+        }
+        return true
     }
 
     /// Whether an object passes the namespace filters.

@@ -8,15 +8,64 @@ public struct Churn: Sendable {
         /// Writes per second.
         public var rate: Double = 20
         public var namespaces = ["demo", "shop", "payments"]
-        /// When to install the Widget CRD (nil: never).
-        public var installCRDAfter: Duration? = .seconds(3)
-        /// When to remove it again (nil: never).
-        public var removeCRDAfter: Duration?
+        /// The built-in kinds written to.
+        public var kinds: KindSet = .standard
+        /// Custom resources, each with its CRD installed and removed at its time.
+        public var customResources: [CustomResource] = [.widgets(installAfter: .seconds(3))]
         /// How many objects of each kind a namespace holds at most.
         public var objectsPerKind = 5
         public var seed: UInt64 = 42
 
         public init() {}
+    }
+
+    public enum KindSet: Sendable {
+        /// ConfigMaps, Secrets and Deployments.
+        case standard
+        /// Those and seventeen more namespaced built-ins of eight groups.
+        case wide
+    }
+
+    /// A CRD and what happens to it during the churn.
+    public struct CustomResource: Sendable {
+        public var group: String
+        public var kind: String
+        /// When its CRD is installed (nil: never; zero: before the first write).
+        public var installAfter: Duration?
+        /// When it is removed again (nil: never).
+        public var removeAfter: Duration?
+        public var shortNames: [String] = []
+
+        public init(group: String, kind: String, installAfter: Duration?, removeAfter: Duration? = nil) {
+            self.group = group
+            self.kind = kind
+            self.installAfter = installAfter
+            self.removeAfter = removeAfter
+        }
+
+        public static func widgets(installAfter: Duration?, removeAfter: Duration? = nil) -> Self {
+            var widgets = Self(group: "example.com", kind: "Widget", installAfter: installAfter, removeAfter: removeAfter)
+            widgets.shortNames = ["wg"]
+            return widgets
+        }
+
+        var plural: String { kind.lowercased() + "s" }
+        public var crdName: String { "\(plural).\(group)" }
+
+        public var definition: String {
+            """
+            {"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","metadata":{"name":"\(crdName)"},\
+            "spec":{"group":"\(group)","names":{"plural":"\(plural)","singular":"\(kind.lowercased())","kind":"\(kind)","listKind":"\(kind)List",\
+            "shortNames":[\(shortNames.map { "\"\($0)\"" }.joined(separator: ","))]},\
+            "scope":"Namespaced","versions":[{"name":"v1","served":true,"storage":true,"schema":\
+            {"openAPIV3Schema":{"type":"object","x-kubernetes-preserve-unknown-fields":true}},"subresources":{"status":{}}}]}}
+            """
+        }
+
+        var churned: Kind {
+            Kind(path: "apis/\(group)/v1", apiVersion: "\(group)/v1", kind: kind, prefix: kind.lowercased(),
+                 body: { #""spec":{"size":\#($0)}"# }, patch: { #"{"spec":{"size":\#($0)}}"# })
+        }
     }
 
     /// What the churn did, by `resource verb`.
@@ -33,12 +82,7 @@ public struct Churn: Sendable {
         self.options = options
     }
 
-    public static let widgetCRD = """
-        {"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","metadata":{"name":"widgets.example.com"},\
-        "spec":{"group":"example.com","names":{"plural":"widgets","singular":"widget","kind":"Widget","listKind":"WidgetList",\
-        "shortNames":["wg"]},"scope":"Namespaced","versions":[{"name":"v1","served":true,"storage":true,"schema":\
-        {"openAPIV3Schema":{"type":"object","x-kubernetes-preserve-unknown-fields":true}},"subresources":{"status":{}}}]}}
-        """
+    public static let widgetCRD = CustomResource.widgets(installAfter: nil).definition
 
     struct Kind: Sendable {
         var path: String
@@ -64,8 +108,21 @@ public struct Churn: Sendable {
              patch: { #"{"spec":{"replicas":\#($0 % 5 + 1)}}"# }),
     ]
 
-    static let widget = Kind(path: "apis/example.com/v1", apiVersion: "example.com/v1", kind: "Widget", prefix: "widget",
-                             body: { #""spec":{"size":\#($0)}"# }, patch: { #"{"spec":{"size":\#($0)}}"# })
+    /// Namespaced built-ins written with metadata alone: an update changes an annotation.
+    static let wideKinds: [Kind] = [
+        ("api/v1", "v1", "Pod"), ("api/v1", "v1", "Service"), ("api/v1", "v1", "ServiceAccount"), ("api/v1", "v1", "Endpoints"),
+        ("api/v1", "v1", "LimitRange"), ("api/v1", "v1", "PersistentVolumeClaim"), ("api/v1", "v1", "PodTemplate"),
+        ("api/v1", "v1", "ReplicationController"), ("api/v1", "v1", "ResourceQuota"),
+        ("apis/apps/v1", "apps/v1", "ControllerRevision"), ("apis/apps/v1", "apps/v1", "DaemonSet"),
+        ("apis/apps/v1", "apps/v1", "ReplicaSet"), ("apis/apps/v1", "apps/v1", "StatefulSet"),
+        ("apis/batch/v1", "batch/v1", "CronJob"), ("apis/batch/v1", "batch/v1", "Job"),
+        ("apis/networking.k8s.io/v1", "networking.k8s.io/v1", "NetworkPolicy"),
+        ("apis/rbac.authorization.k8s.io/v1", "rbac.authorization.k8s.io/v1", "Role"),
+    ].map { path, apiVersion, kind in
+        Kind(path: path, apiVersion: apiVersion, kind: kind, prefix: kind.lowercased(),
+             body: { _ in "" },
+             patch: { #"{"metadata":{"annotations":{"example.com/step":"\#($0)"}}}"# })
+    }
 
     /// Runs until cancelled.
     public func run() async throws -> Report {
@@ -75,46 +132,54 @@ public struct Churn: Sendable {
             _ = try await server.perform("POST", "/api/v1/namespaces", body: #"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"\#(namespace)"}}"#)
         }
         let start = ContinuousClock.now
-        var crdInstalled = false
-        var crdRemoved = false
+        var installed = Set<String>()
+        var removed = Set<String>()
         var step = 0
         let interval = Duration.seconds(1.0 / max(options.rate, 0.1))
+        let builtIns = options.kinds == .wide ? Self.kinds + Self.wideKinds : Self.kinds
         while !Task.isCancelled {
             let elapsed = ContinuousClock.now - start
-            if !crdInstalled, let after = options.installCRDAfter, elapsed >= after {
-                _ = try await server.perform("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body: Self.widgetCRD)
-                report.writes["customresourcedefinitions create", default: 0] += 1
-                crdInstalled = true
-                try? await Task.sleep(for: .milliseconds(200))
+            for resource in options.customResources {
+                if !installed.contains(resource.crdName), let after = resource.installAfter, elapsed >= after {
+                    _ = try await server.perform("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body: resource.definition)
+                    report.writes["customresourcedefinitions create", default: 0] += 1
+                    installed.insert(resource.crdName)
+                    try? await Task.sleep(for: .milliseconds(200))
+                }
+                if installed.contains(resource.crdName), !removed.contains(resource.crdName), let after = resource.removeAfter, elapsed >= after {
+                    _ = try await server.perform("DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/\(resource.crdName)")
+                    report.writes["customresourcedefinitions delete", default: 0] += 1
+                    removed.insert(resource.crdName)
+                }
             }
-            if crdInstalled, !crdRemoved, let after = options.removeCRDAfter, elapsed >= after {
-                _ = try await server.perform("DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com")
-                report.writes["customresourcedefinitions delete", default: 0] += 1
-                crdRemoved = true
-            }
-            var kinds = Self.kinds
-            if crdInstalled, !crdRemoved { kinds.append(Self.widget) }
+            let kinds = builtIns + options.customResources.filter { installed.contains($0.crdName) && !removed.contains($0.crdName) }.map(\.churned)
             let kind = kinds[Int(random.next() % UInt64(kinds.count))]
             let namespace = options.namespaces[Int(random.next() % UInt64(options.namespaces.count))]
             let name = "\(kind.prefix)-\(random.next() % UInt64(options.objectsPerKind))"
             let collection = "/\(kind.path)/namespaces/\(namespace)/\(kind.kind.lowercased())s"
+            let body = kind.body(step)
+            let object = #"{"apiVersion":"\#(kind.apiVersion)","kind":"\#(kind.kind)","metadata":{"name":"\#(name)","labels":{"app":"\#(kind.prefix)"},"annotations":{"example.com/step":"\#(step)"}}\#(body.isEmpty ? "" : ",")\#(body)}"#
             step += 1
             let roll = random.next() % 10
             let verb: String
             if roll < 6 {
                 let (status, _) = try await server.perform("PATCH", "\(collection)/\(name)", body: kind.patch(step), contentType: "application/merge-patch+json")
                 if status == 404 {
-                    _ = try await server.perform("POST", collection, body: #"{"apiVersion":"\#(kind.apiVersion)","kind":"\#(kind.kind)","metadata":{"name":"\#(name)","labels":{"app":"\#(kind.prefix)"}},\#(kind.body(step))}"#)
-                    verb = "create"
+                    let (created, _) = try await server.perform("POST", collection, body: object)
+                    verb = created == 404 ? "gone" : "create"
                 } else {
                     verb = "update"
                 }
             } else if roll < 8 {
-                let (status, _) = try await server.perform("POST", collection, body: #"{"apiVersion":"\#(kind.apiVersion)","kind":"\#(kind.kind)","metadata":{"name":"\#(name)","labels":{"app":"\#(kind.prefix)"}},\#(kind.body(step))}"#)
-                verb = status == 201 ? "create" : "conflict"
+                let (status, _) = try await server.perform("POST", collection, body: object)
+                verb = status == 201 ? "create" : status == 404 ? "gone" : "conflict"
             } else {
                 let (status, _) = try await server.perform("DELETE", "\(collection)/\(name)")
                 verb = status == 200 ? "delete" : "miss"
+            }
+            if verb == "gone", let resource = options.customResources.first(where: { $0.kind == kind.kind }) {
+                // Someone else removed the CRD.
+                removed.insert(resource.crdName)
             }
             report.writes["\(kind.kind.lowercased())s \(verb)", default: 0] += 1
             try? await Task.sleep(for: interval)

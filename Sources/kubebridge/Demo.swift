@@ -63,8 +63,7 @@ struct Demo: AsyncParsableCommand {
         print("==> test API server on \(server.url); the bridge writes CloudEvents to \(events)")
         var churnOptions = Churn.Options()
         churnOptions.rate = rate
-        churnOptions.installCRDAfter = .seconds(min(3, duration / 3))
-        churnOptions.removeCRDAfter = duration > 6 ? .seconds(duration - 3) : nil
+        churnOptions.customResources = [.widgets(installAfter: .seconds(min(3, duration / 3)), removeAfter: duration > 6 ? .seconds(duration - 3) : nil)]
         let churn = Churn(server: server, options: churnOptions)
         let tail = EventTail(path: events)
         try await withThrowingTaskGroup(of: Void.self) { group in

@@ -40,7 +40,7 @@ struct LeaderElectionTests {
         let follower = try BridgeProcess(server: server, directory: second, extraSinks: sink, state: Self.state, extraConfig: Self.election)
         var churnOptions = Churn.Options()
         churnOptions.rate = 60
-        churnOptions.installCRDAfter = .seconds(1)
+        churnOptions.customResources = [.widgets(installAfter: .seconds(1))]
         churnOptions.objectsPerKind = 4
         let churn = Task { try await Churn(server: server, options: churnOptions).run() }
 

@@ -122,6 +122,52 @@ struct InformerSupervisorTests {
         }
     }
 
+    @Test("a CRD deleted while kubebridge was away: the objects its checkpoint knew are emitted as deleted, unless the selection leaves the resource out")
+    func crdRemovedWhileAway() async throws {
+        try await TestCluster.with { cluster in
+            _ = try await cluster.client.create(TestCluster.crds, namespace: nil, json: TestCluster.widgetCRD)
+            try await waitUntil(timeout: .seconds(5)) {
+                (try? await cluster.client.discover().resources.contains { $0.gvr == TestCluster.widgets }) == true
+            }
+            for name in ["w1", "w2"] {
+                _ = try await cluster.client.create(TestCluster.widgets, namespace: "default",
+                                                    json: #"{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"\#(name)"}}"#)
+            }
+            let before = EventCollector()
+            let onlyWidgets = Self.options { $0.selection.include = ["example.com/*/*"] }
+            try await withSupervisor(cluster, options: onlyWidgets, collector: before) { _ in
+                try await before.waitUntilListed(TestCluster.widgets)
+            }
+            let resume = ResumePoint(resourceVersion: await before.lastVersion(TestCluster.widgets), known: await before.known(TestCluster.widgets))
+            #expect(resume.known.count == 2)
+            try await cluster.client.delete(TestCluster.crds, namespace: nil, name: "widgets.example.com")
+            try await waitUntil(timeout: .seconds(5)) {
+                (try? await cluster.client.discover().resources.contains { $0.gvr == TestCluster.widgets }) == false
+            }
+
+            for (include, expected) in [(["*/*/*"], ["deleted w1", "deleted w2"]), (["core/v1/configmaps"], [])] {
+                let after = EventCollector()
+                let options = Self.options { $0.selection.include = include }
+                let supervisor = InformerSupervisor(client: cluster.client, options: options, resumePoint: { scope in
+                    scope.resource == TestCluster.widgets ? resume : nil
+                }, checkpointedScopes: [WatchScope(TestCluster.widgets)], logger: .test)
+                let task = Task { try await supervisor.run { await after.emit($0) } }
+                try await waitUntil(timeout: .seconds(30)) { supervisor.hasDiscovered }
+                if expected.isEmpty {
+                    try await Task.sleep(for: .milliseconds(500))
+                } else {
+                    try await after.waitForChanges(expected.count, of: TestCluster.widgets)
+                }
+                task.cancel()
+                _ = try? await task.value
+                let changes = await after.changes(TestCluster.widgets)
+                #expect(changes.map { "\($0.type) \($0.metadata.name)" } == expected, "include \(include)")
+                #expect(changes.allSatisfy { $0.finalStateUnknown })
+                #expect(!supervisor.watchedResources.contains(TestCluster.widgets))
+            }
+        }
+    }
+
     @Test("one watch per resource, cluster-wide, whatever the namespace filter; the filter applies to the stream")
     func namespaceFilterOnTheStream() async throws {
         try await TestCluster.with { cluster in
