@@ -238,8 +238,28 @@ struct InformerService: Service {
     let bridge: Bridge
 
     func run() async throws {
+        let release = Task {
+            // Once every watch has listed and the sinks have confirmed (nearly) all of it.
+            while !supervisor.isSynced || supervisor.watchedScopes.reduce(0, { $0 + bridge.unconfirmed(in: $1) }) > 1000 {
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            FreedMemory.release()
+        }
+        defer { release.cancel() }
         try await cancelWhenGracefulShutdown {
             try await supervisor.run { try await bridge.accept($0) }
         }
+    }
+}
+
+/// The first lists read every object of the cluster in pages, and the sinks' buffers fill up behind
+/// them; glibc keeps what they freed in its per-thread arenas. Once they are through, it is handed
+/// back to the system, so that the resident size shows what the bridge holds.
+enum FreedMemory {
+    static func release() {
+        #if canImport(Glibc)
+        guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "malloc_trim") else { return }
+        _ = unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)(0)
+        #endif
     }
 }

@@ -125,7 +125,11 @@ public struct AckTracker: Sendable {
             newest = entry.registeredAt
             state.head += 1
         }
-        if state.head > 1024, state.head * 2 > state.entries.count {
+        if state.head == state.entries.count {
+            // All confirmed: a list's burst leaves no capacity behind.
+            state.entries = []
+            state.head = 0
+        } else if state.head > 1024, state.head * 2 > state.entries.count {
             state.entries.removeFirst(state.head)
             state.head = 0
         }

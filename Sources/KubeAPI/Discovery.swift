@@ -92,12 +92,16 @@ extension KubeClient {
     }
 
     func parseAggregated(_ body: ByteBuffer, path: String) throws -> ([APIResource], [DiscoveryFailure]) {
-        let list: GroupDiscoveryList
         do {
-            list = try JSONDecoder().decode(GroupDiscoveryList.self, from: body)
+            return try Self.aggregatedResources(body)
         } catch {
             throw KubeAPIError(code: .malformedResponse, message: "aggregated discovery is not valid: \(error)", request: "GET \(configuration.server)\(path)")
         }
+    }
+
+    /// The resources of an aggregated discovery document (`APIGroupDiscoveryList`).
+    package static func aggregatedResources(_ body: ByteBuffer) throws -> ([APIResource], [DiscoveryFailure]) {
+        let list = try JSONDecoder().decode(GroupDiscoveryList.self, from: body)
         var resources: [APIResource] = []
         var failures: [DiscoveryFailure] = []
         for item in list.items ?? [] {
@@ -154,21 +158,39 @@ extension KubeClient {
         var resources: [Resource]
     }
 
-    func legacy(_ body: ByteBuffer, isCore: Bool) async throws -> ([APIResource], [DiscoveryFailure]) {
+    /// The group versions a legacy `/api` (`APIVersions`) or `/apis` (`APIGroupList`) document names.
+    package static func legacyGroupVersions(_ body: ByteBuffer, isCore: Bool) throws -> [(group: String, version: String, preferred: Bool)] {
+        if isCore {
+            let versions = try JSONDecoder().decode(APIVersions.self, from: body)
+            return versions.versions.enumerated().map { ("", $0.element, $0.offset == 0) }
+        }
         var targets: [(group: String, version: String, preferred: Bool)] = []
-        do {
-            if isCore {
-                let versions = try JSONDecoder().decode(APIVersions.self, from: body)
-                targets = versions.versions.enumerated().map { ("", $0.element, $0.offset == 0) }
-            } else {
-                let groups = try JSONDecoder().decode(APIGroupList.self, from: body)
-                for group in groups.groups {
-                    let preferred = group.preferredVersion?.version ?? group.versions.first?.version
-                    for version in group.versions {
-                        targets.append((group.name, version.version, version.version == preferred))
-                    }
-                }
+        let groups = try JSONDecoder().decode(APIGroupList.self, from: body)
+        for group in groups.groups {
+            let preferred = group.preferredVersion?.version ?? group.versions.first?.version
+            for version in group.versions {
+                targets.append((group.name, version.version, version.version == preferred))
             }
+        }
+        return targets
+    }
+
+    /// The resources of a legacy group version document (`APIResourceList`), subresources left out.
+    package static func legacyResources(_ body: ByteBuffer, group: String, version: String, preferred: Bool) throws -> [APIResource] {
+        let list = try JSONDecoder().decode(APIResourceList.self, from: body)
+        return list.resources.filter { !$0.name.contains("/") }.map { resource in
+            APIResource(
+                gvr: GroupVersionResource(group: group, version: version, resource: resource.name),
+                kind: resource.kind ?? "", singular: resource.singularName ?? "", namespaced: resource.namespaced ?? false,
+                verbs: resource.verbs ?? [], shortNames: resource.shortNames ?? [], categories: resource.categories ?? [],
+                isPreferredVersion: preferred)
+        }
+    }
+
+    func legacy(_ body: ByteBuffer, isCore: Bool) async throws -> ([APIResource], [DiscoveryFailure]) {
+        let targets: [(group: String, version: String, preferred: Bool)]
+        do {
+            targets = try Self.legacyGroupVersions(body, isCore: isCore)
         } catch {
             throw KubeAPIError(code: .malformedResponse, message: "discovery document is not valid: \(error)",
                                request: "GET \(configuration.server)\(isCore ? "/api" : "/apis")")
@@ -184,15 +206,7 @@ extension KubeClient {
                     let groupVersion = target.group.isEmpty ? target.version : "\(target.group)/\(target.version)"
                     do {
                         let response = try await self.send(method: .GET, path: path)
-                        let list = try JSONDecoder().decode(APIResourceList.self, from: response.body)
-                        let found = list.resources.filter { !$0.name.contains("/") }.map { resource in
-                            APIResource(
-                                gvr: GroupVersionResource(group: target.group, version: target.version, resource: resource.name),
-                                kind: resource.kind ?? "", singular: resource.singularName ?? "", namespaced: resource.namespaced ?? false,
-                                verbs: resource.verbs ?? [], shortNames: resource.shortNames ?? [], categories: resource.categories ?? [],
-                                isPreferredVersion: target.preferred)
-                        }
-                        return (found, nil)
+                        return (try Self.legacyResources(response.body, group: target.group, version: target.version, preferred: target.preferred), nil)
                     } catch {
                         return ([], DiscoveryFailure(groupVersion: groupVersion, message: "\(error)"))
                     }

@@ -316,6 +316,16 @@ public final class KubeClient: Sendable {
         }
     }
 
+    /// Reads a GET's body as it arrives, unparsed, chunk by chunk until `chunk` returns false or the
+    /// body ends: what the server itself can deliver, for the benchmarks.
+    package func readBody(_ path: String, query: [(String, String)] = [], _ chunk: (ByteBuffer) throws -> Bool) async throws {
+        let response = try await execute(method: .GET, path: path, query: query, deadline: .now() + .hours(1))
+        guard response.status.code == 200 else {
+            throw KubeAPIError(code: .transport, httpStatus: Int(response.status.code), message: "GET \(path) answered \(response.status.code)", request: path)
+        }
+        for try await buffer in response.body where try !chunk(buffer) { return }
+    }
+
     /// Opens a watch: the frames arrive as the server sends them, read from the chunked body line
     /// by line; nothing is read ahead of the consumer, so a slow consumer slows the server through TCP.
     public func watch(_ gvr: GroupVersionResource, namespace: String? = nil, options: WatchOptions = WatchOptions()) async throws -> WatchStream {

@@ -24,7 +24,7 @@ struct Bench: AsyncParsableCommand {
               swift run -c release kubebridge-bench kafka-sink --objects 100000 --rate 1000
               swift run -c release kubebridge-bench nats-sink --objects 100000 --rate 1000
             """,
-        subcommands: [SlowConsumer.self, KnownObjectsMemory.self, IdleResources.self, FileSinkBench.self, KafkaSinkBench.self, NATSSinkBench.self, WebhookSinkBench.self, KafkaBrokerCommand.self])
+        subcommands: [SlowConsumer.self, KnownObjectsMemory.self, IdleResources.self, FileSinkBench.self, KafkaSinkBench.self, NATSSinkBench.self, WebhookSinkBench.self, KafkaBrokerCommand.self, WebhookReceiverCommand.self, BenchSuite.self, SuiteSink.self, SuiteIdle.self])
 }
 
 /// Options shared by the scenarios.

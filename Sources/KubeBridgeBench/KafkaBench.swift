@@ -147,37 +147,31 @@ struct KafkaSinkBench: AsyncParsableCommand {
 
 /// librdkafka's mock cluster in a child process (`kubebridge-bench kafka-broker`), so that its
 /// memory and CPU are not the bridge's.
-final class MockBrokerProcess {
-    let process = Process()
-    let output = Pipe()
+final class MockBrokerProcess: Sendable {
+    let child: BenchChild
 
     init() throws {
-        process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
-        process.arguments = ["kafka-broker"]
-        process.standardOutput = output
-        process.standardInput = Pipe()
-        try process.run()
+        child = try BenchChild(["kafka-broker"])
     }
 
     /// The bootstrap address the child prints first.
     func bootstrap() throws -> String {
-        var line = Data()
-        while let byte = try output.fileHandleForReading.read(upToCount: 1), let first = byte.first, first != UInt8(ascii: "\n") {
-            line.append(first)
-        }
-        guard !line.isEmpty else { throw ValidationError("the mock broker did not start") }
-        return String(decoding: line, as: UTF8.self)
+        try child.firstLine()
     }
 
+    /// The broker refuses connections until `up`.
+    func down() { child.send("down") }
+
+    func up() { child.send("up") }
+
     func stop() {
-        process.terminate()
-        process.waitUntilExit()
+        child.stop()
     }
 }
 
 struct KafkaBrokerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "kafka-broker", abstract: "Runs librdkafka's mock cluster (one broker) and prints its address, until stdin closes.",
+        commandName: "kafka-broker", abstract: "Runs librdkafka's mock cluster (one broker) and prints its address, until stdin closes; `down` and `up` lines take the broker down and up.",
         shouldDisplay: false)
 
     func run() throws {
@@ -186,7 +180,50 @@ struct KafkaBrokerCommand: ParsableCommand {
         cluster.createTopic("bench.bare", partitions: 4)
         cluster.createTopic("bench.stage", partitions: 4)
         FileHandle.standardOutput.write(Data("\(cluster.bootstrapServers)\n".utf8))
-        _ = FileHandle.standardInput.readDataToEndOfFile()
+        while let line = readLine() {
+            switch line {
+            case "down": cluster.setBrokerDown(1)
+            case "up": cluster.setBrokerUp(1)
+            default: break
+            }
+        }
         cluster.close()
+    }
+}
+
+/// A helper of the benchmarks in a child process (this executable, another subcommand), so that
+/// its memory and CPU are not the bridge's: it prints a first line, takes commands on stdin, and
+/// ends when stdin closes.
+final class BenchChild: Sendable {
+    let process: Process
+    let output = Pipe()
+    let input = Pipe()
+
+    init(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+        process.arguments = arguments
+        process.standardOutput = output
+        process.standardInput = input
+        try process.run()
+        self.process = process
+    }
+
+    func firstLine() throws -> String {
+        var line = Data()
+        while let byte = try output.fileHandleForReading.read(upToCount: 1), let first = byte.first, first != UInt8(ascii: "\n") {
+            line.append(first)
+        }
+        guard !line.isEmpty else { throw ValidationError("\(process.arguments?.first ?? "the child") did not start") }
+        return String(decoding: line, as: UTF8.self)
+    }
+
+    func send(_ command: String) {
+        input.fileHandleForWriting.write(Data((command + "\n").utf8))
+    }
+
+    func stop() {
+        try? input.fileHandleForWriting.close()
+        process.waitUntilExit()
     }
 }

@@ -2,13 +2,21 @@ import ArgumentParser
 import BridgeApp
 import BridgeCore
 import Foundation
+import Histogram
 import KubeModel
 import Logging
 import Synchronization
 
-/// Times from registration (the bridge received the change) to acknowledgement (the sink confirmed it).
+/// Times from registration (the bridge received the change) to acknowledgement (the sink
+/// confirmed it), in an HDR histogram of microseconds.
 final class LatencyProbe: BridgeProbe {
-    private let state = Mutex<(started: [AckTracker.Token: ContinuousClock.Instant], latencies: [Double], acknowledged: Int)>(([:], [], 0))
+    private struct State {
+        var started: [AckTracker.Token: ContinuousClock.Instant] = [:]
+        var latencies = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
+        var acknowledged = 0
+    }
+
+    private let state = Mutex(State())
 
     func registered(_ token: AckTracker.Token) {
         let now = ContinuousClock.now
@@ -21,7 +29,7 @@ final class LatencyProbe: BridgeProbe {
             for token in tokens {
                 guard let start = state.started.removeValue(forKey: token) else { continue }
                 let elapsed = now - start
-                state.latencies.append(Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15)
+                _ = state.latencies.record(UInt64(max(0, elapsed.seconds * 1_000_000)))
             }
             state.acknowledged += tokens.count
         }
@@ -29,14 +37,14 @@ final class LatencyProbe: BridgeProbe {
 
     var acknowledged: Int { state.withLock { $0.acknowledged } }
 
-    func resetLatencies() { state.withLock { $0.latencies = [] } }
+    func resetLatencies() { state.withLock { $0.latencies.reset() } }
 
     /// p50, p99, p999 in milliseconds.
     func percentiles() -> (Double, Double, Double) {
-        let sorted = state.withLock { $0.latencies }.sorted()
-        guard !sorted.isEmpty else { return (0, 0, 0) }
-        func at(_ q: Double) -> Double { sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] }
-        return (at(0.5), at(0.99), at(0.999))
+        state.withLock { state in
+            func at(_ percentile: Double) -> Double { Double(state.latencies.valueAtPercentile(percentile)) / 1000 }
+            return (at(50), at(99), at(99.9))
+        }
     }
 }
 

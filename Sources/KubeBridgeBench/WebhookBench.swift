@@ -68,6 +68,8 @@ final class BenchReceiver: Sendable {
 
     final class Counter: Sendable {
         let value = Atomic<Int>(0)
+        /// While set, every request is answered 503.
+        let failing = Atomic<Bool>(false)
     }
 
     private init(group: MultiThreadedEventLoopGroup, channel: any Channel, counter: Counter) {
@@ -108,10 +110,33 @@ final class BenchReceiver: Sendable {
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             guard case .end = unwrapInboundIn(data) else { return }
-            counter.value.add(1, ordering: .relaxed)
-            let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["content-length": "0"])
+            let failing = counter.failing.load(ordering: .relaxed)
+            if !failing { counter.value.add(1, ordering: .relaxed) }
+            let head = HTTPResponseHead(version: .http1_1, status: failing ? .serviceUnavailable : .ok, headers: ["content-length": "0"])
             context.write(wrapOutboundOut(.head(head)), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         }
+    }
+}
+
+/// The receiver in a child process: prints its port, answers 503 after a `fail` line on stdin and
+/// 200 again after `ok`, until stdin closes.
+struct WebhookReceiverCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "webhook-receiver", shouldDisplay: false)
+
+    func run() async throws {
+        let receiver = try await BenchReceiver.start()
+        FileHandle.standardOutput.write(Data("\(receiver.port)\n".utf8))
+        let counter = receiver.counter
+        await Task.detached {
+            while let line = readLine() {
+                switch line {
+                case "fail": counter.failing.store(true, ordering: .relaxed)
+                case "ok": counter.failing.store(false, ordering: .relaxed)
+                default: break
+                }
+            }
+        }.value
+        try await receiver.stop()
     }
 }

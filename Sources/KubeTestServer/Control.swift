@@ -6,9 +6,11 @@ import NIOHTTP1
 ///
 /// - `GET  /kubebridge-test/status`: `{"resourceVersion":N,"generating":B,"openWatches":W}`
 /// - `POST /kubebridge-test/compact?rollWatchCache=true`
-/// - `POST /kubebridge-test/generate?namespace=NS&count=N&bytes=B&prefix=P&rate=R`: N ConfigMaps of
-///   about B bytes each, created on the server's loop in batches (so watches keep flowing), at R per
-///   second when R is given; answered at once.
+/// - `POST /kubebridge-test/generate?namespace=NS&count=N&bytes=B&prefix=P&rate=R&resource=G/V/R`: N
+///   objects of about B bytes each (ConfigMaps unless `resource` names another served namespaced
+///   resource, `core/v1/configmaps` style), created on the server's loop in batches (so watches keep
+///   flowing), at R per second when R is given; answered at once. With `update=M`, N merge patches
+///   of the existing objects P-0 to P-(M-1) in turn instead.
 /// - `POST /kubebridge-test/end-watches`
 extension APIServerState {
     static let controlPrefix = "/kubebridge-test/"
@@ -35,30 +37,63 @@ extension APIServerState {
             let bytes = Int(request.query["bytes"] ?? "") ?? 256
             let prefix = request.query["prefix"] ?? "generated"
             let rate = Int(request.query["rate"] ?? "")
+            let path = (request.query["resource"] ?? "core/v1/configmaps").split(separator: "/").map(String.init)
+            guard path.count == 3, let definition = definition(group: path[0] == "core" ? "" : path[0], version: path[1], resource: path[2]),
+                  definition.namespaced
+            else {
+                return .status(400, reason: "BadRequest", message: "resource must name a served namespaced resource as group/version/resource")
+            }
             if !namespaceExists(namespace) { seedNamespace(namespace) }
             generating += 1
-            generate(namespace: namespace, prefix: prefix, from: 0, count: count, bytes: bytes, rate: rate)
+            let plan = Generation(definition: definition, namespace: namespace, prefix: prefix, count: count, bytes: bytes, rate: rate,
+                                  updating: Int(request.query["update"] ?? "").map { max(1, $0) }, started: .now())
+            generate(plan, from: 0)
             return .json(202, .object([("accepted", .int(count))]))
         default:
             return .status(404, reason: "NotFound", message: "unknown control \(request.method.rawValue) \(request.path)")
         }
     }
 
-    private func generate(namespace: String, prefix: String, from start: Int, count: Int, bytes: Int, rate: Int?) {
-        let configmaps = BuiltinCatalog.groups[0].resources.first { $0.resource == "configmaps" }!
-        let filler = String(repeating: "x", count: max(0, bytes - 200))
-        // Paced: a tenth of the rate every 100 ms.
-        let batchEnd = min(count, start + (rate.map { max(1, $0 / 10) } ?? 500))
+    struct Generation {
+        var definition: ResourceDefinition
+        var namespace: String
+        var prefix: String
+        var count: Int
+        var bytes: Int
+        var rate: Int?
+        /// How many existing objects to patch in turn; nil to create.
+        var updating: Int?
+        var started: NIODeadline
+    }
+
+    private func generate(_ plan: Generation, from start: Int) {
+        let definition = plan.definition
+        let filler = String(repeating: "x", count: max(0, plan.bytes - 200))
+        let apiVersion = definition.group.isEmpty ? definition.version : "\(definition.group)/\(definition.version)"
+        let field = definition.resource == "configmaps" ? "data" : "spec"
+        // Paced: a tenth of the rate per 100 ms, each batch due at its own time from the start, so
+        // that the time a batch takes does not slow the rate down.
+        let batch = plan.rate.map { max(1, $0 / 10) } ?? 500
+        let batchEnd = min(plan.count, start + batch)
         for index in start..<batchEnd {
-            let body = #"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"\#(prefix)-\#(index)","labels":{"generated":"true"}},"data":{"filler":"\#(filler)"}}"#
-            _ = create(ResourceTarget(definition: configmaps, namespace: namespace), request: APIRequest(
-                method: .POST, path: "", query: [:], headers: HTTPHeaders([("User-Agent", "kubebridge-test-generator/1")]),
-                body: Array(body.utf8), tlsUser: nil))
+            if let updating = plan.updating {
+                let name = "\(plan.prefix)-\(index % updating)"
+                _ = patch(ResourceTarget(definition: definition, namespace: plan.namespace, name: name), request: APIRequest(
+                    method: .PATCH, path: "", query: [:],
+                    headers: HTTPHeaders([("User-Agent", "kubebridge-test-generator/1"), ("Content-Type", "application/merge-patch+json")]),
+                    body: Array(#"{"\#(field)":{"revision":"\#(index)"}}"#.utf8), tlsUser: nil))
+            } else {
+                let body = #"{"apiVersion":"\#(apiVersion)","kind":"\#(definition.kind)","metadata":{"name":"\#(plan.prefix)-\#(index)","labels":{"generated":"true"}},"\#(field)":{"filler":"\#(filler)"}}"#
+                _ = create(ResourceTarget(definition: definition, namespace: plan.namespace), request: APIRequest(
+                    method: .POST, path: "", query: [:], headers: HTTPHeaders([("User-Agent", "kubebridge-test-generator/1")]),
+                    body: Array(body.utf8), tlsUser: nil))
+            }
         }
-        if batchEnd < count {
-            let next = { self.generate(namespace: namespace, prefix: prefix, from: batchEnd, count: count, bytes: bytes, rate: rate) }
-            if rate != nil {
-                loop.assumeIsolated().scheduleTask(in: .milliseconds(100), next)
+        if batchEnd < plan.count {
+            let next = { self.generate(plan, from: batchEnd) }
+            if plan.rate != nil {
+                let due = plan.started + .milliseconds(Int64(100 * (batchEnd / batch)))
+                loop.assumeIsolated().scheduleTask(deadline: max(due, .now()), next)
             } else {
                 loop.assumeIsolated().execute(next)
             }

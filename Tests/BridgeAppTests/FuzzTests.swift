@@ -9,10 +9,12 @@ import TestSupport
 
 /// Mutates real inputs (the recorded kube-apiserver answers, kubeconfigs, configurations) and feeds
 /// them to what parses bytes from outside: none may crash or hang, and what the validating JSON
-/// scanner accepts must be JSON. Deterministic (seeded); `KUBEBRIDGE_FUZZ_ITERATIONS` runs longer.
+/// scanner accepts must be JSON. Deterministic (seeded); `KUBEBRIDGE_FUZZ_ITERATIONS` runs more
+/// inputs, `KUBEBRIDGE_FUZZ_SECONDS` runs each target for that long (`scripts/fuzz.sh`).
 @Suite("Bad input, generated")
 struct FuzzTests {
     static let iterations = Int(ProcessInfo.processInfo.environment["KUBEBRIDGE_FUZZ_ITERATIONS"] ?? "") ?? 3000
+    static let seconds = Double(ProcessInfo.processInfo.environment["KUBEBRIDGE_FUZZ_SECONDS"] ?? "")
 
     /// Seeded: the same inputs on every run, so a finding can be replayed.
     struct Mutator {
@@ -68,11 +70,20 @@ struct FuzzTests {
     }
 
     /// Runs `body` on mutated inputs; an input that takes over a second is reported as a hang.
-    /// It yields now and then: the suites share the cooperative pool's two threads here.
-    static func fuzz(_ corpus: [[UInt8]], seed: UInt64, _ body: ([UInt8]) throws -> Void) async {
+    /// It yields every few milliseconds: the suites share the cooperative pool's two threads here,
+    /// and the crash tests' churn starves behind longer stretches.
+    static func fuzz(_ corpus: [[UInt8]], seed: UInt64, target: String = #function, _ body: ([UInt8]) throws -> Void) async {
         var mutator = Mutator(random: SplitMix(seed: seed))
-        for iteration in 0..<iterations {
-            if iteration % 50 == 0 { await Task.yield() }
+        let end = seconds.map { ContinuousClock.now + .seconds($0) }
+        var iteration = 0
+        defer { print("fuzz \(target): \(iteration) inputs (seed \(seed))") }
+        var lastYield = ContinuousClock.now
+        while end.map({ ContinuousClock.now < $0 }) ?? (iteration < iterations) {
+            defer { iteration += 1 }
+            if lastYield.duration(to: .now) > .milliseconds(2) {
+                await Task.yield()
+                lastYield = .now
+            }
             let input = mutator.mutate(corpus[mutator.below(corpus.count)], corpus: corpus)
             let started = ContinuousClock.now
             try? body(input)
@@ -89,6 +100,32 @@ struct FuzzTests {
     static func isJSON(_ bytes: [UInt8]) -> Bool {
         guard String(validating: bytes, as: UTF8.self) != nil, !hasSurrogateEscape(bytes) else { return true }
         return (try? JSONSerialization.jsonObject(with: Data(bytes), options: [.fragmentsAllowed])) != nil
+    }
+
+    /// Whether a `,` comes right before a `}` or `]`, outside strings. Foundation's parser takes
+    /// that (`{"a":1,}`); RFC 8259, Go's encoder and the bridge's scanner do not.
+    static func hasTrailingComma(_ bytes: [UInt8]) -> Bool {
+        var inString = false
+        var escaped = false
+        var last: UInt8 = 0
+        for byte in bytes {
+            if inString {
+                if escaped { escaped = false } else if byte == UInt8(ascii: "\\") { escaped = true } else if byte == UInt8(ascii: "\"") { inString = false }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: " "), UInt8(ascii: "\n"), UInt8(ascii: "\r"), UInt8(ascii: "\t"):
+                continue
+            case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                if last == UInt8(ascii: ",") { return true }
+            case UInt8(ascii: "\""):
+                inString = true
+            default:
+                break
+            }
+            last = byte
+        }
+        return false
     }
 
     static func hasSurrogateEscape(_ bytes: [UInt8]) -> Bool {
@@ -118,8 +155,12 @@ struct FuzzTests {
     @Test("object redaction: no crash, no hang; a JSON object is rewritten, and the result is JSON")
     func redaction() async throws {
         let corpus = try Self.transcriptBodies().filter { $0.first == UInt8(ascii: "{") }
+        // A finding of this test: Foundation's parser takes a trailing comma, the rewriter refuses it.
+        #expect(throws: (any Error).self) { try ObjectRewriter.apply(ObjectRewriter.Edits(dropManagedFields: true), to: ByteBuffer(string: #"{"kind":"ConfigMap","data":{"a":"b",}}"#)) }
+        #expect(Self.hasTrailingComma(Array(#"{"a":[1, ],"b":"x"}"#.utf8)))
+        #expect(!Self.hasTrailingComma(Array(#"{"a":"1,}","b":"\",]"}"#.utf8)))
         await Self.fuzz(corpus, seed: 2) { input in
-            let valid = (try? JSONSerialization.jsonObject(with: Data(input))) is [String: Any]
+            let valid = !Self.hasTrailingComma(input) && (try? JSONSerialization.jsonObject(with: Data(input))) is [String: Any]
             var edits = ObjectRewriter.Edits(dropManagedFields: true)
             edits.redactDataWith = "REDACTED"
             do {
@@ -132,6 +173,25 @@ struct FuzzTests {
                 #expect(!valid, "a JSON object could not be rewritten (\(error)): \(String(decoding: input.prefix(300), as: UTF8.self))")
             }
         }
+    }
+
+    @Test("discovery documents, aggregated and legacy: no crash, no hang, no subresource taken for a resource")
+    func discoveryDocuments() async throws {
+        let corpus = try Self.transcriptBodies().filter { body in
+            ["APIGroupDiscoveryList", "APIVersions", "APIGroupList", "APIResourceList"].contains { String(decoding: body.prefix(120), as: UTF8.self).contains($0) }
+        }
+        #expect(corpus.count >= 5)
+        var read = 0
+        await Self.fuzz(corpus, seed: 5) { input in
+            let buffer = ByteBuffer(bytes: input)
+            if (try? KubeClient.aggregatedResources(buffer)) != nil { read += 1 }
+            _ = try? KubeClient.legacyGroupVersions(buffer, isCore: true)
+            _ = try? KubeClient.legacyGroupVersions(buffer, isCore: false)
+            if let resources = try? KubeClient.legacyResources(buffer, group: "apps", version: "v1", preferred: true) {
+                #expect(!resources.contains { $0.gvr.resource.contains("/") }, "a subresource was taken for a resource")
+            }
+        }
+        #expect(read > 0, "no mutation was a readable aggregated document: the corpus or the mutator is off")
     }
 
     @Test("configuration files: every mutation is read or refused with problems, never a crash")

@@ -1,4 +1,5 @@
 import KubeTestServer
+import TestSupport
 
 /// Compares what sinks received with every change the API server made: at-least-once, in order
 /// per object, duplicates identical.
@@ -94,7 +95,9 @@ struct DeliveryAudit {
                 continue
             }
             let versions = Set(ordered)
-            let first = ordered.min() ?? 0
+            // Only a list's `synced` state stands for the changes before it; an object first seen
+            // through a watch must have every change from its creation on.
+            let first = arrived.first { !$0.finalStateUnknown }?.changeType == "synced" ? ordered.min() ?? 0 : 0
             let coveredThrough = arrived.filter { $0.changeType == "synced" }.map(\.resourceVersion).max() ?? 0
             for change in changes where change.resourceVersion > max(first, coveredThrough) && !versions.contains(change.resourceVersion) {
                 missing.append("\(name) \(change.type) rv=\(change.resourceVersion)")
@@ -120,8 +123,14 @@ enum CrashRun {
         let churn = Task { try await Churn(server: server, options: churnOptions).run() }
         var random = SystemRandomNumberGenerator()
         for _ in 0..<kills {
+            let before = try await server.currentResourceVersion()
             try bridge.start()
             try await Task.sleep(for: .milliseconds(Int.random(in: alive, using: &random)))
+            // On a loaded machine (the whole suite runs in parallel) the churn can fall far behind
+            // its rate: each life of the bridge sees at least ten changes.
+            try await waitUntil(timeout: .seconds(20), interval: .milliseconds(50)) {
+                (Int64(try await server.currentResourceVersion()) ?? 0) >= (Int64(before) ?? 0) + 10
+            }
             await bridge.kill()
         }
         churn.cancel()

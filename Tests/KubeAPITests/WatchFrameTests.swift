@@ -70,6 +70,7 @@ struct WatchFrameTests {
         #"{"type":"ADDED","object":{"metadata":{"generation":"one"}}}"#,
         #"{"type":"ADDED","object":{"a":01}}"#,
         #"{"type":"ADDED","object":{"a":[1,]}}"#,
+        #"{"type":"ADDED","object":{"a":1,}}"#,
         #"{"type":"ERROR","object":{"kind":"Status","code":"x"}}"#,
         "[]",
         "",
