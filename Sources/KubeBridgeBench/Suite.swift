@@ -37,10 +37,10 @@ struct SuiteOptions: ParsableArguments {
     @Option(help: "Resources the objects are spread over: ConfigMaps and CRDs.")
     var resources = 50
 
-    @Option(help: "Steady change rates, events/s, comma-separated.")
+    @Option(help: "Churn rates, changes/s, comma-separated.")
     var rates = "1000,5000,20000"
 
-    @Option(help: "Seconds of each steady run.")
+    @Option(help: "Seconds of each churn run.")
     var seconds = 10
 
     @Option(help: "Seconds of the sink outage (at 1,000 events/s); 0 to skip.")
@@ -280,7 +280,7 @@ struct SuiteSink: AsyncParsableCommand {
                           p50: p50, p99: p99, p999: p999, peakRSS: meter.peak, rssPerObject: perObject, cpuPerThousand: cpu / Double(total) * 1000))
 
         for rate in suite.rates.split(separator: ",").compactMap({ Int($0) }) {
-            progress("\(sink): steady \(rate) events/s")
+            progress("\(sink): churn at \(rate) events/s")
             probe.resetLatencies()
             let before = probe.acknowledged
             let count = rate * suite.seconds

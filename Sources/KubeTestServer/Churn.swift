@@ -22,7 +22,7 @@ public struct Churn: Sendable {
     public enum KindSet: Sendable {
         /// ConfigMaps, Secrets and Deployments.
         case standard
-        /// Those and seventeen more namespaced built-ins of eight groups.
+        /// Those and seventeen more namespaced built-ins of the core, apps, batch, networking and RBAC groups.
         case wide
     }
 
