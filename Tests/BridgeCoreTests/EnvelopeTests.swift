@@ -5,6 +5,28 @@ import NIOCore
 import Testing
 import TestSupport
 
+@Suite("JSON string literals")
+struct JSONStringTests {
+    @Test("quotes, backslashes and control characters are escaped, everything else goes through as UTF-8", arguments: [
+        "", "plain", #"a "quoted" \ path/x"#, "line\nbreak\r\ttab", "\u{1}\u{1f}\u{0}", "é € 😀 \u{2028}", String(repeating: "x", count: 5000) + "\"",
+    ])
+    func roundTrip(_ text: String) throws {
+        var buffer = ByteBuffer()
+        buffer.writeJSONString(text)
+        let written = String(buffer: buffer)
+        let parsed = try JSONSerialization.jsonObject(with: Data(written.utf8), options: .fragmentsAllowed) as? String
+        #expect(parsed == text)
+        #expect(!written.utf8.dropFirst().dropLast().contains { $0 < 0x20 }, "no raw control character: \(written)")
+    }
+
+    @Test("the escapes are the short ones where JSON has them, \\u00XX otherwise")
+    func escapes() {
+        var buffer = ByteBuffer()
+        buffer.writeJSONString("\"\\\n\r\t\u{1}\u{1b}é")
+        #expect(String(buffer: buffer) == #""\"\\\n\r\t\u0001\u001bé""#)
+    }
+}
+
 @Suite("Object rewriting by spans")
 struct ObjectRewriterTests {
     static func rewrite(_ text: String, _ edits: ObjectRewriter.Edits) throws -> String {
