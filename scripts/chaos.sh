@@ -18,7 +18,4 @@ swift build --build-tests
 
 step "chaos run: ${1:-120} SIGKILLs"
 export KUBEBRIDGE_CHAOS_KILLS="${1:-120}"
-status=0
-swift test --skip-build --filter ChaosTests > .build/chaos.log 2>&1 || status=$?
-grep -E '^(chaos run|file |kafka |nats |webhook |checkpoints)|✘' .build/chaos.log | cut -c1-2000
-exit $status
+run_tests_quietly ChaosTests .build/chaos.log

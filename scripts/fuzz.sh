@@ -16,7 +16,4 @@ swift build --build-tests
 
 step "fuzzing, ${1:-600} s per target"
 export KUBEBRIDGE_FUZZ_SECONDS="${1:-600}"
-status=0
-swift test --skip-build --filter FuzzTests > .build/fuzz.log 2>&1 || status=$?
-grep -E '^fuzz |✘|✔ Test' .build/fuzz.log | cut -c1-2000
-exit $status
+run_tests_quietly FuzzTests .build/fuzz.log

@@ -21,23 +21,17 @@ struct NATSSinkBench: AsyncParsableCommand {
         try? FileManager.default.removeItem(at: directory)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        var natsProcess: Process?
+        var natsProcess: NATSProcess?
         let url: String
         if let nats {
             url = nats
         } else {
-            let port = 14_222 + Int(getpid() % 1000)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: ["/usr/sbin/nats-server", "/usr/bin/nats-server"].first { FileManager.default.isExecutableFile(atPath: $0) } ?? "nats-server")
-            process.arguments = ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", directory.appendingPathComponent("nats").path]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
+            let process = try NATSProcess(directory: directory.appendingPathComponent("nats"))
+            try await process.start()
             natsProcess = process
-            url = "nats://127.0.0.1:\(port)"
-            try await Task.sleep(for: .milliseconds(500))
+            url = process.url
         }
-        defer { if let natsProcess { kill(natsProcess.processIdentifier, SIGKILL) } }
+        defer { natsProcess?.kill() }
         let server = try await ServerProcess(binary: server.kubebridge)
         try await server.generate(count: run.objects, bytes: 1024)
         var options = NATSSinkOptions(servers: [url])

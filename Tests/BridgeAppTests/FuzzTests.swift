@@ -102,27 +102,31 @@ struct FuzzTests {
         return (try? JSONSerialization.jsonObject(with: Data(bytes), options: [.fragmentsAllowed])) != nil
     }
 
-    /// Whether a `,` comes right before a `}` or `]`, outside strings. Foundation's parser takes
-    /// that (`{"a":1,}`); RFC 8259, Go's encoder and the bridge's scanner do not.
-    static func hasTrailingComma(_ bytes: [UInt8]) -> Bool {
+    /// The bytes with every string literal's contents taken out (`"a,]"` becomes `""`): what the
+    /// checks below look at is structure, never text.
+    static func structure(_ bytes: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
         var inString = false
         var escaped = false
-        var last: UInt8 = 0
         for byte in bytes {
             if inString {
                 if escaped { escaped = false } else if byte == UInt8(ascii: "\\") { escaped = true } else if byte == UInt8(ascii: "\"") { inString = false }
-                continue
-            }
-            switch byte {
-            case UInt8(ascii: " "), UInt8(ascii: "\n"), UInt8(ascii: "\r"), UInt8(ascii: "\t"):
-                continue
-            case UInt8(ascii: "}"), UInt8(ascii: "]"):
-                if last == UInt8(ascii: ",") { return true }
-            case UInt8(ascii: "\""):
+                if inString { continue }
+            } else if byte == UInt8(ascii: "\"") {
                 inString = true
-            default:
-                break
             }
+            out.append(byte)
+        }
+        return out
+    }
+
+    /// Whether a `,` comes right before a `}` or `]`, outside strings. Foundation's parser takes
+    /// that (`{"a":1,}`); RFC 8259, Go's encoder and the bridge's scanner do not.
+    static func hasTrailingComma(_ bytes: [UInt8]) -> Bool {
+        var last: UInt8 = 0
+        for byte in structure(bytes) where ![UInt8(ascii: " "), UInt8(ascii: "\n"), UInt8(ascii: "\r"), UInt8(ascii: "\t")].contains(byte) {
+            if (byte == UInt8(ascii: "}") || byte == UInt8(ascii: "]")) && last == UInt8(ascii: ",") { return true }
             last = byte
         }
         return false
@@ -132,28 +136,21 @@ struct FuzzTests {
     /// grammar allows it, Foundation refuses what a Double cannot hold, and the scanner, which
     /// checks the grammar, leaves the range to whoever reads the number.
     static func hasHugeExponent(_ bytes: [UInt8]) -> Bool {
-        var inString = false
-        var escaped = false
-        var index = 0
+        let bytes = structure(bytes)
+        let digits = UInt8(ascii: "0")...UInt8(ascii: "9")
+        var index = 1
         while index < bytes.count {
-            let byte = bytes[index]
+            defer { index += 1 }
+            guard bytes[index] | 0x20 == UInt8(ascii: "e"), digits.contains(bytes[index - 1]) else { continue }
             index += 1
-            if inString {
-                if escaped { escaped = false } else if byte == UInt8(ascii: "\\") { escaped = true } else if byte == UInt8(ascii: "\"") { inString = false }
-                continue
+            let negative = index < bytes.count && bytes[index] == UInt8(ascii: "-")
+            if index < bytes.count, negative || bytes[index] == UInt8(ascii: "+") { index += 1 }
+            var exponent = 0
+            while index < bytes.count, digits.contains(bytes[index]) {
+                exponent = min(exponent * 10 + Int(bytes[index] - UInt8(ascii: "0")), 100_000)
+                index += 1
             }
-            if byte == UInt8(ascii: "\"") {
-                inString = true
-            } else if byte | 0x20 == UInt8(ascii: "e"), index >= 2, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index - 2]) {
-                let negative = index < bytes.count && bytes[index] == UInt8(ascii: "-")
-                if index < bytes.count, negative || bytes[index] == UInt8(ascii: "+") { index += 1 }
-                var exponent = 0
-                while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) {
-                    exponent = min(exponent * 10 + Int(bytes[index] - UInt8(ascii: "0")), 100_000)
-                    index += 1
-                }
-                if !negative, exponent >= 300 { return true }
-            }
+            if !negative, exponent >= 300 { return true }
         }
         return false
     }

@@ -191,7 +191,7 @@ struct ChaosTests {
         let sinks: [(name: String, delivered: [DeliveryAudit.Delivered])] = [
             ("file", fileEvents.compactMap(DeliveryAudit.Delivered.init)),
             ("kafka", records.compactMap { DeliveryAudit.Delivered(attributes: $0.attributes) }),
-            ("nats", messages.compactMap { DeliveryAudit.Delivered(attributes: Self.attributes(of: $0)) }),
+            ("nats", messages.compactMap { DeliveryAudit.Delivered(attributes: $0.cloudEventAttributes) }),
             ("webhook", hookEvents.compactMap(DeliveryAudit.Delivered.init)),
         ]
         #expect(sinks[1].delivered.count == records.count && sinks[2].delivered.count == messages.count && sinks[3].delivered.count == hookEvents.count,
@@ -215,7 +215,7 @@ struct ChaosTests {
             let prefixes: [(String, [DeliveryAudit.Delivered])] = [
                 ("file", Array(sinks[0].delivered.prefix(snapshot.fileLines))),
                 ("kafka", records.filter { $0.offset < snapshot.kafka[$0.partition, default: 0] }.compactMap { DeliveryAudit.Delivered(attributes: $0.attributes) }),
-                ("nats", messages.filter { $0.sequence <= snapshot.natsLastSequence }.compactMap { DeliveryAudit.Delivered(attributes: Self.attributes(of: $0)) }),
+                ("nats", messages.filter { $0.sequence <= snapshot.natsLastSequence }.compactMap { DeliveryAudit.Delivered(attributes: $0.cloudEventAttributes) }),
                 ("webhook", Array(sinks[3].delivered.prefix(snapshot.webhookLines))),
             ]
             for (index, (name, prefix)) in prefixes.enumerated() {
@@ -243,12 +243,6 @@ struct ChaosTests {
         await receiver.stop()
         await nats.stop()
         kafka.close()
-    }
-
-    static func attributes(of message: JetStreamReader.Message) -> [String: String] {
-        var attributes: [String: String] = [:]
-        for (name, value) in message.headers where name.hasPrefix("ce-") { attributes[String(name.dropFirst(3))] = value }
-        return attributes
     }
 
     /// Reads the checkpoints and each sink's position while the bridge is dead.

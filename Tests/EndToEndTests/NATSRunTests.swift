@@ -21,11 +21,7 @@ struct NATSRunTests {
             """)
         let (history, finalVersion) = try await CrashRun.run(server: server, bridge: bridge, kills: 5, alive: 600...1500)
         func delivered() async throws -> [DeliveryAudit.Delivered] {
-            try await JetStreamReader.read(url: nats.url, stream: "KUBE").compactMap { message in
-                var attributes: [String: String] = [:]
-                for (name, value) in message.headers where name.hasPrefix("ce-") { attributes[String(name.dropFirst(3))] = value }
-                return DeliveryAudit.Delivered(attributes: attributes)
-            }
+            try await JetStreamReader.read(url: nats.url, stream: "KUBE").compactMap { DeliveryAudit.Delivered(attributes: $0.cloudEventAttributes) }
         }
         try await waitUntil(timeout: .seconds(60), interval: .seconds(1)) {
             try await delivered().contains { $0.resourceVersion == finalVersion }

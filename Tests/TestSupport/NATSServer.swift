@@ -77,6 +77,13 @@ public enum JetStreamReader {
         public var sequence: Int
         public var headers: [String: String]
         public var data: String
+
+        /// The CloudEvents attributes of a binary-mode message: its `ce-` headers, without the prefix.
+        public var cloudEventAttributes: [String: String] {
+            var attributes: [String: String] = [:]
+            for (name, value) in headers where name.hasPrefix("ce-") { attributes[String(name.dropFirst(3))] = value }
+            return attributes
+        }
     }
 
     static let script = """
