@@ -35,7 +35,8 @@ public struct Configuration: Sendable {
         /// The pipeline settings a sink of this kind starts from.
         public var defaultPipeline: Pipeline.Options {
             switch self {
-            case .file, .nats: Pipeline.Options()
+            case .file: Pipeline.Options()
+            case .nats: NATSSinkOptions.defaultPipeline
             case .kafka: KafkaSinkOptions.defaultPipeline
             case .webhook: WebhookSinkOptions.defaultPipeline
             }
@@ -380,6 +381,7 @@ struct ConfigReader {
         }
         var pipeline = switch type {
         case "kafka": KafkaSinkOptions.defaultPipeline
+        case "nats": NATSSinkOptions.defaultPipeline
         case "webhook": WebhookSinkOptions.defaultPipeline
         default: Pipeline.Options()
         }
@@ -392,10 +394,11 @@ struct ConfigReader {
             if let bytes = int(bufferFields["maxBytes"], "\(key).buffer.maxBytes", minimum: 1024) { pipeline.maxBufferedBytes = bytes }
         }
         if let batch = fields["batch"] {
-            let batchFields = mapping(batch, "\(key).batch", allowed: ["size", "bytes", "linger"])
+            let batchFields = mapping(batch, "\(key).batch", allowed: ["size", "bytes", "linger", "inFlight"])
             if let size = int(batchFields["size"], "\(key).batch.size", minimum: 1) { pipeline.batchSize = size }
             if let bytes = int(batchFields["bytes"], "\(key).batch.bytes", minimum: 1024) { pipeline.batchBytes = bytes }
             if let linger = duration(batchFields["linger"], "\(key).batch.linger") { pipeline.linger = linger }
+            if let inFlight = int(batchFields["inFlight"], "\(key).batch.inFlight", minimum: 1) { pipeline.batchesInFlight = inFlight }
         }
         if let retry = fields["retry"] {
             let retryFields = mapping(retry, "\(key).retry", allowed: ["initial", "maximum"])

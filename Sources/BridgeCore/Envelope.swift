@@ -82,6 +82,9 @@ public struct EnvelopeBuilder: Sendable {
         self.options = options
     }
 
+    /// The extension attributes an envelope can carry, in their order.
+    public static let extensionNames = ["resourceversion", "kind", "name", "namespace", "uid", "partitionkey", "changetype", "finalstateunknown"]
+
     /// The deterministic id. A state of an object (added, modified or synced at a resourceVersion)
     /// is the same state whichever way the bridge learned of it, so all three share an id: a
     /// `synced` resent after a crash deduplicates against the `modified` sent before it. A deletion
@@ -101,11 +104,15 @@ public struct EnvelopeBuilder: Sendable {
         let data = try ObjectRewriter.apply(edits, to: change.object.bytes)
         var subject = "\(resource.resource)/\(meta.name)"
         if let namespace = meta.namespace { subject = "namespaces/\(namespace)/\(subject)" }
-        var extensions: [(String, String)] = [
-            ("resourceversion", meta.resourceVersion), ("kind", meta.kind), ("name", meta.name),
-        ]
+        var extensions: [(String, String)] = []
+        extensions.reserveCapacity(Self.extensionNames.count)
+        extensions.append(("resourceversion", meta.resourceVersion))
+        extensions.append(("kind", meta.kind))
+        extensions.append(("name", meta.name))
         if let namespace = meta.namespace { extensions.append(("namespace", namespace)) }
-        extensions += [("uid", meta.uid), ("partitionkey", meta.uid), ("changetype", change.type.rawValue)]
+        extensions.append(("uid", meta.uid))
+        extensions.append(("partitionkey", meta.uid))
+        extensions.append(("changetype", change.type.rawValue))
         if change.finalStateUnknown { extensions.append(("finalstateunknown", "true")) }
         return Envelope(
             id: Self.id(uid: meta.uid, resourceVersion: meta.resourceVersion, type: change.type),

@@ -21,6 +21,9 @@ public final class Pipeline: Sendable {
         public var batchBytes = 4 * 1024 * 1024
         /// How long a batch may wait to fill up once its first event is there.
         public var linger: Duration = .milliseconds(5)
+        /// Batches sent to the sink before the first of them is confirmed, for sinks whose
+        /// destination takes batches while it confirms earlier ones (see `Sink.send`).
+        public var batchesInFlight = 1
         public var retry = Backoff(initial: .milliseconds(200), maximum: .seconds(30))
         /// The events this sink takes; the others count as acknowledged by it.
         public var filter = EventFilter()
@@ -105,74 +108,123 @@ public final class Pipeline: Sendable {
     /// `SinkStopped`.
     public func run() async throws {
         var random = SystemRandomNumberGenerator()
-        while !Task.isCancelled {
-            guard var batch = await buffer.take(maxCount: options.batchSize, maxBytes: options.batchBytes) else { return }
-            if options.linger > .zero, batch.count < options.batchSize {
-                try? await Task.sleep(for: options.linger)
-                let bytes = batch.reduce(0) { $0 + $1.size }
-                batch += buffer.takeAvailable(maxCount: options.batchSize - batch.count, maxBytes: options.batchBytes - bytes)
+        var inFlight: [(batch: [OutboundEvent], pending: PendingDelivery)] = []
+        while true {
+            if !Task.isCancelled, inFlight.count < max(1, options.batchesInFlight) {
+                if inFlight.isEmpty {
+                    guard let batch = await nextBatch() else { return }
+                    inFlight.append((batch, await send(batch)))
+                    continue
+                }
+                // With batches in flight, only what is there already: waiting for more would hold
+                // back the confirmations of those.
+                let batch = buffer.takeAvailable(maxCount: options.batchSize, maxBytes: options.batchBytes)
+                if !batch.isEmpty {
+                    inFlight.append((batch, await send(batch)))
+                    continue
+                }
             }
-            await beforeDelivery(batch)
-            if try await !deliver(batch, random: &random), case .stopped(let reason) = status {
-                throw SinkStopped(sink: sink.name, reason: reason)
+            guard !inFlight.isEmpty else { return }
+            let oldest = inFlight.removeFirst()
+            // An object with a change to send again holds back its later changes, in this batch
+            // and in those sent after it, so that its last record is its latest change.
+            var held: Set<String> = []
+            var settled = try await settle(oldest.batch, await oldest.pending.outcomes(), held: &held)
+            guard !settled.again.isEmpty || settled.fatal != nil else { continue }
+            for later in inFlight {
+                let laterSettled = try await settle(later.batch, await later.pending.outcomes(), held: &held)
+                settled.again += laterSettled.again
+                settled.fatal = settled.fatal ?? laterSettled.fatal
+            }
+            inFlight.removeAll()
+            var fatal = settled.fatal
+            if fatal == nil { fatal = try await retry(settled.again, random: &random) }
+            if let fatal {
+                logger.error("the sink cannot go on: \(fatal). The checkpoint stays before the first event not delivered, so nothing is lost when kubebridge is started again")
+                state.withLock { $0.status = .stopped(fatal) }
+                throw SinkStopped(sink: sink.name, reason: fatal)
             }
         }
     }
 
-    /// Delivers one batch, retrying what failed (in order) until every event is delivered or
-    /// dead-lettered; false when the sink hit a fatal error.
-    private func deliver(_ batch: [OutboundEvent], random: inout SystemRandomNumberGenerator) async throws -> Bool {
-        var remaining = batch
+    /// The next batch: waits for its first event, then up to `linger` for it to fill up; nil once
+    /// finished and drained.
+    private func nextBatch() async -> [OutboundEvent]? {
+        guard var batch = await buffer.take(maxCount: options.batchSize, maxBytes: options.batchBytes) else { return nil }
+        if options.linger > .zero, batch.count < options.batchSize {
+            try? await Task.sleep(for: options.linger)
+            let bytes = batch.reduce(0) { $0 + $1.size }
+            batch += buffer.takeAvailable(maxCount: options.batchSize - batch.count, maxBytes: options.batchBytes - bytes)
+        }
+        return batch
+    }
+
+    private func send(_ batch: [OutboundEvent]) async -> PendingDelivery {
+        await beforeDelivery(batch)
+        return await sink.send(batch)
+    }
+
+    /// Sends `events` again (in order) after a backoff, until every one is delivered or
+    /// dead-lettered; the reason when the sink hit a fatal error.
+    private func retry(_ events: [OutboundEvent], random: inout SystemRandomNumberGenerator) async throws -> String? {
+        var remaining = events
         var attempt = 0
         while !remaining.isEmpty {
-            if attempt > 0 { metrics.retried.increment(by: remaining.count) }
-            let outcomes = await sink.deliver(remaining)
-            precondition(outcomes.count == remaining.count, "\(sink.name) returned \(outcomes.count) outcomes for \(remaining.count) events")
-            var confirmed: [AckTracker.Token] = []
-            var again: [OutboundEvent] = []
-            var fatal: String?
-            for (event, outcome) in zip(remaining, outcomes) {
-                switch outcome {
-                case .delivered:
-                    confirmed.append(event.token)
-                case .rejected(let reason):
-                    try await deadLetter(event, reason: reason)
-                    confirmed.append(event.token)
-                case .retriable(let reason):
-                    if again.isEmpty { logger.warning("delivery failed, retrying: \(reason)") }
-                    again.append(event)
-                case .fatal(let reason):
-                    fatal = fatal ?? reason
-                    again.append(event)
-                }
+            attempt += 1
+            try await Task.sleep(for: options.retry.delay(attempt: attempt, using: &random))
+            metrics.retried.increment(by: remaining.count)
+            var held: Set<String> = []
+            let settled = try await settle(remaining, await sink.send(remaining).outcomes(), held: &held)
+            if let fatal = settled.fatal { return fatal }
+            remaining = settled.again
+        }
+        return nil
+    }
+
+    /// Acknowledges what a batch's outcomes confirm, dead-letters what they reject, and returns
+    /// what is to be sent again. `held` holds the objects with a change to send again: their later
+    /// changes are sent again too, confirmed or not.
+    private func settle(_ batch: [OutboundEvent], _ outcomes: [DeliveryOutcome], held: inout Set<String>) async throws
+        -> (again: [OutboundEvent], fatal: String?) {
+        precondition(outcomes.count == batch.count, "\(sink.name) returned \(outcomes.count) outcomes for \(batch.count) events")
+        var confirmed: [AckTracker.Token] = []
+        confirmed.reserveCapacity(batch.count)
+        var again: [OutboundEvent] = []
+        var fatal: String?
+        let now = ContinuousClock.now
+        var delivered = 0
+        for (event, outcome) in zip(batch, outcomes) {
+            var outcome = outcome
+            if !held.isEmpty, outcome == .delivered || outcome.isRejection, held.contains(event.envelope.partitionKey) {
+                outcome = .retriable("an earlier change of the same object was not confirmed")
             }
-            state.withLock { state in
-                state.delivered += confirmed.count
-                state.retried += again.count
-            }
-            if !confirmed.isEmpty {
-                let now = ContinuousClock.now
-                var delivered = 0
-                for (event, outcome) in zip(remaining, outcomes) where outcome == .delivered || outcome.isRejection {
-                    if outcome == .delivered { delivered += 1 }
-                    metrics.latency.recordNanoseconds(Self.nanoseconds(event.receivedAt.duration(to: now)))
-                }
-                metrics.delivered.increment(by: delivered)
-            }
-            if !again.isEmpty { metrics.failed.increment(by: again.count) }
-            if !confirmed.isEmpty { await acknowledge(confirmed, index) }
-            if let fatal {
-                logger.error("the sink cannot go on: \(fatal). The checkpoint stays before the first event not delivered, so nothing is lost when kubebridge is started again")
-                state.withLock { $0.status = .stopped(fatal) }
-                return false
-            }
-            remaining = again
-            if !remaining.isEmpty {
-                attempt += 1
-                try await Task.sleep(for: options.retry.delay(attempt: attempt, using: &random))
+            switch outcome {
+            case .delivered:
+                delivered += 1
+                confirmed.append(event.token)
+                metrics.latency.recordNanoseconds(Self.nanoseconds(event.receivedAt.duration(to: now)))
+            case .rejected(let reason):
+                try await deadLetter(event, reason: reason)
+                confirmed.append(event.token)
+                metrics.latency.recordNanoseconds(Self.nanoseconds(event.receivedAt.duration(to: now)))
+            case .retriable(let reason):
+                if again.isEmpty { logger.warning("delivery failed, retrying: \(reason)") }
+                again.append(event)
+                held.insert(event.envelope.partitionKey)
+            case .fatal(let reason):
+                fatal = fatal ?? reason
+                again.append(event)
+                held.insert(event.envelope.partitionKey)
             }
         }
-        return true
+        state.withLock { state in
+            state.delivered += confirmed.count
+            state.retried += again.count
+        }
+        if delivered > 0 { metrics.delivered.increment(by: delivered) }
+        if !again.isEmpty { metrics.failed.increment(by: again.count) }
+        if !confirmed.isEmpty { await acknowledge(confirmed, index) }
+        return (again, fatal)
     }
 
     static func nanoseconds(_ duration: Duration) -> Int64 {

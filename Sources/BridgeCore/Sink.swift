@@ -62,6 +62,26 @@ extension Array where Element == DeliveryOutcome {
     }
 }
 
+/// A batch handed to a sink's destination whose confirmations are still to come.
+public struct PendingDelivery: Sendable {
+    private let wait: @Sendable () async -> [DeliveryOutcome]
+
+    /// `outcomes` waits for the destination's confirmations of the batch.
+    public init(_ outcomes: @escaping @Sendable () async -> [DeliveryOutcome]) {
+        wait = outcomes
+    }
+
+    /// A batch whose outcomes are known already.
+    public static func settled(_ outcomes: [DeliveryOutcome]) -> PendingDelivery {
+        PendingDelivery { outcomes }
+    }
+
+    /// One outcome per event of the batch, in order.
+    public func outcomes() async -> [DeliveryOutcome] {
+        await wait()
+    }
+}
+
 /// A destination of events.
 public protocol Sink: Sendable {
     var name: String { get }
@@ -70,6 +90,12 @@ public protocol Sink: Sendable {
     /// batch is the sink's to keep: it must not report an event delivered when an earlier event of
     /// the same object in the batch was not.
     func deliver(_ batch: [OutboundEvent]) async -> [DeliveryOutcome]
+
+    /// Hands a batch to the destination and returns without waiting for its confirmations, so
+    /// that the pipeline can send the next batches meanwhile (up to its `batchesInFlight`). The
+    /// destination must take batches in the order they are sent. The default delivers the batch
+    /// before it returns.
+    func send(_ batch: [OutboundEvent]) async -> PendingDelivery
 
     /// Flushes what is pending and releases the sink's resources.
     func close() async throws
@@ -81,6 +107,10 @@ public protocol Sink: Sendable {
 
 extension Sink {
     public var isConnected: Bool? { nil }
+
+    public func send(_ batch: [OutboundEvent]) async -> PendingDelivery {
+        .settled(await deliver(batch))
+    }
 }
 
 /// Where rejected events go, with the reason: never dropped silently.

@@ -62,14 +62,17 @@ struct KafkaSinkBench: AsyncParsableCommand {
         let settings = options.producerProperties.filter { !["bootstrap.servers", "client.id"].contains($0.key) }
             .sorted { $0.key < $1.key }.flatMap { ["-X", "\($0.key)=\($0.value)"] }
         let started = ContinuousClock.now
+        let childrenCPU = cpuSeconds(children: true)
         try runKcat(["-P", "-b", bootstrap, "-t", "bench.bare", "-K", "\t", "-l"] + headerArguments + settings + [dump])
         let bareRate = Double(run.objects) / (ContinuousClock.now - started).seconds
+        let bareCPU = (cpuSeconds(children: true) - childrenCPU) / Double(run.objects) * 1e6
 
         let stageRate = try await sinkStageRate(events: events, options: options)
 
         if let measured { print(measured.report(sink: "Kafka")) }
-        print(String(format: "bare producer (kcat, %@): %.0f events/s", settings.filter { $0 != "-X" }.joined(separator: " "), bareRate))
-        print(String(format: "the Kafka sink alone (a pipeline fed the same records as events): %.0f events/s, %.2f× the bare producer", stageRate, stageRate / bareRate))
+        print(String(format: "bare producer (kcat, %@): %.0f events/s, %.1f µs CPU per event", settings.filter { $0 != "-X" }.joined(separator: " "), bareRate, bareCPU))
+        print(String(format: "the Kafka sink alone (a pipeline fed the same records as events): %.0f events/s, %.2f× the bare producer, %.1f µs CPU per event",
+                     stageRate.rate, stageRate.rate / bareRate, stageRate.cpuPerEvent))
         if let measured { print(String(format: "the whole bridge (initial sync): %.2f× the bare producer", measured.syncRate / bareRate)) }
     }
 
@@ -108,21 +111,23 @@ struct KafkaSinkBench: AsyncParsableCommand {
 
     /// The events through a pipeline into a `KafkaSink`: the sink's own rate, without the API
     /// server and the informers in front.
-    func sinkStageRate(events: [OutboundEvent], options: KafkaSinkOptions) async throws -> Double {
+    func sinkStageRate(events: [OutboundEvent], options: KafkaSinkOptions) async throws -> (rate: Double, cpuPerEvent: Double) {
         var options = options
         options.topic = "bench.stage"
         let sink = try KafkaSink(name: "kafka", options: options, logger: benchLogger())
         let acknowledged = Mutex(0)
         let pipeline = Pipeline(sink: sink, index: 0, options: KafkaSinkOptions.defaultPipeline, deadLetters: nil, logger: benchLogger()) { tokens, _ in acknowledged.withLock { $0 += tokens.count } }
         let started = ContinuousClock.now
+        let startCPU = cpuSeconds()
         let running = Task { try await pipeline.run() }
         for event in events { try await pipeline.enqueue(event) }
         pipeline.finish()
         try await running.value
         let elapsed = ContinuousClock.now - started
+        let cpu = cpuSeconds() - startCPU
         try await sink.close()
         guard acknowledged.withLock({ $0 }) == events.count else { throw ValidationError("the sink stage acknowledged \(acknowledged.withLock { $0 }) of \(events.count)") }
-        return Double(events.count) / elapsed.seconds
+        return (Double(events.count) / elapsed.seconds, cpu / Double(events.count) * 1e6)
     }
 
     @discardableResult

@@ -127,10 +127,11 @@ extension String {
     var wrappedInPipes: String { "| \(self) |" }
 }
 
-/// CPU seconds (user and system) this process has used.
-func cpuSeconds() -> Double {
+/// CPU seconds (user and system) this process has used, or with `children`, its children that
+/// have been waited for.
+func cpuSeconds(children: Bool = false) -> Double {
     var usage = rusage()
-    getrusage(RUSAGE_SELF.rawValue, &usage)
+    getrusage(children ? RUSAGE_CHILDREN.rawValue : RUSAGE_SELF.rawValue, &usage)
     func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
     return seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }

@@ -42,7 +42,7 @@ struct ConfigurationTests {
                 maxFileBytes: 1_000_000
                 keepFiles: 3
                 buffer: {maxEvents: 100, maxBytes: 1048576}
-                batch: {size: 50, bytes: 65536, linger: 20ms}
+                batch: {size: 50, bytes: 65536, linger: 20ms, inFlight: 2}
                 retry: {initial: 100ms, maximum: 10s}
             """, file: "bridge.yaml")
         #expect(configuration.cluster.name == "prod-eu")
@@ -63,6 +63,7 @@ struct ConfigurationTests {
         #expect(sink.pipeline.maxBufferedEvents == 100)
         #expect(sink.pipeline.batchSize == 50)
         #expect(sink.pipeline.linger == .milliseconds(20))
+        #expect(sink.pipeline.batchesInFlight == 2)
         #expect(sink.pipeline.retry.maximum == .seconds(10))
         guard case .file(let file) = sink.kind else { Issue.record("expected a file sink"); return }
         #expect(file.maxFileBytes == 1_000_000)

@@ -70,6 +70,57 @@ final class ScriptedSink: Sink {
     func close() async throws {}
 }
 
+/// A sink that takes batches at once and confirms each when the test releases it, failing the
+/// first attempt of the events named in `failOnce`.
+final class ConfirmLaterSink: Sink {
+    let name = "confirm-later"
+    let sent = Mutex<[[String]]>([])
+    private let releases = Mutex<(released: Int, waiting: [Int: CheckedContinuation<Void, Never>])>((0, [:]))
+    private let failOnce: Mutex<Set<String>>
+
+    init(failOnce: Set<String> = []) {
+        self.failOnce = Mutex(failOnce)
+    }
+
+    func deliver(_ batch: [OutboundEvent]) async -> [DeliveryOutcome] {
+        await send(batch).outcomes()
+    }
+
+    func send(_ batch: [OutboundEvent]) async -> PendingDelivery {
+        let number = sent.withLock { sent in
+            sent.append(batch.map(\.envelope.id))
+            return sent.count
+        }
+        let outcomes = batch.map { event -> DeliveryOutcome in
+            failOnce.withLock { $0.remove(event.envelope.id) } == nil ? .delivered : .retriable("not now")
+        }
+        return PendingDelivery { [self] in
+            await withCheckedContinuation { continuation in
+                let released = releases.withLock { state in
+                    if state.released >= number { return true }
+                    state.waiting[number] = continuation
+                    return false
+                }
+                if released { continuation.resume() }
+            }
+            return outcomes
+        }
+    }
+
+    /// Confirms every batch sent so far and the next `more`.
+    func release(more: Int = 0) {
+        let ready = releases.withLock { state in
+            state.released = sent.withLock { $0.count } + more
+            let ready = state.waiting.filter { $0.key <= state.released }
+            for number in ready.keys { state.waiting[number] = nil }
+            return Array(ready.values)
+        }
+        for continuation in ready { continuation.resume() }
+    }
+
+    func close() async throws {}
+}
+
 @Suite("Pipelines, the file sink and checkpoints")
 struct DeliveryTests {
     static let scope = WatchScope(GroupVersionResource("core/v1/configmaps")!)
@@ -128,6 +179,41 @@ struct DeliveryTests {
         #expect(error?.reason == "disk full")
         #expect(pipeline.status == .stopped("disk full"))
         #expect(acknowledged.withLock { $0 } == 0)
+    }
+
+    @Test("batches go out before the earlier ones are confirmed; a failure holds the object's later changes, in later batches too")
+    func batchesInFlight() async throws {
+        var options = Self.fastOptions
+        options.batchSize = 2
+        options.linger = .zero
+        options.batchesInFlight = 3
+        let sink = ConfirmLaterSink(failOnce: ["uid-a/1"])
+        let acknowledged = Mutex<[String]>([])
+        var tracker = AckTracker(sinkCount: 1)
+        var events: [OutboundEvent] = []
+        for (name, rv) in [("a", "1"), ("b", "2"), ("a", "3"), ("c", "4"), ("d", "5"), ("e", "6"), ("f", "7")] {
+            events.append(try Self.event(name, rv: rv, tracker: &tracker))
+        }
+        let ids = Dictionary(uniqueKeysWithValues: events.map { ($0.token.sequence, $0.envelope.id) })
+        let pipeline = Pipeline(sink: sink, index: 0, options: options, deadLetters: nil, logger: Logger(label: "test")) { tokens, _ in
+            acknowledged.withLock { $0 += tokens.map { ids[$0.sequence]! } }
+        }
+        for event in events { try await pipeline.enqueue(event) }
+        pipeline.finish()
+        let running = Task { try await pipeline.run() }
+        // Three batches in flight, none confirmed.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while sink.sent.withLock({ $0.count }) < 3, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(sink.sent.withLock { $0 } == [["uid-a/1", "uid-b/2"], ["uid-a/3", "uid-c/4"], ["uid-d/5", "uid-e/6"]])
+        #expect(acknowledged.withLock { $0 }.isEmpty)
+        sink.release(more: 10)
+        try await running.value
+        // a/1 failed: a/3, confirmed meanwhile, goes again after it, so a's last record is a/3.
+        #expect(sink.sent.withLock { $0 } == [["uid-a/1", "uid-b/2"], ["uid-a/3", "uid-c/4"], ["uid-d/5", "uid-e/6"],
+                                              ["uid-a/1", "uid-a/3"], ["uid-f/7"]])
+        #expect(acknowledged.withLock { $0 } == ["uid-b/2", "uid-c/4", "uid-d/5", "uid-e/6", "uid-a/1", "uid-a/3", "uid-f/7"])
+        #expect(pipeline.delivered == 7)
     }
 
     @Test("the file sink writes one structured event per line, and rotates by size")

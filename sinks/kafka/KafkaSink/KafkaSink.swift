@@ -29,13 +29,14 @@ public struct KafkaSinkOptions: Sendable {
         self.brokers = brokers
     }
 
-    /// A pipeline hands the sink a batch and waits for all its delivery reports before the next,
-    /// so a batch is one broker round trip: large batches keep librdkafka's queue full.
+    /// Large batches, several in flight: librdkafka's queue stays full while the reports of the
+    /// earlier batches come back.
     public static var defaultPipeline: Pipeline.Options {
         var options = Pipeline.Options()
-        options.batchSize = 5000
+        options.batchSize = 2000
         options.batchBytes = 16 * 1024 * 1024
-        options.maxBufferedEvents = 20_000
+        options.maxBufferedEvents = 10_000
+        options.batchesInFlight = 4
         return options
     }
 
@@ -125,6 +126,10 @@ public final class KafkaSink: Sink {
         message(for: event, topic: "", mode: mode).headers
     }
 
+    /// The `ce_` header of each extension attribute kubebridge writes, made once rather than per
+    /// message.
+    static let headerNames = Dictionary(uniqueKeysWithValues: EnvelopeBuilder.extensionNames.map { ($0, "ce_" + $0) })
+
     /// The record of an event in the binding's mode.
     static func message(for event: OutboundEvent, topic: String, mode: KafkaSinkOptions.Mode) -> KafkaMessage {
         let envelope = event.envelope
@@ -134,48 +139,64 @@ public final class KafkaSink: Sink {
                                 headers: [("content-type", "application/cloudevents+json; charset=UTF-8")])
         case .binary:
             var headers: [(name: String, value: String)] = []
-            headers.reserveCapacity(8 + envelope.extensions.count)
-            headers += [("content-type", Envelope.dataContentType), ("ce_specversion", "1.0"), ("ce_id", envelope.id), ("ce_source", envelope.source),
-                        ("ce_type", envelope.type), ("ce_subject", envelope.subject), ("ce_time", envelope.time)]
-            for (name, value) in envelope.extensions { headers.append(("ce_" + name, value)) }
+            headers.reserveCapacity(7 + envelope.extensions.count)
+            headers.append(("content-type", Envelope.dataContentType))
+            headers.append(("ce_specversion", "1.0"))
+            headers.append(("ce_id", envelope.id))
+            headers.append(("ce_source", envelope.source))
+            headers.append(("ce_type", envelope.type))
+            headers.append(("ce_subject", envelope.subject))
+            headers.append(("ce_time", envelope.time))
+            for (name, value) in envelope.extensions { headers.append((Self.headerNames[name] ?? "ce_" + name, value)) }
             return KafkaMessage(topic: topic, key: envelope.partitionKey, value: envelope.data, headers: headers)
         }
     }
 
     public func deliver(_ batch: [OutboundEvent]) async -> [DeliveryOutcome] {
-        if let fatal = producer.fatal { return batch.map { _ in .fatal("the Kafka producer stopped: \(fatal)") } }
-        // Handed to librdkafka in order, then awaited: order per partition holds.
-        var waiters: [DeliveryWaiter?] = []
-        var immediate: [Int: DeliveryOutcome] = [:]
+        await send(batch).outcomes()
+    }
+
+    /// Hands the batch to librdkafka in order; its delivery reports are awaited later, so the next
+    /// batches go out meanwhile, and order per partition holds across them.
+    public func send(_ batch: [OutboundEvent]) async -> PendingDelivery {
+        if let fatal = producer.fatal { return .settled(batch.map { _ in .fatal("the Kafka producer stopped: \(fatal)") }) }
+        var messages: [KafkaMessage] = []
+        messages.reserveCapacity(batch.count)
+        var invalid: [Int: DeliveryOutcome] = [:]
         for (index, event) in batch.enumerated() {
             let topic = topic(for: event)
             guard Self.isValidTopic(topic) else {
-                immediate[index] = .rejected("the topic \"\(topic)\" is not a valid Kafka topic name")
-                waiters.append(nil)
+                invalid[index] = .rejected("the topic \"\(topic)\" is not a valid Kafka topic name")
                 continue
             }
-            waiters.append(await producer.produce(Self.message(for: event, topic: topic, mode: options.mode)))
+            messages.append(Self.message(for: event, topic: topic, mode: options.mode))
         }
-        var outcomes: [DeliveryOutcome] = []
-        for (index, waiter) in waiters.enumerated() {
-            guard let waiter else {
-                outcomes.append(immediate[index]!)
-                continue
-            }
-            switch await waiter.wait() {
-            case .persisted:
-                outcomes.append(.delivered)
-            case .failed(_, let message, let kind):
-                switch kind {
-                case .rejected: outcomes.append(.rejected("Kafka refused the message: \(message)"))
-                case .fatal: outcomes.append(.fatal("Kafka: \(producer.fatal ?? message)"))
-                case .retriable: outcomes.append(.retriable("Kafka: \(message)"))
+        let reports = await producer.produce(messages)
+        let producer = producer
+        return PendingDelivery { [invalid] in
+            var produced = await reports.wait().makeIterator()
+            var outcomes: [DeliveryOutcome] = []
+            outcomes.reserveCapacity(batch.count)
+            for index in batch.indices {
+                if let outcome = invalid[index] {
+                    outcomes.append(outcome)
+                    continue
+                }
+                switch produced.next()! {
+                case .persisted:
+                    outcomes.append(.delivered)
+                case .failed(_, let message, let kind):
+                    switch kind {
+                    case .rejected: outcomes.append(.rejected("Kafka refused the message: \(message)"))
+                    case .fatal: outcomes.append(.fatal("Kafka: \(producer.fatal ?? message)"))
+                    case .retriable: outcomes.append(.retriable("Kafka: \(message)"))
+                    }
                 }
             }
+            // Idempotence keeps a partition's order, but a message that timed out can be followed
+            // by one that went through.
+            return outcomes.holdingObjectOrder(of: batch)
         }
-        // Idempotence keeps a partition's order, but a message that timed out can be followed by
-        // one that went through.
-        return outcomes.holdingObjectOrder(of: batch)
     }
 
     public func close() async throws {

@@ -55,6 +55,14 @@ public struct NATSSinkOptions: Sendable {
         self.servers = servers
     }
 
+    /// Several batches in flight: the next ones are published while the PubAcks of the earlier
+    /// ones come back (4 × 500 stays within `maxPending`).
+    public static var defaultPipeline: Pipeline.Options {
+        var options = Pipeline.Options()
+        options.batchesInFlight = 4
+        return options
+    }
+
     /// The stream's subjects for the template: each placeholder becomes `*`.
     public var streamSubjects: [String] {
         [DestinationTemplate(subject).render(group: "*", version: "*", resource: "*", namespace: "*", name: { "*" })]
@@ -220,14 +228,20 @@ public final class NATSSink: Sink {
     }
 
     public func deliver(_ batch: [OutboundEvent]) async -> [DeliveryOutcome] {
+        await send(batch).outcomes()
+    }
+
+    /// Publishes the batch in order; its PubAcks are awaited later, so the next batches go out
+    /// meanwhile.
+    public func send(_ batch: [OutboundEvent]) async -> PendingDelivery {
         if !streamReady.load(ordering: .relaxed) {
-            guard publisher.isConnected else { return batch.map { _ in .retriable("the NATS servers cannot be reached yet") } }
+            guard publisher.isConnected else { return .settled(batch.map { _ in .retriable("the NATS servers cannot be reached yet") }) }
             do {
                 try await ensureStream()
             } catch let error as NATSError where error.unusableStream {
-                return batch.map { _ in .fatal(error.description) }
+                return .settled(batch.map { _ in .fatal(error.description) })
             } catch {
-                return batch.map { _ in .retriable("\(error)") }
+                return .settled(batch.map { _ in .retriable("\(error)") })
             }
         }
         var waiters: [PublishWaiter] = []
@@ -236,6 +250,10 @@ public final class NATSSink: Sink {
             let payload = options.mode == .structured ? event.envelope.structured() : event.envelope.data
             waiters.append(publisher.publish(subject: subject(for: event), headers: Self.headers(of: event, mode: options.mode), data: payload))
         }
+        return PendingDelivery { [waiters] in await Self.outcomes(of: batch, waiters: waiters) }
+    }
+
+    private static func outcomes(of batch: [OutboundEvent], waiters: [PublishWaiter]) async -> [DeliveryOutcome] {
         var outcomes: [DeliveryOutcome] = []
         outcomes.reserveCapacity(batch.count)
         for waiter in waiters {

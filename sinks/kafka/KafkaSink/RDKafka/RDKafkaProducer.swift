@@ -34,8 +34,56 @@ struct KafkaMessage: Sendable {
     var headers: [(name: String, value: String)]
 }
 
-/// Waits for one message's report, which may come before anyone waits.
-typealias DeliveryWaiter = Completion<DeliveryReport>
+/// The delivery reports of one batch of messages, which may come before anyone waits.
+final class DeliveryReports: Sendable {
+    private struct State {
+        var reports: [DeliveryReport?]
+        var missing: Int
+        var continuation: CheckedContinuation<[DeliveryReport], Never>?
+    }
+    private let state: Mutex<State>
+
+    init(count: Int) {
+        state = Mutex(State(reports: Array(repeating: nil, count: count), missing: count))
+    }
+
+    /// Records the report of the message at `index`; true once every message has its report.
+    @discardableResult
+    func record(_ report: DeliveryReport, at index: Int) -> Bool {
+        let (finished, continuation) = state.withLock { state -> (Bool, CheckedContinuation<[DeliveryReport], Never>?) in
+            guard state.reports[index] == nil else { return (false, nil) }
+            state.reports[index] = report
+            state.missing -= 1
+            guard state.missing == 0 else { return (false, nil) }
+            defer { state.continuation = nil }
+            return (true, state.continuation)
+        }
+        continuation?.resume(returning: reports)
+        return finished
+    }
+
+    /// Gives every message still without a report this one.
+    func recordMissing(_ report: DeliveryReport) {
+        let indices = state.withLock { state in state.reports.indices.filter { state.reports[$0] == nil } }
+        for index in indices { record(report, at: index) }
+    }
+
+    private var reports: [DeliveryReport] {
+        state.withLock { state in state.reports.map { $0! } }
+    }
+
+    /// Every message's report, in the batch's order.
+    func wait() async -> [DeliveryReport] {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> Bool in
+                if state.missing == 0 { return true }
+                state.continuation = continuation
+                return false
+            }
+            if ready { continuation.resume(returning: reports) }
+        }
+    }
+}
 
 /// An error in the producer's configuration: the property and librdkafka's words.
 struct KafkaConfigurationError: Error, CustomStringConvertible {
@@ -50,29 +98,38 @@ final class ProducerContext: Sendable {
     init(logger: Logger) {
         self.logger = logger
     }
-    /// Waiters by message id; the id travels as the message's opaque pointer.
-    let waiters = Mutex<(next: UInt, byID: [UInt: DeliveryWaiter])>((1, [:]))
+    /// The batches waiting for reports. A message's opaque pointer carries its batch's id in the
+    /// high 32 bits and its index in the batch in the low 32 bits.
+    let batches = Mutex<(next: UInt, byID: [UInt: DeliveryReports])>((1, [:]))
 
-    func register(_ waiter: DeliveryWaiter) -> UInt {
-        waiters.withLock { waiters in
-            let id = waiters.next
-            waiters.next += 1
-            waiters.byID[id] = waiter
+    func register(_ reports: DeliveryReports) -> UInt {
+        batches.withLock { batches in
+            let id = batches.next
+            batches.next = batches.next == UInt(UInt32.max) ? 1 : batches.next + 1
+            batches.byID[id] = reports
             return id
         }
     }
 
-    func complete(_ id: UInt, with report: DeliveryReport) {
-        waiters.withLock { $0.byID.removeValue(forKey: id) }?.complete(report)
+    static func opaque(batch: UInt, index: Int) -> UInt {
+        batch << 32 | UInt(index)
     }
 
-    /// Completes every waiter still waiting: used once the handle is gone.
-    func completeAll(with report: DeliveryReport) {
-        let left = waiters.withLock { waiters in
-            defer { waiters.byID.removeAll() }
-            return Array(waiters.byID.values)
+    func complete(_ opaque: UInt, with report: DeliveryReport) {
+        let id = opaque >> 32
+        guard let reports = batches.withLock({ $0.byID[id] }) else { return }
+        if reports.record(report, at: Int(opaque & 0xFFFF_FFFF)) {
+            batches.withLock { _ = $0.byID.removeValue(forKey: id) }
         }
-        for waiter in left { waiter.complete(report) }
+    }
+
+    /// Completes every message still waiting: used once the handle is gone.
+    func completeAll(with report: DeliveryReport) {
+        let left = batches.withLock { batches in
+            defer { batches.byID.removeAll() }
+            return Array(batches.byID.values)
+        }
+        for reports in left { reports.recordMissing(report) }
     }
 }
 
@@ -196,62 +253,76 @@ final class RDKafkaProducer: Sendable {
     /// The reason the producer stopped for good, if it did.
     var fatal: String? { context.fatalError.withLock { $0 } }
 
-    /// Hands a message to librdkafka; the waiter completes with its delivery report. Messages
-    /// handed over one after another keep their order per partition (idempotence preserves it
-    /// across retries).
-    func produce(_ message: KafkaMessage) async -> DeliveryWaiter {
-        let waiter = DeliveryWaiter()
+    /// Hands messages to librdkafka in order; their reports arrive in the returned
+    /// `DeliveryReports`. Messages handed over one after another keep their order per partition
+    /// (idempotence preserves it across retries).
+    func produce(_ messages: [KafkaMessage]) async -> DeliveryReports {
+        let reports = DeliveryReports(count: messages.count)
         guard !closed.load(ordering: .relaxed) else {
-            waiter.complete(.failed(code: RD_KAFKA_RESP_ERR__DESTROY.rawValue, message: "the producer is closed", kind: .retriable))
-            return waiter
+            reports.recordMissing(.failed(code: RD_KAFKA_RESP_ERR__DESTROY.rawValue, message: "the producer is closed", kind: .retriable))
+            return reports
         }
-        let id = context.register(waiter)
-        while true {
-            let headers = rd_kafka_headers_new(message.headers.count)
-            for header in message.headers {
-                var value = header.value
-                _ = value.withUTF8 { bytes in
-                    rd_kafka_header_add(headers, header.name, -1, bytes.baseAddress, bytes.count)
+        guard !messages.isEmpty else { return reports }
+        let batch = context.register(reports)
+        for (index, message) in messages.enumerated() {
+            let opaque = ProducerContext.opaque(batch: batch, index: index)
+            while let error = produce(message, opaque: opaque) {
+                if error.code == RD_KAFKA_RESP_ERR__QUEUE_FULL {
+                    // librdkafka's queue is bounded; delivery reports make room.
+                    try? await Task.sleep(for: .milliseconds(5))
+                    continue
                 }
+                context.complete(opaque, with: .failed(code: error.code.rawValue, message: error.text, kind: Self.classify(error.code)))
+                break
             }
-            let error: OpaquePointer? = message.topic.withCString { topic in
-                var key = message.key
-                return key.withUTF8 { key in
-                    message.value.withUnsafeReadableBytes { value in
-                        withUnsafeTemporaryAllocation(of: rd_kafka_vu_t.self, capacity: 6) { arguments in
-                            arguments.initialize(repeating: rd_kafka_vu_t())
-                            arguments[0].vtype = RD_KAFKA_VTYPE_TOPIC
-                            arguments[0].u.cstr = topic
-                            arguments[1].vtype = RD_KAFKA_VTYPE_KEY
-                            arguments[1].u.mem.ptr = UnsafeMutableRawPointer(mutating: key.baseAddress)
-                            arguments[1].u.mem.size = key.count
-                            arguments[2].vtype = RD_KAFKA_VTYPE_VALUE
-                            arguments[2].u.mem.ptr = UnsafeMutableRawPointer(mutating: value.baseAddress)
-                            arguments[2].u.mem.size = value.count
-                            arguments[3].vtype = RD_KAFKA_VTYPE_HEADERS
-                            arguments[3].u.headers = headers
-                            arguments[4].vtype = RD_KAFKA_VTYPE_OPAQUE
-                            arguments[4].u.ptr = UnsafeMutableRawPointer(bitPattern: id)
-                            arguments[5].vtype = RD_KAFKA_VTYPE_MSGFLAGS
-                            arguments[5].u.i = RD_KAFKA_MSG_F_COPY
-                            return rd_kafka_produceva(handle.pointer, arguments.baseAddress, arguments.count)
-                        }
+        }
+        return reports
+    }
+
+    /// Hands one message to librdkafka, which copies it; the error when it did not take it.
+    private func produce(_ message: KafkaMessage, opaque: UInt) -> (code: rd_kafka_resp_err_t, text: String)? {
+        let headers = rd_kafka_headers_new(message.headers.count)
+        for header in message.headers {
+            // Lengths given: a small string handed over as a C string is copied to the heap first.
+            var (name, value) = header
+            _ = name.withUTF8 { name in
+                value.withUTF8 { value in
+                    name.withMemoryRebound(to: CChar.self) { name in
+                        rd_kafka_header_add(headers, name.baseAddress, name.count, value.baseAddress, value.count)
                     }
                 }
             }
-            guard let error else { return waiter }
-            let code = rd_kafka_error_code(error)
-            let text = String(cString: rd_kafka_error_string(error))
-            rd_kafka_error_destroy(error)
-            rd_kafka_headers_destroy(headers)
-            if code == RD_KAFKA_RESP_ERR__QUEUE_FULL {
-                // librdkafka's queue is bounded; delivery reports make room.
-                try? await Task.sleep(for: .milliseconds(5))
-                continue
-            }
-            context.complete(id, with: .failed(code: code.rawValue, message: text, kind: Self.classify(code)))
-            return waiter
         }
+        let error: OpaquePointer? = message.topic.withCString { topic in
+            var key = message.key
+            return key.withUTF8 { key in
+                message.value.withUnsafeReadableBytes { value in
+                    withUnsafeTemporaryAllocation(of: rd_kafka_vu_t.self, capacity: 6) { arguments in
+                        arguments.initialize(repeating: rd_kafka_vu_t())
+                        arguments[0].vtype = RD_KAFKA_VTYPE_TOPIC
+                        arguments[0].u.cstr = topic
+                        arguments[1].vtype = RD_KAFKA_VTYPE_KEY
+                        arguments[1].u.mem.ptr = UnsafeMutableRawPointer(mutating: key.baseAddress)
+                        arguments[1].u.mem.size = key.count
+                        arguments[2].vtype = RD_KAFKA_VTYPE_VALUE
+                        arguments[2].u.mem.ptr = UnsafeMutableRawPointer(mutating: value.baseAddress)
+                        arguments[2].u.mem.size = value.count
+                        arguments[3].vtype = RD_KAFKA_VTYPE_HEADERS
+                        arguments[3].u.headers = headers
+                        arguments[4].vtype = RD_KAFKA_VTYPE_OPAQUE
+                        arguments[4].u.ptr = UnsafeMutableRawPointer(bitPattern: opaque)
+                        arguments[5].vtype = RD_KAFKA_VTYPE_MSGFLAGS
+                        arguments[5].u.i = RD_KAFKA_MSG_F_COPY
+                        return rd_kafka_produceva(handle.pointer, arguments.baseAddress, arguments.count)
+                    }
+                }
+            }
+        }
+        guard let error else { return nil }
+        // Not taken: the headers are still ours.
+        rd_kafka_headers_destroy(headers)
+        defer { rd_kafka_error_destroy(error) }
+        return (rd_kafka_error_code(error), String(cString: rd_kafka_error_string(error)))
     }
 
     /// Waits (off the cooperative pool) until every message in flight has its delivery report,
