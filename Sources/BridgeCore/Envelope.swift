@@ -104,7 +104,7 @@ public struct EnvelopeBuilder: Sendable {
         let data = try ObjectRewriter.apply(edits, to: change.object.bytes)
         var subject = "\(resource.resource)/\(meta.name)"
         if let namespace = meta.namespace { subject = "namespaces/\(namespace)/\(subject)" }
-        var extensions: [(String, String)] = []
+        var extensions: [(name: String, value: String)] = []
         extensions.reserveCapacity(Self.extensionNames.count)
         extensions.append(("resourceversion", meta.resourceVersion))
         extensions.append(("kind", meta.kind))

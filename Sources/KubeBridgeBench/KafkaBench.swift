@@ -116,7 +116,11 @@ struct KafkaSinkBench: AsyncParsableCommand {
         options.topic = "bench.stage"
         let sink = try KafkaSink(name: "kafka", options: options, logger: benchLogger())
         let acknowledged = Mutex(0)
-        let pipeline = Pipeline(sink: sink, index: 0, options: KafkaSinkOptions.defaultPipeline, deadLetters: nil, logger: benchLogger()) { tokens, _ in acknowledged.withLock { $0 += tokens.count } }
+        let firstConfirmation = Mutex<ContinuousClock.Instant?>(nil)
+        let pipeline = Pipeline(sink: sink, index: 0, options: KafkaSinkOptions.defaultPipeline, deadLetters: nil, logger: benchLogger()) { tokens, _ in
+            acknowledged.withLock { $0 += tokens.count }
+            firstConfirmation.withLock { $0 = $0 ?? .now }
+        }
         let started = ContinuousClock.now
         let startCPU = cpuSeconds()
         let running = Task { try await pipeline.run() }
@@ -125,6 +129,7 @@ struct KafkaSinkBench: AsyncParsableCommand {
         try await running.value
         let elapsed = ContinuousClock.now - started
         let cpu = cpuSeconds() - startCPU
+        if let first = firstConfirmation.withLock({ $0 }) { print("the Kafka sink alone: first confirmation after \(first - started)") }
         try await sink.close()
         guard acknowledged.withLock({ $0 }) == events.count else { throw ValidationError("the sink stage acknowledged \(acknowledged.withLock { $0 }) of \(events.count)") }
         return (Double(events.count) / elapsed.seconds, cpu / Double(events.count) * 1e6)

@@ -127,8 +127,12 @@ public final class KafkaSink: Sink {
     }
 
     /// The `ce_` header of each extension attribute kubebridge writes, made once rather than per
-    /// message.
-    static let headerNames = Dictionary(uniqueKeysWithValues: EnvelopeBuilder.extensionNames.map { ($0, "ce_" + $0) })
+    /// message (and found by comparing a few short strings, cheaper than hashing one).
+    static let headerNames = EnvelopeBuilder.extensionNames.map { "ce_" + $0 }
+
+    static func headerName(_ extensionName: String) -> String {
+        EnvelopeBuilder.extensionNames.firstIndex(of: extensionName).map { headerNames[$0] } ?? "ce_" + extensionName
+    }
 
     /// The record of an event in the binding's mode.
     static func message(for event: OutboundEvent, topic: String, mode: KafkaSinkOptions.Mode) -> KafkaMessage {
@@ -147,7 +151,7 @@ public final class KafkaSink: Sink {
             headers.append(("ce_type", envelope.type))
             headers.append(("ce_subject", envelope.subject))
             headers.append(("ce_time", envelope.time))
-            for (name, value) in envelope.extensions { headers.append((Self.headerNames[name] ?? "ce_" + name, value)) }
+            for (name, value) in envelope.extensions { headers.append((Self.headerName(name), value)) }
             return KafkaMessage(topic: topic, key: envelope.partitionKey, value: envelope.data, headers: headers)
         }
     }

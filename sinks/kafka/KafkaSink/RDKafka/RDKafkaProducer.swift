@@ -98,15 +98,16 @@ final class ProducerContext: Sendable {
     init(logger: Logger) {
         self.logger = logger
     }
-    /// The batches waiting for reports. A message's opaque pointer carries its batch's id in the
+    /// The batches waiting for reports: a few at a time (the pipeline's batches in flight), so a
+    /// list, searched from the oldest. A message's opaque pointer carries its batch's id in the
     /// high 32 bits and its index in the batch in the low 32 bits.
-    let batches = Mutex<(next: UInt, byID: [UInt: DeliveryReports])>((1, [:]))
+    let batches = Mutex<(next: UInt, waiting: [(id: UInt, reports: DeliveryReports)])>((1, []))
 
     func register(_ reports: DeliveryReports) -> UInt {
         batches.withLock { batches in
             let id = batches.next
             batches.next = batches.next == UInt(UInt32.max) ? 1 : batches.next + 1
-            batches.byID[id] = reports
+            batches.waiting.append((id, reports))
             return id
         }
     }
@@ -117,17 +118,17 @@ final class ProducerContext: Sendable {
 
     func complete(_ opaque: UInt, with report: DeliveryReport) {
         let id = opaque >> 32
-        guard let reports = batches.withLock({ $0.byID[id] }) else { return }
+        guard let reports = batches.withLock({ $0.waiting.first { $0.id == id }?.reports }) else { return }
         if reports.record(report, at: Int(opaque & 0xFFFF_FFFF)) {
-            batches.withLock { _ = $0.byID.removeValue(forKey: id) }
+            batches.withLock { $0.waiting.removeAll { $0.id == id } }
         }
     }
 
     /// Completes every message still waiting: used once the handle is gone.
     func completeAll(with report: DeliveryReport) {
         let left = batches.withLock { batches in
-            defer { batches.byID.removeAll() }
-            return Array(batches.byID.values)
+            defer { batches.waiting.removeAll() }
+            return batches.waiting.map(\.reports)
         }
         for reports in left { reports.recordMissing(report) }
     }
@@ -148,6 +149,14 @@ final class RDKafkaProducer: Sendable {
     private let opaque: UInt
     private let poll = PollState()
     private let closed = Atomic<Bool>(false)
+    /// A handle per topic, made with `rd_kafka_topic_new` on the first message to it: that asks
+    /// the brokers for the topic's partitions at once, where a message that only names its topic
+    /// waits for librdkafka's once-a-second scan of unknown topics.
+    private let topics = Mutex<[String: TopicHandle]>([:])
+
+    struct TopicHandle: @unchecked Sendable {
+        let pointer: OpaquePointer
+    }
 
     /// Shared with the poll thread.
     final class PollState: Sendable {
@@ -264,9 +273,11 @@ final class RDKafkaProducer: Sendable {
         }
         guard !messages.isEmpty else { return reports }
         let batch = context.register(reports)
+        var topic: (name: String, handle: OpaquePointer?) = ("", nil)
         for (index, message) in messages.enumerated() {
             let opaque = ProducerContext.opaque(batch: batch, index: index)
-            while let error = produce(message, opaque: opaque) {
+            if topic.handle == nil || topic.name != message.topic { topic = (message.topic, self.topic(message.topic)) }
+            while let error = produce(message, to: topic.handle, opaque: opaque) {
                 if error.code == RD_KAFKA_RESP_ERR__QUEUE_FULL {
                     // librdkafka's queue is bounded; delivery reports make room.
                     try? await Task.sleep(for: .milliseconds(5))
@@ -279,8 +290,19 @@ final class RDKafkaProducer: Sendable {
         return reports
     }
 
+    /// The handle of a topic; nil when librdkafka refuses the name (the message then names its
+    /// topic, and librdkafka's error says why).
+    private func topic(_ name: String) -> OpaquePointer? {
+        topics.withLock { topics in
+            if let known = topics[name] { return known.pointer }
+            guard let created = rd_kafka_topic_new(handle.pointer, name, nil) else { return nil }
+            topics[name] = TopicHandle(pointer: created)
+            return created
+        }
+    }
+
     /// Hands one message to librdkafka, which copies it; the error when it did not take it.
-    private func produce(_ message: KafkaMessage, opaque: UInt) -> (code: rd_kafka_resp_err_t, text: String)? {
+    private func produce(_ message: KafkaMessage, to topicHandle: OpaquePointer?, opaque: UInt) -> (code: rd_kafka_resp_err_t, text: String)? {
         let headers = rd_kafka_headers_new(message.headers.count)
         for header in message.headers {
             // Lengths given: a small string handed over as a C string is copied to the heap first.
@@ -299,8 +321,13 @@ final class RDKafkaProducer: Sendable {
                 message.value.withUnsafeReadableBytes { value in
                     withUnsafeTemporaryAllocation(of: rd_kafka_vu_t.self, capacity: 6) { arguments in
                         arguments.initialize(repeating: rd_kafka_vu_t())
-                        arguments[0].vtype = RD_KAFKA_VTYPE_TOPIC
-                        arguments[0].u.cstr = topic
+                        if let topicHandle {
+                            arguments[0].vtype = RD_KAFKA_VTYPE_RKT
+                            arguments[0].u.rkt = topicHandle
+                        } else {
+                            arguments[0].vtype = RD_KAFKA_VTYPE_TOPIC
+                            arguments[0].u.cstr = topic
+                        }
                         arguments[1].vtype = RD_KAFKA_VTYPE_KEY
                         arguments[1].u.mem.ptr = UnsafeMutableRawPointer(mutating: key.baseAddress)
                         arguments[1].u.mem.size = key.count
@@ -340,6 +367,9 @@ final class RDKafkaProducer: Sendable {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             poll.stopped.withLock { $0 = continuation }
             poll.running.store(false, ordering: .relaxed)
+        }
+        for topic in topics.withLock({ topics in defer { topics.removeAll() }; return Array(topics.values) }) {
+            rd_kafka_topic_destroy(topic.pointer)
         }
         rd_kafka_destroy(handle.pointer)
         // Messages the brokers did not confirm in time: not delivered, so sent again after a restart.
