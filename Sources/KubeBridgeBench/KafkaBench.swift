@@ -27,6 +27,9 @@ struct KafkaSinkBench: AsyncParsableCommand {
     @Option(help: "kcat's path.")
     var kcat = "/usr/bin/kcat"
 
+    @Option(help: "Rounds of kcat and the sink alone, one after the other: this machine's rates vary run to run, their ratio in one round less so.")
+    var rounds = 3
+
     @Flag(help: "Only the sink against kcat, with generated records: no API server, no bridge run.")
     var sinkOnly = false
 
@@ -61,19 +64,25 @@ struct KafkaSinkBench: AsyncParsableCommand {
         let headerArguments = KafkaSink.headers(of: events[0], mode: options.mode).flatMap { ["-H", "\($0.name)=\($0.value)"] }
         let settings = options.producerProperties.filter { !["bootstrap.servers", "client.id"].contains($0.key) }
             .sorted { $0.key < $1.key }.flatMap { ["-X", "\($0.key)=\($0.value)"] }
-        let started = ContinuousClock.now
-        let childrenCPU = cpuSeconds(children: true)
-        try runKcat(["-P", "-b", bootstrap, "-t", "bench.bare", "-K", "\t", "-l"] + headerArguments + settings + [dump])
-        let bareRate = Double(run.objects) / (ContinuousClock.now - started).seconds
-        let bareCPU = (cpuSeconds(children: true) - childrenCPU) / Double(run.objects) * 1e6
-
-        let stageRate = try await sinkStageRate(events: events, options: options)
-
         if let measured { print(measured.report(sink: "Kafka")) }
-        print(String(format: "bare producer (kcat, %@): %.0f events/s, %.1f µs CPU per event", settings.filter { $0 != "-X" }.joined(separator: " "), bareRate, bareCPU))
-        print(String(format: "the Kafka sink alone (a pipeline fed the same records as events): %.0f events/s, %.2f× the bare producer, %.1f µs CPU per event",
-                     stageRate.rate, stageRate.rate / bareRate, stageRate.cpuPerEvent))
-        if let measured { print(String(format: "the whole bridge (initial sync): %.2f× the bare producer", measured.syncRate / bareRate)) }
+        print("bare producer: kcat with \(settings.filter { $0 != "-X" }.joined(separator: " "))")
+        var bareRates: [Double] = []
+        var ratios: [Double] = []
+        for round in 1...max(1, rounds) {
+            let started = ContinuousClock.now
+            let childrenCPU = cpuSeconds(children: true)
+            try runKcat(["-P", "-b", bootstrap, "-t", "bench.bare.\(round)", "-K", "\t", "-l"] + headerArguments + settings + [dump])
+            let bareRate = Double(events.count) / (ContinuousClock.now - started).seconds
+            let bareCPU = (cpuSeconds(children: true) - childrenCPU) / Double(events.count) * 1e6
+            let stage = try await sinkStageRate(events: events, options: options, topic: "bench.stage.\(round)")
+            bareRates.append(bareRate)
+            ratios.append(stage.rate / bareRate)
+            print(String(format: "round %d: kcat %.0f events/s (%.1f µs CPU per event); the Kafka sink alone %.0f events/s (%.1f µs CPU per event, first confirmation after %.0f ms): %.2f× kcat",
+                         round, bareRate, bareCPU, stage.rate, stage.cpuPerEvent, stage.firstConfirmation.seconds * 1000, stage.rate / bareRate))
+        }
+        let median = { (values: [Double]) in values.sorted()[values.count / 2] }
+        print(String(format: "the Kafka sink alone: median %.2f× kcat over %d rounds", median(ratios), ratios.count))
+        if let measured { print(String(format: "the whole bridge (initial sync): %.2f× kcat's median rate", measured.syncRate / median(bareRates))) }
     }
 
     /// `key<TAB>value` lines of ConfigMaps of about 1 KiB.
@@ -111,9 +120,10 @@ struct KafkaSinkBench: AsyncParsableCommand {
 
     /// The events through a pipeline into a `KafkaSink`: the sink's own rate, without the API
     /// server and the informers in front.
-    func sinkStageRate(events: [OutboundEvent], options: KafkaSinkOptions) async throws -> (rate: Double, cpuPerEvent: Double) {
+    func sinkStageRate(events: [OutboundEvent], options: KafkaSinkOptions, topic: String) async throws
+        -> (rate: Double, cpuPerEvent: Double, firstConfirmation: Duration) {
         var options = options
-        options.topic = "bench.stage"
+        options.topic = topic
         let sink = try KafkaSink(name: "kafka", options: options, logger: benchLogger())
         let acknowledged = Mutex(0)
         let firstConfirmation = Mutex<ContinuousClock.Instant?>(nil)
@@ -129,10 +139,9 @@ struct KafkaSinkBench: AsyncParsableCommand {
         try await running.value
         let elapsed = ContinuousClock.now - started
         let cpu = cpuSeconds() - startCPU
-        if let first = firstConfirmation.withLock({ $0 }) { print("the Kafka sink alone: first confirmation after \(first - started)") }
         try await sink.close()
         guard acknowledged.withLock({ $0 }) == events.count else { throw ValidationError("the sink stage acknowledged \(acknowledged.withLock { $0 }) of \(events.count)") }
-        return (Double(events.count) / elapsed.seconds, cpu / Double(events.count) * 1e6)
+        return (Double(events.count) / elapsed.seconds, cpu / Double(events.count) * 1e6, (firstConfirmation.withLock { $0 } ?? started) - started)
     }
 
     @discardableResult

@@ -164,8 +164,8 @@ public final class KafkaSink: Sink {
     /// batches go out meanwhile, and order per partition holds across them.
     public func send(_ batch: [OutboundEvent]) async -> PendingDelivery {
         if let fatal = producer.fatal { return .settled(batch.map { _ in .fatal("the Kafka producer stopped: \(fatal)") }) }
-        var messages: [KafkaMessage] = []
-        messages.reserveCapacity(batch.count)
+        var produced: [(index: Int, topic: String)] = []
+        produced.reserveCapacity(batch.count)
         var invalid: [Int: DeliveryOutcome] = [:]
         for (index, event) in batch.enumerated() {
             let topic = topic(for: event)
@@ -173,9 +173,10 @@ public final class KafkaSink: Sink {
                 invalid[index] = .rejected("the topic \"\(topic)\" is not a valid Kafka topic name")
                 continue
             }
-            messages.append(Self.message(for: event, topic: topic, mode: options.mode))
+            produced.append((index, topic))
         }
-        let reports = await producer.produce(messages)
+        let mode = options.mode
+        let reports = await producer.produce(count: produced.count) { Self.message(for: batch[produced[$0].index], topic: produced[$0].topic, mode: mode) }
         let producer = producer
         return PendingDelivery { [invalid] in
             var produced = await reports.wait().makeIterator()

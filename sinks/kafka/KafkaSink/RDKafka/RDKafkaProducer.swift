@@ -262,19 +262,21 @@ final class RDKafkaProducer: Sendable {
     /// The reason the producer stopped for good, if it did.
     var fatal: String? { context.fatalError.withLock { $0 } }
 
-    /// Hands messages to librdkafka in order; their reports arrive in the returned
-    /// `DeliveryReports`. Messages handed over one after another keep their order per partition
-    /// (idempotence preserves it across retries).
-    func produce(_ messages: [KafkaMessage]) async -> DeliveryReports {
-        let reports = DeliveryReports(count: messages.count)
+    /// Hands `count` messages to librdkafka in order, each made by `message` just before it is
+    /// handed over (librdkafka copies it, so a batch's messages never exist all at once); their
+    /// reports arrive in the returned `DeliveryReports`. Messages handed over one after another
+    /// keep their order per partition (idempotence preserves it across retries).
+    func produce(count: Int, message: (Int) -> KafkaMessage) async -> DeliveryReports {
+        let reports = DeliveryReports(count: count)
         guard !closed.load(ordering: .relaxed) else {
             reports.recordMissing(.failed(code: RD_KAFKA_RESP_ERR__DESTROY.rawValue, message: "the producer is closed", kind: .retriable))
             return reports
         }
-        guard !messages.isEmpty else { return reports }
+        guard count > 0 else { return reports }
         let batch = context.register(reports)
         var topic: (name: String, handle: OpaquePointer?) = ("", nil)
-        for (index, message) in messages.enumerated() {
+        for index in 0..<count {
+            let message = message(index)
             let opaque = ProducerContext.opaque(batch: batch, index: index)
             if topic.handle == nil || topic.name != message.topic { topic = (message.topic, self.topic(message.topic)) }
             while let error = produce(message, to: topic.handle, opaque: opaque) {
@@ -306,11 +308,10 @@ final class RDKafkaProducer: Sendable {
         let headers = rd_kafka_headers_new(message.headers.count)
         for header in message.headers {
             // Lengths given: a small string handed over as a C string is copied to the heap first.
-            var (name, value) = header
-            _ = name.withUTF8 { name in
-                value.withUTF8 { value in
+            Self.withUTF8(header.name) { name in
+                Self.withUTF8(header.value) { value in
                     name.withMemoryRebound(to: CChar.self) { name in
-                        rd_kafka_header_add(headers, name.baseAddress, name.count, value.baseAddress, value.count)
+                        _ = rd_kafka_header_add(headers, name.baseAddress, name.count, value.baseAddress, value.count)
                     }
                 }
             }
@@ -350,6 +351,13 @@ final class RDKafkaProducer: Sendable {
         rd_kafka_headers_destroy(headers)
         defer { rd_kafka_error_destroy(error) }
         return (rd_kafka_error_code(error), String(cString: rd_kafka_error_string(error)))
+    }
+
+    /// A string's UTF-8 bytes, without copying the string when they are contiguous already.
+    private static func withUTF8<Result>(_ string: String, _ body: (UnsafeBufferPointer<UInt8>) -> Result) -> Result {
+        if let result = string.utf8.withContiguousStorageIfAvailable(body) { return result }
+        var string = string
+        return string.withUTF8(body)
     }
 
     /// Waits (off the cooperative pool) until every message in flight has its delivery report,
