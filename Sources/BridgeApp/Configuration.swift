@@ -35,8 +35,7 @@ public struct Configuration: Sendable {
         /// The pipeline settings a sink of this kind starts from.
         public var defaultPipeline: Pipeline.Options {
             switch self {
-            case .file: Pipeline.Options()
-            case .nats: NATSSinkOptions.defaultPipeline
+            case .file, .nats: Pipeline.Options()
             case .kafka: KafkaSinkOptions.defaultPipeline
             case .webhook: WebhookSinkOptions.defaultPipeline
             }
@@ -381,7 +380,6 @@ struct ConfigReader {
         }
         var pipeline = switch type {
         case "kafka": KafkaSinkOptions.defaultPipeline
-        case "nats": NATSSinkOptions.defaultPipeline
         case "webhook": WebhookSinkOptions.defaultPipeline
         default: Pipeline.Options()
         }

@@ -98,14 +98,14 @@ struct ChaosTests {
                 name: kafka
                 brokers: [\(kafka.bootstrapServers)]
                 topic: \(Self.topic)
-                batch: {linger: 2ms}
+                batch: {linger: 2ms, size: 50}   # several batches in flight (the Kafka sink's default is 4)
               - type: nats
                 name: nats
                 servers: [\(nats.url)]
                 stream: \(Self.stream)
                 createStream: true
                 retry: {initial: 100ms, maximum: 1s}
-                batch: {linger: 2ms}
+                batch: {linger: 2ms, size: 50, inFlight: 4}
               - type: webhook
                 name: hook
                 url: \(receiver.url)

@@ -183,7 +183,7 @@ public final class KafkaSink: Sink {
             var outcomes: [DeliveryOutcome] = []
             outcomes.reserveCapacity(batch.count)
             for index in batch.indices {
-                if let outcome = invalid[index] {
+                if !invalid.isEmpty, let outcome = invalid[index] {
                     outcomes.append(outcome)
                     continue
                 }

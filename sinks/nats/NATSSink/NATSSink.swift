@@ -55,14 +55,6 @@ public struct NATSSinkOptions: Sendable {
         self.servers = servers
     }
 
-    /// Several batches in flight: the next ones are published while the PubAcks of the earlier
-    /// ones come back (4 × 500 stays within `maxPending`).
-    public static var defaultPipeline: Pipeline.Options {
-        var options = Pipeline.Options()
-        options.batchesInFlight = 4
-        return options
-    }
-
     /// The stream's subjects for the template: each placeholder becomes `*`.
     public var streamSubjects: [String] {
         [DestinationTemplate(subject).render(group: "*", version: "*", resource: "*", namespace: "*", name: { "*" })]
