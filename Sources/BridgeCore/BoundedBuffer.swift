@@ -17,13 +17,17 @@ public final class BoundedBuffer<Element: Sendable>: Sendable {
     public let maxCount: Int
     public let maxBytes: Int
     private let state = Mutex(State())
+    /// Called when an element arrives in an empty buffer, for a consumer that waits for something
+    /// else besides (`take` has its own wait).
+    private let becameNonEmpty: (@Sendable () -> Void)?
 
     public struct Closed: Error {}
 
-    public init(maxCount: Int, maxBytes: Int) {
+    public init(maxCount: Int, maxBytes: Int, becameNonEmpty: (@Sendable () -> Void)? = nil) {
         precondition(maxCount > 0 && maxBytes > 0)
         self.maxCount = maxCount
         self.maxBytes = maxBytes
+        self.becameNonEmpty = becameNonEmpty
     }
 
     public var count: Int { state.withLock { $0.items.count } }
@@ -33,18 +37,21 @@ public final class BoundedBuffer<Element: Sendable>: Sendable {
     /// let in when the buffer is empty, so that it cannot block forever.
     public func push(_ element: Element, bytes: Int) async throws {
         while true {
-            let admitted: Bool = try state.withLock { state in
+            let admitted: (Bool, first: Bool) = try state.withLock { state in
                 if state.closed { throw Closed() }
                 let fits = state.items.count < maxCount && (state.bytes + bytes <= maxBytes || state.items.isEmpty)
-                guard fits else { return false }
+                guard fits else { return (false, false) }
                 state.items.append((element, bytes))
                 state.bytes += bytes
                 let consumer = state.waitingConsumer
                 state.waitingConsumer = nil
                 consumer?.resume()
-                return true
+                return (true, state.items.count == 1)
             }
-            if admitted { return }
+            if admitted.0 {
+                if admitted.first { becameNonEmpty?() }
+                return
+            }
             let id = state.withLock { state -> UInt64 in
                 state.nextID += 1
                 return state.nextID

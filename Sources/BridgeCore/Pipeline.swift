@@ -48,6 +48,35 @@ public final class Pipeline: Sendable {
     let acknowledge: @Sendable ([AckTracker.Token], Int) async -> Void
     let beforeDelivery: @Sendable ([OutboundEvent]) async -> Void
     let logger: Logger
+    /// Rung when a batch in flight has its outcomes and when events arrive in an empty buffer:
+    /// with batches in flight, `run` waits for whichever comes first.
+    private let doorbell: AsyncStream<Void>
+    private let ring: AsyncStream<Void>.Continuation
+
+    /// A batch handed to the sink, its outcomes once they are in.
+    private struct InFlight: Sendable {
+        final class Arrival: Sendable {
+            let arrived = Atomic(false)
+        }
+
+        let batch: [OutboundEvent]
+        let outcomes: Task<[DeliveryOutcome], Never>
+        private let arrival: Arrival
+
+        init(_ batch: [OutboundEvent], _ pending: PendingDelivery, ring: AsyncStream<Void>.Continuation) {
+            let arrival = Arrival()
+            self.batch = batch
+            self.arrival = arrival
+            outcomes = Task {
+                let outcomes = await pending.outcomes()
+                arrival.arrived.store(true, ordering: .releasing)
+                ring.yield()
+                return outcomes
+            }
+        }
+
+        var isSettled: Bool { arrival.arrived.load(ordering: .acquiring) }
+    }
     private let state = Mutex<(status: Status, delivered: Int, retried: Int, deadLettered: Int)>((.running, 0, 0, 0))
     private let metrics: Metrics
 
@@ -77,7 +106,12 @@ public final class Pipeline: Sendable {
         self.index = index
         self.options = options
         self.filter = options.filter.acceptsAll ? nil : options.filter
-        self.buffer = BoundedBuffer(maxCount: options.maxBufferedEvents, maxBytes: options.maxBufferedBytes)
+        let (doorbell, ring) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        self.doorbell = doorbell
+        self.ring = ring
+        var becameNonEmpty: (@Sendable () -> Void)?
+        if options.batchesInFlight > 1 { becameNonEmpty = { ring.yield() } }
+        self.buffer = BoundedBuffer(maxCount: options.maxBufferedEvents, maxBytes: options.maxBufferedBytes, becameNonEmpty: becameNonEmpty)
         self.deadLetters = deadLetters
         self.acknowledge = acknowledge
         var logger = logger
@@ -108,41 +142,51 @@ public final class Pipeline: Sendable {
     /// `SinkStopped`.
     public func run() async throws {
         var random = SystemRandomNumberGenerator()
-        var inFlight: [(batch: [OutboundEvent], pending: PendingDelivery)] = []
+        var inFlight: [InFlight] = []
+        var doorbell = self.doorbell.makeAsyncIterator()
         while true {
+            if let oldest = inFlight.first, oldest.isSettled {
+                inFlight.removeFirst()
+                // An object with a change to send again holds back its later changes, in this
+                // batch and in those sent after it, so that its last record is its latest change.
+                var held: Set<String> = []
+                var settled = try await settle(oldest.batch, await oldest.outcomes.value, held: &held)
+                guard !settled.again.isEmpty || settled.fatal != nil else { continue }
+                for later in inFlight {
+                    let laterSettled = try await settle(later.batch, await later.outcomes.value, held: &held)
+                    settled.again += laterSettled.again
+                    settled.fatal = settled.fatal ?? laterSettled.fatal
+                }
+                inFlight.removeAll()
+                var fatal = settled.fatal
+                if fatal == nil { fatal = try await retry(settled.again, random: &random) }
+                if let fatal {
+                    logger.error("the sink cannot go on: \(fatal). The checkpoint stays before the first event not delivered, so nothing is lost when kubebridge is started again")
+                    state.withLock { $0.status = .stopped(fatal) }
+                    throw SinkStopped(sink: sink.name, reason: fatal)
+                }
+                continue
+            }
             if !Task.isCancelled, inFlight.count < max(1, options.batchesInFlight) {
                 if inFlight.isEmpty {
                     guard let batch = await nextBatch() else { return }
-                    inFlight.append((batch, await send(batch)))
+                    inFlight.append(InFlight(batch, await send(batch), ring: ring))
                     continue
                 }
-                // With batches in flight, only what is there already: waiting for more would hold
-                // back the confirmations of those.
+                // With batches in flight, what is there now goes at once: lingering would hold it
+                // back for nothing, since the sink is busy with those anyway.
                 let batch = buffer.takeAvailable(maxCount: options.batchSize, maxBytes: options.batchBytes)
                 if !batch.isEmpty {
-                    inFlight.append((batch, await send(batch)))
+                    inFlight.append(InFlight(batch, await send(batch), ring: ring))
                     continue
                 }
             }
             guard !inFlight.isEmpty else { return }
-            let oldest = inFlight.removeFirst()
-            // An object with a change to send again holds back its later changes, in this batch
-            // and in those sent after it, so that its last record is its latest change.
-            var held: Set<String> = []
-            var settled = try await settle(oldest.batch, await oldest.pending.outcomes(), held: &held)
-            guard !settled.again.isEmpty || settled.fatal != nil else { continue }
-            for later in inFlight {
-                let laterSettled = try await settle(later.batch, await later.pending.outcomes(), held: &held)
-                settled.again += laterSettled.again
-                settled.fatal = settled.fatal ?? laterSettled.fatal
-            }
-            inFlight.removeAll()
-            var fatal = settled.fatal
-            if fatal == nil { fatal = try await retry(settled.again, random: &random) }
-            if let fatal {
-                logger.error("the sink cannot go on: \(fatal). The checkpoint stays before the first event not delivered, so nothing is lost when kubebridge is started again")
-                state.withLock { $0.status = .stopped(fatal) }
-                throw SinkStopped(sink: sink.name, reason: fatal)
+            // The oldest batch's outcomes, or (with room for another batch) events to send.
+            if Task.isCancelled || inFlight.count >= max(1, options.batchesInFlight) {
+                _ = await inFlight[0].outcomes.value
+            } else {
+                _ = await doorbell.next()
             }
         }
     }

@@ -216,6 +216,42 @@ struct DeliveryTests {
         #expect(pipeline.delivered == 7)
     }
 
+    @Test("with batches in flight, an event that arrives while the sink is busy goes out before the earlier batch is confirmed")
+    func sentWhileBusy() async throws {
+        var options = Self.fastOptions
+        options.linger = .zero
+        options.batchesInFlight = 2
+        let sink = ConfirmLaterSink()
+        let acknowledged = Mutex(0)
+        let pipeline = Pipeline(sink: sink, index: 0, options: options, deadLetters: nil, logger: Logger(label: "test")) { tokens, _ in
+            acknowledged.withLock { $0 += tokens.count }
+        }
+        var tracker = AckTracker(sinkCount: 1)
+        let running = Task { try await pipeline.run() }
+        func sentCount(reaching count: Int) async throws -> Int {
+            let deadline = ContinuousClock.now + .seconds(5)
+            while sink.sent.withLock({ $0.count }) < count, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+            return sink.sent.withLock { $0.count }
+        }
+        try await pipeline.enqueue(try Self.event("a", rv: "1", tracker: &tracker))
+        #expect(try await sentCount(reaching: 1) == 1)
+        try await Task.sleep(for: .milliseconds(50))
+        try await pipeline.enqueue(try Self.event("b", rv: "2", tracker: &tracker))
+        #expect(try await sentCount(reaching: 2) == 2, "b went out while a was still unconfirmed")
+        #expect(acknowledged.withLock { $0 } == 0)
+        // The window is full now: c waits for a's confirmation.
+        try await pipeline.enqueue(try Self.event("c", rv: "3", tracker: &tracker))
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(sink.sent.withLock { $0.count } == 2)
+        sink.release()
+        #expect(try await sentCount(reaching: 3) == 3)
+        sink.release(more: 10)
+        pipeline.finish()
+        try await running.value
+        #expect(sink.sent.withLock { $0 } == [["uid-a/1"], ["uid-b/2"], ["uid-c/3"]])
+        #expect(acknowledged.withLock { $0 } == 3)
+    }
+
     @Test("the file sink writes one structured event per line, and rotates by size")
     func fileSink() async throws {
         let directory = try temporaryDirectory()
