@@ -37,7 +37,7 @@ public final class BoundedBuffer<Element: Sendable>: Sendable {
     /// let in when the buffer is empty, so that it cannot block forever.
     public func push(_ element: Element, bytes: Int) async throws {
         while true {
-            let admitted: (Bool, first: Bool) = try state.withLock { state in
+            let admitted: (done: Bool, first: Bool) = try state.withLock { state in
                 if state.closed { throw Closed() }
                 let fits = state.items.count < maxCount && (state.bytes + bytes <= maxBytes || state.items.isEmpty)
                 guard fits else { return (false, false) }
@@ -48,7 +48,7 @@ public final class BoundedBuffer<Element: Sendable>: Sendable {
                 consumer?.resume()
                 return (true, state.items.count == 1)
             }
-            if admitted.0 {
+            if admitted.done {
                 if admitted.first { becameNonEmpty?() }
                 return
             }
