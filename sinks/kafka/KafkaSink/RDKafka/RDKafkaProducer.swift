@@ -36,30 +36,26 @@ struct KafkaMessage: Sendable {
 
 /// The delivery reports of one batch of messages, which may come before anyone waits.
 final class DeliveryReports: Sendable {
-    private struct State {
-        var reports: [DeliveryReport?]
-        var missing: Int
-        var continuation: CheckedContinuation<[DeliveryReport], Never>?
-    }
-    private let state: Mutex<State>
+    private let state: Mutex<(reports: [DeliveryReport?], missing: Int)>
+    private let all = Completion<[DeliveryReport]>()
 
     init(count: Int) {
-        state = Mutex(State(reports: Array(repeating: nil, count: count), missing: count))
+        state = Mutex((Array(repeating: nil, count: count), count))
+        if count == 0 { all.complete([]) }
     }
 
     /// Records the report of the message at `index`; true once every message has its report.
     @discardableResult
     func record(_ report: DeliveryReport, at index: Int) -> Bool {
-        let (finished, continuation) = state.withLock { state -> (Bool, CheckedContinuation<[DeliveryReport], Never>?) in
-            guard state.reports[index] == nil else { return (false, nil) }
+        let finished = state.withLock { state -> [DeliveryReport]? in
+            guard state.reports[index] == nil else { return nil }
             state.reports[index] = report
             state.missing -= 1
-            guard state.missing == 0 else { return (false, nil) }
-            defer { state.continuation = nil }
-            return (true, state.continuation)
+            return state.missing == 0 ? state.reports.map { $0! } : nil
         }
-        continuation?.resume(returning: reports)
-        return finished
+        guard let finished else { return false }
+        all.complete(finished)
+        return true
     }
 
     /// Gives every message still without a report this one.
@@ -68,20 +64,9 @@ final class DeliveryReports: Sendable {
         for index in indices { record(report, at: index) }
     }
 
-    private var reports: [DeliveryReport] {
-        state.withLock { state in state.reports.map { $0! } }
-    }
-
     /// Every message's report, in the batch's order.
     func wait() async -> [DeliveryReport] {
-        await withCheckedContinuation { continuation in
-            let ready = state.withLock { state -> Bool in
-                if state.missing == 0 { return true }
-                state.continuation = continuation
-                return false
-            }
-            if ready { continuation.resume(returning: reports) }
-        }
+        await all.wait()
     }
 }
 
