@@ -9,16 +9,14 @@ import Synchronization
 /// on disk when it returns. Calls run one at a time on a thread of the store's own, so that
 /// other blocking work (an exec plugin, a slow disk of a file sink) never holds back the writes
 /// that sinks wait for.
+///
+/// Known objects are rows of a table keyed by an integer that grows, found through an index of
+/// the store's own in memory (scope and uid → row). Uids are random, so a table keyed by them
+/// takes each new object at a random page of its b-tree: a batch of 2,000 new objects rewrote
+/// about as many pages, each into the WAL and back. Appended rows fill the last pages, and a
+/// change of a known object updates its row where it is.
 public final class SQLiteCheckpointStore: CheckpointStore {
-    private let database: Mutex<OpaquePointer?>
-    /// Prepared statements by SQL text, used under `database`'s lock: a save of thousands of rows
-    /// prepares each statement once.
-    private let statements = Mutex<[String: PreparedStatement]>([:])
-
-    /// A prepared statement; only touched under `database`'s lock.
-    private struct PreparedStatement: @unchecked Sendable {
-        let pointer: OpaquePointer
-    }
+    private let connection: Mutex<Connection>
     private let thread: NIOThreadPool
     public let path: String
 
@@ -27,7 +25,66 @@ public final class SQLiteCheckpointStore: CheckpointStore {
         public var description: String { message }
     }
 
-    /// Opens (or creates) the store at `path`.
+    /// The handle, its prepared statements, and the rows of known objects by scope key and uid;
+    /// only touched under the store's lock.
+    private struct Connection: @unchecked Sendable {
+        var handle: OpaquePointer?
+        var statements: [Statement: OpaquePointer] = [:]
+        /// Built from the table on first use, and again after a transaction that rolled back.
+        var rows: [String: [String: Int64]]?
+
+        mutating func close() {
+            for statement in statements.values { sqlite3_finalize(statement) }
+            statements = [:]
+            rows = nil
+            sqlite3_close(handle)
+            handle = nil
+        }
+    }
+
+    /// The statements the store runs per object or per save, prepared once.
+    private enum Statement: Hashable {
+        case begin, commit, rollback
+        case upsertScope, recordScope
+        case insertObject, updateObject, deleteObject
+        case scopes, objects, rowIndex
+
+        var sql: String {
+            switch self {
+            case .begin: "BEGIN IMMEDIATE"
+            case .commit: "COMMIT"
+            case .rollback: "ROLLBACK"
+            case .upsertScope: """
+                INSERT INTO scopes(scope, resource, namespace, resource_version, api_version, kind) VALUES(?1, ?2, ?3, ?4, ?5, ?6)
+                ON CONFLICT(scope) DO UPDATE SET resource_version = ?4,
+                  api_version = CASE WHEN ?5 = '' THEN api_version ELSE ?5 END, kind = CASE WHEN ?6 = '' THEN kind ELSE ?6 END
+                """
+            case .recordScope: """
+                INSERT INTO scopes(scope, resource, namespace, resource_version, api_version, kind) VALUES(?1, ?2, ?3, '', ?4, ?5)
+                ON CONFLICT(scope) DO NOTHING
+                """
+            case .insertObject: """
+                INSERT INTO known_objects(scope, uid, namespace, name, resource_version, generation, confirmed) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                """
+            case .updateObject: """
+                UPDATE known_objects SET namespace = ?2, name = ?3, resource_version = ?4, generation = ?5, confirmed = 1 WHERE id = ?1
+                """
+            case .deleteObject: "DELETE FROM known_objects WHERE id = ?1"
+            case .scopes: "SELECT scope, resource, namespace, resource_version, api_version, kind FROM scopes"
+            case .objects: "SELECT id, scope, uid, namespace, name, resource_version, generation, confirmed FROM known_objects ORDER BY id"
+            case .rowIndex: "SELECT id, scope, uid FROM known_objects ORDER BY id"
+            }
+        }
+    }
+
+    /// A value bound to a statement's parameter.
+    private enum Value {
+        case text(String?)
+        case integer(Int64?)
+    }
+
+    /// Opens (or creates) the store at `path`; a store written with the earlier layout (objects
+    /// keyed by scope and uid) is moved to the current one.
     public init(path: String) throws {
         self.path = path
         var handle: OpaquePointer?
@@ -37,7 +94,7 @@ public final class SQLiteCheckpointStore: CheckpointStore {
             sqlite3_close(handle)
             throw Error(message: "cannot open the checkpoint store \(path): \(message)")
         }
-        database = Mutex(handle)
+        connection = Mutex(Connection(handle: handle))
         thread = NIOThreadPool(numberOfThreads: 1)
         thread.start()
         try execute("""
@@ -46,27 +103,38 @@ public final class SQLiteCheckpointStore: CheckpointStore {
             CREATE TABLE IF NOT EXISTS scopes(
                 scope TEXT PRIMARY KEY, resource TEXT NOT NULL, namespace TEXT,
                 resource_version TEXT NOT NULL, api_version TEXT NOT NULL, kind TEXT NOT NULL);
-            CREATE TABLE IF NOT EXISTS objects(
-                scope TEXT NOT NULL, uid TEXT NOT NULL, namespace TEXT, name TEXT NOT NULL,
-                resource_version TEXT NOT NULL, generation INTEGER, confirmed INTEGER NOT NULL DEFAULT 1,
-                PRIMARY KEY(scope, uid)) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS known_objects(
+                id INTEGER PRIMARY KEY, scope TEXT NOT NULL, uid TEXT NOT NULL, namespace TEXT, name TEXT NOT NULL,
+                resource_version TEXT NOT NULL, generation INTEGER, confirmed INTEGER NOT NULL);
             """)
-        // Stores written before objects could be recorded unconfirmed hold confirmed rows only.
+        try migrateObjectsTable()
+    }
+
+    /// Moves the rows of the earlier `objects` table (keyed by scope and uid; without `confirmed`
+    /// before objects could be recorded unconfirmed, so all of them confirmed) into `known_objects`.
+    private func migrateObjectsTable() throws {
         var columns: [String] = []
-        try database.withLock { handle in
-            try query(handle, "PRAGMA table_info(objects)", bind: { _ in }) { row in columns.append(column(row, 1) ?? "") }
+        try connection.withLock { connection in
+            try Self.query(&connection, sql: "PRAGMA table_info(objects)", path: path) { row in columns.append(Self.text(row, 1) ?? "") }
         }
-        if !columns.contains("confirmed") {
-            try execute("ALTER TABLE objects ADD COLUMN confirmed INTEGER NOT NULL DEFAULT 1")
-        }
+        guard !columns.isEmpty else { return }
+        let confirmed = columns.contains("confirmed") ? "confirmed" : "1"
+        try execute("""
+            BEGIN IMMEDIATE;
+            INSERT INTO known_objects(scope, uid, namespace, name, resource_version, generation, confirmed)
+              SELECT scope, uid, namespace, name, resource_version, generation, \(confirmed) FROM objects ORDER BY scope, uid;
+            DROP TABLE objects;
+            COMMIT;
+            """)
     }
 
     private func execute(_ sql: String) throws {
-        try database.withLock { handle in
+        try connection.withLock { connection in
             var message: UnsafeMutablePointer<CChar>?
-            guard sqlite3_exec(handle, sql, nil, nil, &message) == SQLITE_OK else {
+            guard sqlite3_exec(connection.handle, sql, nil, nil, &message) == SQLITE_OK else {
                 let text = message.map { String(cString: $0) } ?? "unknown error"
                 sqlite3_free(message)
+                if sqlite3_get_autocommit(connection.handle) == 0 { sqlite3_exec(connection.handle, "ROLLBACK", nil, nil, nil) }
                 throw Error(message: "checkpoint store \(path): \(text)")
             }
         }
@@ -86,69 +154,76 @@ public final class SQLiteCheckpointStore: CheckpointStore {
     }
 
     public func close() async throws {
-        database.withLock { handle in
-            finalizeStatements()
-            sqlite3_close(handle)
-            handle = nil
-        }
+        connection.withLock { $0.close() }
         try await thread.shutdownGracefully()
     }
 
     deinit {
-        database.withLock { handle in
-            finalizeStatements()
-            sqlite3_close(handle)
-        }
+        connection.withLock { $0.close() }
         thread.shutdownGracefully { _ in }
-    }
-
-    private func finalizeStatements() {
-        statements.withLock { statements in
-            for statement in statements.values { sqlite3_finalize(statement.pointer) }
-            statements = [:]
-        }
     }
 
     static func key(_ scope: WatchScope) -> String { scope.description }
 
     private func loadSync() throws -> [WatchScope: Checkpoint] {
-        try database.withLock { handle in
+        try connection.withLock { connection in
             var result: [WatchScope: Checkpoint] = [:]
             var keys: [String: WatchScope] = [:]
-            try query(handle, "SELECT scope, resource, namespace, resource_version, api_version, kind FROM scopes", bind: { _ in }) { row in
-                guard let resource = GroupVersionResource(column(row, 1) ?? "") else { return }
-                let scope = WatchScope(resource, namespace: column(row, 2))
-                keys[column(row, 0) ?? ""] = scope
-                let resourceVersion = column(row, 3).flatMap { $0.isEmpty ? nil : $0 }
-                result[scope] = Checkpoint(resourceVersion: resourceVersion, known: KnownObjects(apiVersion: column(row, 4) ?? "", kind: column(row, 5) ?? ""))
+            try Self.run(&connection, .scopes, path: path) { row in
+                guard let resource = GroupVersionResource(Self.text(row, 1) ?? "") else { return }
+                let scope = WatchScope(resource, namespace: Self.text(row, 2))
+                keys[Self.text(row, 0) ?? ""] = scope
+                let resourceVersion = Self.text(row, 3).flatMap { $0.isEmpty ? nil : $0 }
+                result[scope] = Checkpoint(resourceVersion: resourceVersion, known: KnownObjects(apiVersion: Self.text(row, 4) ?? "", kind: Self.text(row, 5) ?? ""))
             }
-            try query(handle, "SELECT scope, uid, namespace, name, resource_version, generation, confirmed FROM objects", bind: { _ in }) { row in
-                guard let scope = keys[column(row, 0) ?? ""], let uid = column(row, 1) else { return }
-                let generation = sqlite3_column_type(row, 5) == SQLITE_NULL ? nil : Int64(sqlite3_column_int64(row, 5))
+            var rows: [String: [String: Int64]] = [:]
+            var duplicates: [Int64] = []
+            try Self.run(&connection, .objects, path: path) { row in
+                let key = Self.text(row, 1) ?? ""
+                guard let uid = Self.text(row, 2) else { return }
+                let id = sqlite3_column_int64(row, 0)
+                if let earlier = rows[key, default: [:]].updateValue(id, forKey: uid) { duplicates.append(earlier) }
+                guard let scope = keys[key] else { return }
+                let generation = sqlite3_column_type(row, 6) == SQLITE_NULL ? nil : Int64(sqlite3_column_int64(row, 6))
                 result[scope]?.known.set(uid: uid, KnownObjects.Entry(
-                    namespace: column(row, 2), name: column(row, 3) ?? "", resourceVersion: column(row, 4) ?? "", generation: generation,
-                    stored: true, delivered: sqlite3_column_int64(row, 6) != 0))
+                    namespace: Self.text(row, 3), name: Self.text(row, 4) ?? "", resourceVersion: Self.text(row, 5) ?? "", generation: generation,
+                    stored: true, delivered: sqlite3_column_int64(row, 7) != 0))
             }
+            try Self.removeDuplicates(duplicates, &connection, path: path)
+            connection.rows = rows
             return result
         }
     }
 
+    /// Rows of an object beside its latest (which the index and a load take) are removed, so
+    /// that a deletion cannot leave an older one behind.
+    private static func removeDuplicates(_ duplicates: [Int64], _ connection: inout Connection, path: String) throws {
+        guard !duplicates.isEmpty else { return }
+        try transaction(&connection, path: path) { connection in
+            for id in duplicates { try run(&connection, .deleteObject, [.integer(id)], path: path) }
+        }
+    }
+
     private func saveSync(_ deltas: [CheckpointDelta]) throws {
-        try transaction { handle in
-            for delta in deltas {
-                let key = Self.key(delta.scope)
-                try run(handle, """
-                    INSERT INTO scopes(scope, resource, namespace, resource_version, api_version, kind) VALUES(?1, ?2, ?3, ?4, ?5, ?6)
-                    ON CONFLICT(scope) DO UPDATE SET resource_version = ?4,
-                      api_version = CASE WHEN ?5 = '' THEN api_version ELSE ?5 END, kind = CASE WHEN ?6 = '' THEN kind ELSE ?6 END
-                    """, [key, delta.scope.resource.description, delta.scope.namespace, delta.resourceVersion, delta.apiVersion, delta.kind])
-                for uid in delta.deletions {
-                    try run(handle, "DELETE FROM objects WHERE scope = ?1 AND uid = ?2", [key, uid])
-                }
-                for (uid, entry) in delta.upserts {
-                    try run(handle, """
-                        INSERT OR REPLACE INTO objects(scope, uid, namespace, name, resource_version, generation, confirmed) VALUES(?1, ?2, ?3, ?4, ?5, ?6, 1)
-                        """, [key, uid, entry.namespace, entry.name, entry.resourceVersion, entry.generation.map(String.init)], integerColumns: [6])
+        try connection.withLock { connection in
+            try Self.indexRows(&connection, path: path)
+            try Self.transaction(&connection, path: path) { connection in
+                for delta in deltas {
+                    let key = Self.key(delta.scope)
+                    try Self.run(&connection, .upsertScope, [.text(key), .text(delta.scope.resource.description), .text(delta.scope.namespace),
+                                                             .text(delta.resourceVersion), .text(delta.apiVersion), .text(delta.kind)], path: path)
+                    for uid in delta.deletions {
+                        guard let id = connection.rows?[key]?.removeValue(forKey: uid) else { continue }
+                        try Self.run(&connection, .deleteObject, [.integer(id)], path: path)
+                    }
+                    for (uid, entry) in delta.upserts {
+                        if let id = connection.rows?[key]?[uid] {
+                            try Self.run(&connection, .updateObject, [.integer(id), .text(entry.namespace), .text(entry.name), .text(entry.resourceVersion),
+                                                                      .integer(entry.generation)], path: path)
+                        } else {
+                            try Self.insert(&connection, key: key, uid: uid, entry, confirmed: true, path: path)
+                        }
+                    }
                 }
             }
         }
@@ -162,79 +237,100 @@ public final class SQLiteCheckpointStore: CheckpointStore {
     }
 
     private func recordSync(_ objects: [UnrecordedObject]) throws {
-        try transaction { handle in
-            var scopes: Set<WatchScope> = []
-            for object in objects {
-                let key = Self.key(object.scope)
-                if scopes.insert(object.scope).inserted {
-                    try run(handle, """
-                        INSERT INTO scopes(scope, resource, namespace, resource_version, api_version, kind) VALUES(?1, ?2, ?3, '', ?4, ?5)
-                        ON CONFLICT(scope) DO NOTHING
-                        """, [key, object.scope.resource.description, object.scope.namespace, object.apiVersion, object.kind])
-                }
-                let entry = object.entry
-                try run(handle, """
-                    INSERT OR IGNORE INTO objects(scope, uid, namespace, name, resource_version, generation, confirmed) VALUES(?1, ?2, ?3, ?4, ?5, ?6, 0)
-                    """, [key, object.uid, entry.namespace, entry.name, entry.resourceVersion, entry.generation.map(String.init)], integerColumns: [6])
-            }
-        }
-    }
-
-    /// Runs `body` in one transaction, under the connection's lock: all of it is committed, or
-    /// none of it.
-    private func transaction(_ body: (OpaquePointer?) throws -> Void) throws {
-        try database.withLock { handle in
-            try step(handle, "BEGIN IMMEDIATE")
-            do {
-                try body(handle)
-                try step(handle, "COMMIT")
-            } catch {
-                try? step(handle, "ROLLBACK")
-                throw error
-            }
-        }
-    }
-
-    private func step(_ handle: OpaquePointer?, _ sql: String) throws {
-        try run(handle, sql, [])
-    }
-
-    private func run(_ handle: OpaquePointer?, _ sql: String, _ values: [String?], integerColumns: Set<Int> = []) throws {
-        try query(handle, sql, bind: { statement in
-            for (index, value) in values.enumerated() {
-                let position = Int32(index + 1)
-                if let value {
-                    if integerColumns.contains(index + 1), let number = Int64(value) {
-                        sqlite3_bind_int64(statement, position, number)
-                    } else {
-                        sqlite3_bind_text(statement, position, value, -1, unsafeBitCast(-1, to: sqlite3_destructor_type.self))
+        try connection.withLock { connection in
+            try Self.indexRows(&connection, path: path)
+            try Self.transaction(&connection, path: path) { connection in
+                var scopes: Set<WatchScope> = []
+                for object in objects {
+                    let key = Self.key(object.scope)
+                    if scopes.insert(object.scope).inserted {
+                        try Self.run(&connection, .recordScope, [.text(key), .text(object.scope.resource.description), .text(object.scope.namespace),
+                                                                 .text(object.apiVersion), .text(object.kind)], path: path)
                     }
-                } else {
-                    sqlite3_bind_null(statement, position)
+                    guard connection.rows?[key]?[object.uid] == nil else { continue }
+                    try Self.insert(&connection, key: key, uid: object.uid, object.entry, confirmed: false, path: path)
                 }
             }
-        }, row: { _ in })
+        }
     }
 
-    private func query(_ handle: OpaquePointer?, _ sql: String, bind: (OpaquePointer?) -> Void, row: (OpaquePointer?) throws -> Void) throws {
-        let statement = try statements.withLock { statements -> PreparedStatement in
-            if let statement = statements[sql] { return statement }
-            var statement: OpaquePointer?
-            guard sqlite3_prepare_v2(handle, sql, -1, &statement, nil) == SQLITE_OK, let statement else {
-                throw Error(message: "checkpoint store \(path): \(String(cString: sqlite3_errmsg(handle)))")
-            }
-            statements[sql] = PreparedStatement(pointer: statement)
-            return PreparedStatement(pointer: statement)
-        }.pointer
-        defer {
-            sqlite3_reset(statement)
-            sqlite3_clear_bindings(statement)
+    private static func insert(_ connection: inout Connection, key: String, uid: String, _ entry: KnownObjects.Entry, confirmed: Bool, path: String) throws {
+        try run(&connection, .insertObject, [.text(key), .text(uid), .text(entry.namespace), .text(entry.name), .text(entry.resourceVersion),
+                                             .integer(entry.generation), .integer(confirmed ? 1 : 0)], path: path)
+        connection.rows?[key, default: [:]][uid] = sqlite3_last_insert_rowid(connection.handle)
+    }
+
+    /// Builds the row index from the table unless it is there.
+    private static func indexRows(_ connection: inout Connection, path: String) throws {
+        guard connection.rows == nil else { return }
+        var rows: [String: [String: Int64]] = [:]
+        var duplicates: [Int64] = []
+        try run(&connection, .rowIndex, path: path) { row in
+            guard let uid = text(row, 2) else { return }
+            if let earlier = rows[text(row, 1) ?? "", default: [:]].updateValue(sqlite3_column_int64(row, 0), forKey: uid) { duplicates.append(earlier) }
         }
-        bind(statement)
+        try removeDuplicates(duplicates, &connection, path: path)
+        connection.rows = rows
+    }
+
+    /// Runs `body` in one transaction: all of it is committed, or none of it. The row index
+    /// follows the statements, so after a rollback it is built again from the table.
+    private static func transaction(_ connection: inout Connection, path: String, _ body: (inout Connection) throws -> Void) throws {
+        try run(&connection, .begin, path: path)
+        do {
+            try body(&connection)
+            try run(&connection, .commit, path: path)
+        } catch {
+            try? run(&connection, .rollback, path: path)
+            connection.rows = nil
+            throw error
+        }
+    }
+
+    private static func run(_ connection: inout Connection, _ statement: Statement, _ values: [Value] = [], path: String,
+                            row: (OpaquePointer) throws -> Void = { _ in }) throws {
+        let prepared: OpaquePointer
+        if let existing = connection.statements[statement] {
+            prepared = existing
+        } else {
+            prepared = try prepare(connection.handle, statement.sql, path: path)
+            connection.statements[statement] = prepared
+        }
+        defer {
+            sqlite3_reset(prepared)
+            sqlite3_clear_bindings(prepared)
+        }
+        for (index, value) in values.enumerated() {
+            let position = Int32(index + 1)
+            switch value {
+            case .text(let text?): sqlite3_bind_text(prepared, position, text, -1, unsafeBitCast(-1, to: sqlite3_destructor_type.self))
+            case .integer(let number?): sqlite3_bind_int64(prepared, position, number)
+            case .text(nil), .integer(nil): sqlite3_bind_null(prepared, position)
+            }
+        }
+        try step(prepared, connection.handle, path: path, row: row)
+    }
+
+    /// A statement run once, not kept.
+    private static func query(_ connection: inout Connection, sql: String, path: String, row: (OpaquePointer) throws -> Void) throws {
+        let prepared = try prepare(connection.handle, sql, path: path)
+        defer { sqlite3_finalize(prepared) }
+        try step(prepared, connection.handle, path: path, row: row)
+    }
+
+    private static func prepare(_ handle: OpaquePointer?, _ sql: String, path: String) throws -> OpaquePointer {
+        var prepared: OpaquePointer?
+        guard sqlite3_prepare_v2(handle, sql, -1, &prepared, nil) == SQLITE_OK, let prepared else {
+            throw Error(message: "checkpoint store \(path): \(String(cString: sqlite3_errmsg(handle)))")
+        }
+        return prepared
+    }
+
+    private static func step(_ prepared: OpaquePointer, _ handle: OpaquePointer?, path: String, row: (OpaquePointer) throws -> Void) throws {
         while true {
-            let status = sqlite3_step(statement)
+            let status = sqlite3_step(prepared)
             if status == SQLITE_ROW {
-                try row(statement)
+                try row(prepared)
             } else if status == SQLITE_DONE {
                 return
             } else {
@@ -243,7 +339,7 @@ public final class SQLiteCheckpointStore: CheckpointStore {
         }
     }
 
-    private func column(_ statement: OpaquePointer?, _ index: Int32) -> String? {
+    private static func text(_ statement: OpaquePointer, _ index: Int32) -> String? {
         guard let text = sqlite3_column_text(statement, index) else { return nil }
         return String(cString: text)
     }

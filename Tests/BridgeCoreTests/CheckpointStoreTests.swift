@@ -1,5 +1,6 @@
 import BridgeCheckpoint
 import BridgeCore
+import CSQLite
 import Foundation
 import KubeModel
 import Testing
@@ -68,6 +69,67 @@ struct CheckpointStoreTests {
         #expect(loaded[Self.configmaps]?.known["uid-a"]?.delivered == true)
         #expect(loaded[Self.configmaps]?.known["uid-b"]?.delivered == false)
         try await store.close()
+    }
+
+    /// Runs `sql` on the SQLite file at `path`, as another program (or an earlier kubebridge) would.
+    static func execute(_ sql: String, at path: String) throws {
+        var handle: OpaquePointer?
+        defer { sqlite3_close(handle) }
+        guard sqlite3_open(path, &handle) == SQLITE_OK, sqlite3_exec(handle, sql, nil, nil, nil) == SQLITE_OK else {
+            throw TestFailure(message: "sqlite: \(String(cString: sqlite3_errmsg(handle)))")
+        }
+    }
+
+    @Test("a store written in the earlier layout (objects keyed by scope and uid, with or without `confirmed`) opens with its objects, and takes changes after")
+    func earlierLayout() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for withConfirmed in [true, false] {
+            let path = directory.appendingPathComponent("earlier-\(withConfirmed).sqlite").path
+            try Self.execute("""
+                CREATE TABLE scopes(scope TEXT PRIMARY KEY, resource TEXT NOT NULL, namespace TEXT,
+                    resource_version TEXT NOT NULL, api_version TEXT NOT NULL, kind TEXT NOT NULL);
+                CREATE TABLE objects(scope TEXT NOT NULL, uid TEXT NOT NULL, namespace TEXT, name TEXT NOT NULL,
+                    resource_version TEXT NOT NULL, generation INTEGER\(withConfirmed ? ", confirmed INTEGER NOT NULL DEFAULT 1" : ""),
+                    PRIMARY KEY(scope, uid)) WITHOUT ROWID;
+                INSERT INTO scopes VALUES('\(Self.configmaps)', 'core/v1/configmaps', NULL, '40', 'v1', 'ConfigMap');
+                INSERT INTO objects VALUES('\(Self.configmaps)', 'u1', 'default', 'a', '30', 2\(withConfirmed ? ", 1" : ""));
+                INSERT INTO objects VALUES('\(Self.configmaps)', 'u2', 'default', 'b', '31', NULL\(withConfirmed ? ", 0" : ""));
+                """, at: path)
+            let store = try SQLiteCheckpointStore(path: path)
+            let loaded = try await store.load()
+            #expect(loaded[Self.configmaps]?.resourceVersion == "40")
+            #expect(loaded[Self.configmaps]?.known.entries == [
+                "u1": Self.entry("a", rv: "30", generation: 2),
+                "u2": KnownObjects.Entry(namespace: "default", name: "b", resourceVersion: "31", generation: nil, stored: true, delivered: !withConfirmed),
+            ])
+            try await store.save([CheckpointDelta(scope: Self.configmaps, resourceVersion: "42", upserts: ["u2": Self.entry("b", rv: "42")], deletions: ["u1"])])
+            try await store.close()
+            let reopened = try SQLiteCheckpointStore(path: path)
+            #expect(try await reopened.load()[Self.configmaps]?.known.entries == ["u2": Self.entry("b", rv: "42")])
+            try await reopened.close()
+        }
+    }
+
+    @Test("a second row of an object (written by another program) goes when the store opens: the latest counts, and a deletion leaves nothing behind")
+    func duplicateRows() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("checkpoints.sqlite").path
+        let store = try SQLiteCheckpointStore(path: path)
+        try await store.save([CheckpointDelta(scope: Self.configmaps, resourceVersion: "10", apiVersion: "v1", kind: "ConfigMap", upserts: ["u1": Self.entry("a", rv: "5")])])
+        try await store.close()
+        try Self.execute("""
+            INSERT INTO known_objects(scope, uid, namespace, name, resource_version, generation, confirmed)
+              VALUES('\(Self.configmaps)', 'u1', 'default', 'a', '9', NULL, 1)
+            """, at: path)
+        let reopened = try SQLiteCheckpointStore(path: path)
+        #expect(try await reopened.load()[Self.configmaps]?.known.entries == ["u1": Self.entry("a", rv: "9")])
+        try await reopened.save([CheckpointDelta(scope: Self.configmaps, resourceVersion: "11", deletions: ["u1"])])
+        try await reopened.close()
+        let again = try SQLiteCheckpointStore(path: path)
+        #expect(try await again.load()[Self.configmaps]?.known.entries == [:])
+        try await again.close()
     }
 
     @Test("a store that cannot be opened says where")
