@@ -80,6 +80,14 @@ struct WatchLineDecoder: NIOSingleStepByteToMessageDecoder {
         return line
     }
 
+    /// Lines are slices of the buffer, so reclaiming its read bytes copies the rest into new
+    /// storage. NIO's default reclaims once 2 KiB are read: after every line or two, copying
+    /// what is left of each chunk dozens of times. Once at least half of the buffer is read, what
+    /// is copied is at most what was read since the last time.
+    func shouldReclaimBytes(buffer: ByteBuffer) -> Bool {
+        buffer.readerIndex >= 2048 && buffer.readerIndex >= buffer.readableBytes
+    }
+
     mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> ByteBuffer? {
         if let line = try decode(buffer: &buffer) { return line }
         if buffer.readableBytesView.contains(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }) {
