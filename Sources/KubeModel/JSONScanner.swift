@@ -128,6 +128,7 @@ package struct JSONScanner {
         let start = index
         var hasEscapes = false
         while true {
+            while index + 8 <= base.count, !Self.mayEndString(base.loadUnaligned(fromByteOffset: index, as: UInt64.self)) { index += 8 }
             guard index < base.count else { throw error("unterminated string") }
             let byte = base[index]
             if byte == UInt8(ascii: "\"") { break }
@@ -156,6 +157,21 @@ package struct JSONScanner {
         let range = start..<index
         index += 1
         return (range, hasEscapes)
+    }
+
+    /// Whether any of eight bytes is a quote, a backslash or a control character (bit tricks
+    /// for "has a zero byte" and "has a byte below 0x20"), so that the bytes of a long string
+    /// are checked a word at a time. The bytes before such a byte are then taken one by one.
+    @inline(__always)
+    static func mayEndString(_ word: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highBits: UInt64 = 0x8080_8080_8080_8080
+        let quotes = word ^ (ones &* 0x22)
+        let backslashes = word ^ (ones &* 0x5C)
+        let hasQuote = (quotes &- ones) & ~quotes
+        let hasBackslash = (backslashes &- ones) & ~backslashes
+        let hasControl = (word &- ones &* 0x20) & ~word
+        return (hasQuote | hasBackslash | hasControl) & highBits != 0
     }
 
     static func hexValue(_ b: UInt8) -> UInt32? {
@@ -240,6 +256,22 @@ package struct JSONScanner {
     /// Walks the members of an object. `body` either consumes the value and returns true, or
     /// returns false and the value is skipped.
     package mutating func forEachMember(depth: Int = 0, _ body: (JSONKey, inout JSONScanner) throws -> Bool) throws {
+        try visitMembers(depth: depth) { key, scanner in try body(key, &scanner) ? .consumed : .skip }
+    }
+
+    /// What `visitMembers` does after a member's key.
+    package enum MemberVisit {
+        /// The body consumed the value.
+        case consumed
+        /// The value is skipped.
+        case skip
+        /// The body consumed the value and needs nothing more: the scanner stays after it,
+        /// and the rest of the object is not read (nor checked).
+        case stop
+    }
+
+    /// Walks the members of an object, as `body` says after each key.
+    package mutating func visitMembers(depth: Int = 0, _ body: (JSONKey, inout JSONScanner) throws -> MemberVisit) throws {
         guard depth < Self.maximumDepth else { throw error("nesting too deep") }
         try expect(UInt8(ascii: "{"))
         skipWhitespace()
@@ -251,8 +283,10 @@ package struct JSONScanner {
             let (range, hasEscapes) = try skipString()
             try expect(UInt8(ascii: ":"))
             skipWhitespace()
-            if try !body(JSONKey(base: base, range: range, hasEscapes: hasEscapes), &self) {
-                try skipValue(depth: depth + 1)
+            switch try body(JSONKey(base: base, range: range, hasEscapes: hasEscapes), &self) {
+            case .consumed: break
+            case .skip: try skipValue(depth: depth + 1)
+            case .stop: return
             }
             skipWhitespace()
             let next = try peek()

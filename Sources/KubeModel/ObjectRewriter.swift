@@ -26,16 +26,18 @@ public enum ObjectRewriter {
         var cuts: [(range: Range<Int>, replacement: [UInt8])] = []
         try object.withUnsafeReadableBytes { raw in
             var scanner = JSONScanner(raw)
-            try scanner.forEachMember { key, scanner in
+            // Objects arrive checked (`WatchFrame`, `ObjectList`): what follows the last member
+            // to change need not be read.
+            try scanner.visitMembers { key, scanner in
                 if key == "metadata", edits.dropManagedFields {
                     scanner.skipWhitespace()
-                    guard try scanner.peek() == UInt8(ascii: "{") else { return false }
+                    guard try scanner.peek() == UInt8(ascii: "{") else { return .skip }
                     try collectMemberCuts(&scanner, removing: "managedFields", into: &cuts)
-                    return true
+                    return edits.redactDataWith == nil ? .stop : .consumed
                 }
                 if key == "data" || key == "stringData", let marker = edits.redactDataWith {
                     scanner.skipWhitespace()
-                    guard try scanner.peek() == UInt8(ascii: "{") else { return false }
+                    guard try scanner.peek() == UInt8(ascii: "{") else { return .skip }
                     var replacement: [UInt8] = []
                     var literal = ByteBuffer()
                     literal.writeJSONString(marker)
@@ -47,9 +49,9 @@ public enum ObjectRewriter {
                         cuts.append((start..<scanner.index, replacement))
                         return true
                     }
-                    return true
+                    return .consumed
                 }
-                return false
+                return .skip
             }
         }
         guard !cuts.isEmpty else { return object }

@@ -40,6 +40,7 @@ struct ObjectRewriterTests {
         (#"{"metadata":{ "managedFields" : [ 1 ] , "name" : "a" }}"#, #"{"metadata":{ "name" : "a" }}"#),
         (#"{"metadata":{"name":"a"}}"#, #"{"metadata":{"name":"a"}}"#),
         (#"{"spec":{"metadata":{"managedFields":[]}},"metadata":{"name":"a"}}"#, #"{"spec":{"metadata":{"managedFields":[]}},"metadata":{"name":"a"}}"#),
+        (#"{"metadata":{"managedFields":[],"name":"a"},"spec":{"x":[1, "\"y"]} ,"status":{}}"#, #"{"metadata":{"name":"a"},"spec":{"x":[1, "\"y"]} ,"status":{}}"#),
     ])
     func managedFields(input: String, expected: String) throws {
         #expect(try Self.rewrite(input, .init(dropManagedFields: true)) == expected)
@@ -50,6 +51,9 @@ struct ObjectRewriterTests {
         let input = #"{"kind":"Secret","data":{"password":"c2VjcmV0","tls.crt":"Q0VSVA=="},"stringData":{"token":"a\"b"},"type":"Opaque"}"#
         let expected = #"{"kind":"Secret","data":{"password":"REDACTED","tls.crt":"REDACTED"},"stringData":{"token":"REDACTED"},"type":"Opaque"}"#
         #expect(try Self.rewrite(input, .init(redactDataWith: "REDACTED")) == expected)
+        let withMetadata = #"{"metadata":{"name":"s","managedFields":[{"f":1}]},"data":{"password":"c2VjcmV0"}}"#
+        #expect(try Self.rewrite(withMetadata, .init(dropManagedFields: true, redactDataWith: "REDACTED")) == #"{"metadata":{"name":"s"},"data":{"password":"REDACTED"}}"#,
+                "both edits: the data after metadata is still redacted")
     }
 
     @Test("the recorded ConfigMap without its managedFields is still the same object")
