@@ -241,11 +241,19 @@ public final class SQLiteCheckpointStore: CheckpointStore {
             try Self.indexRows(&connection, path: path)
             try Self.transaction(&connection, path: path) { connection in
                 var scopes: Set<WatchScope> = []
+                // Objects come in runs of one scope: its key is made once per run.
+                var current: (scope: WatchScope, key: String)?
                 for object in objects {
-                    let key = Self.key(object.scope)
-                    if scopes.insert(object.scope).inserted {
-                        try Self.run(&connection, .recordScope, [.text(key), .text(object.scope.resource.description), .text(object.scope.namespace),
-                                                                 .text(object.apiVersion), .text(object.kind)], path: path)
+                    let key: String
+                    if let current, current.scope == object.scope {
+                        key = current.key
+                    } else {
+                        key = Self.key(object.scope)
+                        current = (object.scope, key)
+                        if scopes.insert(object.scope).inserted {
+                            try Self.run(&connection, .recordScope, [.text(key), .text(object.scope.resource.description), .text(object.scope.namespace),
+                                                                     .text(object.apiVersion), .text(object.kind)], path: path)
+                        }
                     }
                     guard connection.rows?[key]?[object.uid] == nil else { continue }
                     try Self.insert(&connection, key: key, uid: object.uid, object.entry, confirmed: false, path: path)
@@ -296,20 +304,27 @@ public final class SQLiteCheckpointStore: CheckpointStore {
             prepared = try prepare(connection.handle, statement.sql, path: path)
             connection.statements[statement] = prepared
         }
-        defer {
-            sqlite3_reset(prepared)
-            sqlite3_clear_bindings(prepared)
-        }
+        // Every run binds each of its statement's parameters, so none needs clearing.
+        defer { sqlite3_reset(prepared) }
         for (index, value) in values.enumerated() {
             let position = Int32(index + 1)
             switch value {
-            case .text(let text?): sqlite3_bind_text(prepared, position, text, -1, unsafeBitCast(-1, to: sqlite3_destructor_type.self))
+            case .text(var text?):
+                // With its length: a short Swift string is not stored with a terminating NUL, and
+                // handing it over as a C string would copy it to the heap first.
+                text.withUTF8 { bytes in
+                    let pointer = bytes.baseAddress.map { UnsafeRawPointer($0) } ?? UnsafeRawPointer(("" as StaticString).utf8Start)
+                    sqlite3_bind_text(prepared, position, pointer.assumingMemoryBound(to: CChar.self), Int32(bytes.count), Self.transient)
+                }
             case .integer(let number?): sqlite3_bind_int64(prepared, position, number)
             case .text(nil), .integer(nil): sqlite3_bind_null(prepared, position)
             }
         }
         try step(prepared, connection.handle, path: path, row: row)
     }
+
+    /// SQLite copies the bound bytes.
+    private static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
     /// A statement run once, not kept.
     private static func query(_ connection: inout Connection, sql: String, path: String, row: (OpaquePointer) throws -> Void) throws {
