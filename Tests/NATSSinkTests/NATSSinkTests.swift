@@ -178,6 +178,27 @@ struct NATSSinkTests {
         await server.stop()
     }
 
+    @Test("nkeys: a signature refused at the first connection (nats.c 3.4.1 leaves out one in 256, those that start with a zero byte) is made again on a new connection")
+    func nkeyRefusedOnce() async throws {
+        let seed = "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY"
+        let server = try await NATSServer.start(nkey: try NKey.userPublicKey(seed: seed))
+        // This seed's signature of this nonce starts with 0x00: the library sends the nkey alone.
+        let proxy = try await NonceProxy.start(upstream: server.port, nonce: "4JOvqtS6Q4-s4oY")
+        let seedFile = server.storeDirectory.appendingPathComponent("user.nk")
+        try "\(seed)\n".write(to: seedFile, atomically: true, encoding: .utf8)
+        var options = Self.options(server)
+        options.servers = [proxy.url]
+        options.nkeySeedFile = seedFile.path
+        var tracker = AckTracker(sinkCount: 1)
+        let events = try SampleEvents.make(scope: Self.ingresses, kind: "Ingress", namespace: "web", names: ["a"], changes: 2, tracker: &tracker)
+        let sink = try await NATSSink.ready(options: options)
+        #expect(await sink.deliver(events) == [.delivered, .delivered])
+        try await sink.close()
+        #expect(proxy.connections >= 2, "the refused connection, then the one that worked")
+        await proxy.stop()
+        await server.stop()
+    }
+
     @Test("a missing stream is a clear error at start unless createStream is set")
     func missingStream() async throws {
         let server = try await NATSServer.start()

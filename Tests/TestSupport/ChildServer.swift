@@ -6,15 +6,11 @@ import Foundation
 final class ChildServer: @unchecked Sendable {
     private var process: Process?
 
-    /// Starts it (again), and waits until `port` accepts connections.
-    func start(_ executable: String, _ arguments: [String], port: Int, standardError: FileHandle? = FileHandle.nullDevice,
-               failure: @autoclosure () -> String) async throws {
-        try await start(executable, arguments, standardError: standardError, ready: { isListening(port: port) }, failure: failure())
-    }
-
-    /// Starts it (again), and waits until `ready`.
+    /// Starts it (again), and waits until `ready` says so of the child's pid: what the child
+    /// itself reports (its port in a file), not that something answers on a port, which may be
+    /// another server that took the port first. A child that exits meanwhile is a failure at once.
     func start(_ executable: String, _ arguments: [String], standardError: FileHandle? = FileHandle.nullDevice,
-               ready: @escaping () -> Bool, failure: @autoclosure () -> String) async throws {
+               ready: @escaping (Int32) -> Bool, failure: @autoclosure () -> String) async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
@@ -22,11 +18,18 @@ final class ChildServer: @unchecked Sendable {
         process.standardError = standardError
         try process.run()
         self.process = process
+        let pid = process.processIdentifier
+        var exited = false
         do {
-            try await waitUntil(timeout: .seconds(15)) { ready() }
+            try await waitUntil(timeout: .seconds(15)) {
+                if ready(pid) { return true }
+                exited = !process.isRunning
+                return exited
+            }
         } catch {
             throw TestFailure(message: failure())
         }
+        if exited { throw TestFailure(message: "\(failure()): it exited with status \(process.terminationStatus)") }
     }
 
     /// SIGKILL, and waits until it is gone.

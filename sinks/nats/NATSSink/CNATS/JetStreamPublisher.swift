@@ -130,6 +130,14 @@ final class JetStreamPublisher: Sendable {
         // (TLS, credentials) fails now: waiting would only hide it.
         var connectionPointer: OpaquePointer?
         var status = natsConnection_Connect(&connectionPointer, options)
+        // nats.c 3.4.1 leaves the signature out of its CONNECT when the signature's first byte is
+        // 0 (one nonce in 256), and the server refuses the nkey or the credentials. The next
+        // connection signs another nonce: a refused signature is tried twice more before it counts.
+        var signingAttempts = 1
+        while status == NATS_CONNECTION_AUTH_FAILED, settings.nkey != nil || settings.credentialsFile != nil, signingAttempts < 3 {
+            signingAttempts += 1
+            status = natsConnection_Connect(&connectionPointer, options)
+        }
         if status == NATS_NO_SERVER {
             logger.warning("the NATS servers \(settings.servers.joined(separator: ",")) cannot be reached yet; kubebridge keeps trying, and events wait")
             natsOptions_SetRetryOnFailedConnect(options, true, { _, closure in
