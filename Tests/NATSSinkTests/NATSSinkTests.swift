@@ -249,6 +249,39 @@ struct NATSFaultTests {
         await server.stop()
     }
 
+    @Test("with an nkey, a reconnection refused for its signature (nats.c leaves out one in 256) is followed by another, and delivery goes on")
+    func nkeyReconnectionRefused() async throws {
+        let seed = "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY"
+        let server = try await NATSServer.start(nkey: try NKey.userPublicKey(seed: seed))
+        // The first reconnection gets a nonce whose signature by this seed starts with 0x00.
+        let proxy = try await NonceProxy.start(upstream: server.port, nonce: "4JOvqtS6Q4-s4oY", refused: 2)
+        let seedFile = server.storeDirectory.appendingPathComponent("user.nk")
+        try "\(seed)\n".write(to: seedFile, atomically: true, encoding: .utf8)
+        var options = NATSSinkTests.options(server)
+        options.servers = [proxy.url]
+        options.nkeySeedFile = seedFile.path
+        var tracker = AckTracker(sinkCount: 1)
+        let events = try SampleEvents.make(scope: NATSSinkTests.ingresses, kind: "Ingress", namespace: "web", names: ["a", "b"], changes: 3, tracker: &tracker)
+        let sink = try await NATSSink.ready(options: options)
+        #expect(await sink.deliver(Array(events[..<3])) == Array(repeating: .delivered, count: 3))
+        await server.kill()
+        try await server.run()
+        var remaining = Array(events[3...])
+        var outcomes = await sink.deliver(remaining)
+        var rounds = 0
+        while outcomes.contains(where: { $0 != .delivered }), rounds < 30 {
+            remaining = zip(remaining, outcomes).filter { $0.1 != .delivered }.map(\.0)
+            try await Task.sleep(for: .milliseconds(200))
+            outcomes = await sink.deliver(remaining)
+            rounds += 1
+        }
+        #expect(outcomes.allSatisfy { $0 == .delivered }, "\(outcomes)")
+        #expect(proxy.connections >= 3, "the first connection, the refused reconnection, the one after it")
+        try await sink.close()
+        await proxy.stop()
+        await server.stop()
+    }
+
     @Test("a full stream (max_msgs with discard new) refuses with the server's words; those events stay unconfirmed, so the checkpoint holds")
     func fullStream() async throws {
         let server = try await NATSServer.start()

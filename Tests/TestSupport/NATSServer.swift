@@ -152,8 +152,9 @@ public enum JetStreamReader {
     }
 }
 
-/// `Fixtures/nats/nonceproxy.py` in front of a `NATSServer`: the first connection gets another
-/// nonce than the server's, so its signature is refused; later connections pass unchanged.
+/// `Fixtures/nats/nonceproxy.py` in front of a `NATSServer`: one connection (the `refused`th
+/// that reaches the server) gets another nonce than the server's, so its signature is refused;
+/// the others pass unchanged.
 public final class NonceProxy: @unchecked Sendable {
     public private(set) var port = 0
     private let directory: URL
@@ -161,11 +162,11 @@ public final class NonceProxy: @unchecked Sendable {
 
     public var url: String { "nats://127.0.0.1:\(port)" }
 
-    public static func start(upstream: Int, nonce: String) async throws -> NonceProxy {
+    public static func start(upstream: Int, nonce: String, refused: Int = 1) async throws -> NonceProxy {
         let proxy = NonceProxy(directory: try temporaryDirectory())
         let script = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("nats/nonceproxy.py").path
         let portFile = proxy.directory.appendingPathComponent("port").path
-        try await proxy.child.start("/usr/bin/env", ["python3", script, String(upstream), nonce, portFile, proxy.log.path],
+        try await proxy.child.start("/usr/bin/env", ["python3", script, String(upstream), nonce, String(refused), portFile, proxy.log.path],
                                     ready: { _ in FileManager.default.fileExists(atPath: portFile) }, failure: "the nonce proxy did not start")
         proxy.port = Int(try String(contentsOfFile: portFile, encoding: .utf8)) ?? 0
         return proxy
@@ -177,7 +178,7 @@ public final class NonceProxy: @unchecked Sendable {
 
     private var log: URL { directory.appendingPathComponent("connections.log") }
 
-    /// Connections the proxy took so far.
+    /// Connections that reached the server so far.
     public var connections: Int {
         ((try? String(contentsOf: log, encoding: .utf8)) ?? "").split(separator: "\n").count
     }
