@@ -178,17 +178,24 @@ struct NATSSinkTests {
         await server.stop()
     }
 
-    @Test("nkeys: a signature refused at the first connection (nats.c 3.4.1 leaves out one in 256, those that start with a zero byte) is made again on a new connection")
-    func nkeyRefusedOnce() async throws {
+    /// A server that takes only the NATS documentation's user nkey, behind a proxy that gives the
+    /// `refused`th connection a nonce whose signature by that seed starts with 0x00 (nats.c 3.4.1
+    /// then sends the nkey alone); and a sink's options through the proxy with the seed.
+    static func nkeyServerBehindNonceProxy(refused: Int) async throws -> (NATSServer, NonceProxy, NATSSinkOptions) {
         let seed = "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY"
         let server = try await NATSServer.start(nkey: try NKey.userPublicKey(seed: seed))
-        // This seed's signature of this nonce starts with 0x00: the library sends the nkey alone.
-        let proxy = try await NonceProxy.start(upstream: server.port, nonce: "4JOvqtS6Q4-s4oY")
+        let proxy = try await NonceProxy.start(upstream: server.port, nonce: "4JOvqtS6Q4-s4oY", refused: refused)
         let seedFile = server.storeDirectory.appendingPathComponent("user.nk")
         try "\(seed)\n".write(to: seedFile, atomically: true, encoding: .utf8)
-        var options = Self.options(server)
+        var options = options(server)
         options.servers = [proxy.url]
         options.nkeySeedFile = seedFile.path
+        return (server, proxy, options)
+    }
+
+    @Test("nkeys: a signature refused at the first connection (nats.c 3.4.1 leaves out one in 256, those that start with a zero byte) is made again on a new connection")
+    func nkeyRefusedOnce() async throws {
+        let (server, proxy, options) = try await Self.nkeyServerBehindNonceProxy(refused: 1)
         var tracker = AckTracker(sinkCount: 1)
         let events = try SampleEvents.make(scope: Self.ingresses, kind: "Ingress", namespace: "web", names: ["a"], changes: 2, tracker: &tracker)
         let sink = try await NATSSink.ready(options: options)
@@ -212,6 +219,21 @@ struct NATSSinkTests {
 
 @Suite("NATS JetStream sink under server faults")
 struct NATSFaultTests {
+    /// What the pipeline does: sends again what was not confirmed, in order, until it is (or 30
+    /// rounds 200 ms apart); the last outcomes of what was sent last.
+    static func deliverAgain(_ events: [OutboundEvent], after outcomes: [DeliveryOutcome], to sink: NATSSink) async throws -> [DeliveryOutcome] {
+        var remaining = events
+        var outcomes = outcomes
+        var rounds = 0
+        while outcomes.contains(where: { $0 != .delivered }), rounds < 30 {
+            remaining = zip(remaining, outcomes).filter { $0.1 != .delivered }.map(\.0)
+            try await Task.sleep(for: .milliseconds(200))
+            outcomes = await sink.deliver(remaining)
+            rounds += 1
+        }
+        return outcomes
+    }
+
     @Test("nats-server killed mid-run and started again on the same store: nothing is acknowledged while it is away, and after retries every change is in the stream once")
     func serverRestart() async throws {
         let server = try await NATSServer.start()
@@ -231,16 +253,7 @@ struct NATSFaultTests {
         try await Task.sleep(for: .seconds(1))
         #expect(!finishedEarly.withLock { $0 }, "nothing is confirmed while the server is away")
         try await server.run()
-        var remaining = Array(events[half...])
-        var outcomes = await pending.value
-        var rounds = 0
-        // What the pipeline does: send again what was not confirmed, in order, until it is.
-        while outcomes.contains(where: { $0 != .delivered }), rounds < 20 {
-            remaining = zip(remaining, outcomes).filter { $0.1 != .delivered }.map(\.0)
-            try await Task.sleep(for: .milliseconds(200))
-            outcomes = await sink.deliver(remaining)
-            rounds += 1
-        }
+        let outcomes = try await Self.deliverAgain(Array(events[half...]), after: await pending.value, to: sink)
         #expect(outcomes.allSatisfy { $0 == .delivered })
         try await sink.close()
         let messages = try await JetStreamReader.read(url: server.url, stream: "KUBE")
@@ -251,30 +264,15 @@ struct NATSFaultTests {
 
     @Test("with an nkey, a reconnection refused for its signature (nats.c leaves out one in 256) is followed by another, and delivery goes on")
     func nkeyReconnectionRefused() async throws {
-        let seed = "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY"
-        let server = try await NATSServer.start(nkey: try NKey.userPublicKey(seed: seed))
-        // The first reconnection gets a nonce whose signature by this seed starts with 0x00.
-        let proxy = try await NonceProxy.start(upstream: server.port, nonce: "4JOvqtS6Q4-s4oY", refused: 2)
-        let seedFile = server.storeDirectory.appendingPathComponent("user.nk")
-        try "\(seed)\n".write(to: seedFile, atomically: true, encoding: .utf8)
-        var options = NATSSinkTests.options(server)
-        options.servers = [proxy.url]
-        options.nkeySeedFile = seedFile.path
+        // The first connection works, the first reconnection is refused.
+        let (server, proxy, options) = try await NATSSinkTests.nkeyServerBehindNonceProxy(refused: 2)
         var tracker = AckTracker(sinkCount: 1)
         let events = try SampleEvents.make(scope: NATSSinkTests.ingresses, kind: "Ingress", namespace: "web", names: ["a", "b"], changes: 3, tracker: &tracker)
         let sink = try await NATSSink.ready(options: options)
         #expect(await sink.deliver(Array(events[..<3])) == Array(repeating: .delivered, count: 3))
         await server.kill()
         try await server.run()
-        var remaining = Array(events[3...])
-        var outcomes = await sink.deliver(remaining)
-        var rounds = 0
-        while outcomes.contains(where: { $0 != .delivered }), rounds < 30 {
-            remaining = zip(remaining, outcomes).filter { $0.1 != .delivered }.map(\.0)
-            try await Task.sleep(for: .milliseconds(200))
-            outcomes = await sink.deliver(remaining)
-            rounds += 1
-        }
+        let outcomes = try await Self.deliverAgain(Array(events[3...]), after: await sink.deliver(Array(events[3...])), to: sink)
         #expect(outcomes.allSatisfy { $0 == .delivered }, "\(outcomes)")
         #expect(proxy.connections >= 3, "the first connection, the refused reconnection, the one after it")
         try await sink.close()
