@@ -123,8 +123,12 @@ public final class KafkaSink: Sink {
 
     /// The headers of an event's record in `mode`.
     public static func headers(of event: OutboundEvent, mode: KafkaSinkOptions.Mode) -> [(name: String, value: String)] {
-        message(for: event, topic: "", mode: mode).headers
+        var headers: [(name: String, value: String)] = []
+        message(for: event, topic: "", mode: mode).headers.forEach { headers.append(($0, $1)) }
+        return headers
     }
+
+    static let structuredHeaders: [(name: String, value: String)] = [("content-type", "application/cloudevents+json; charset=UTF-8")]
 
     /// The `ce_` header of each extension attribute kubebridge writes, made once rather than per
     /// message (and found by comparing a few short strings, cheaper than hashing one).
@@ -139,20 +143,9 @@ public final class KafkaSink: Sink {
         let envelope = event.envelope
         switch mode {
         case .structured:
-            return KafkaMessage(topic: topic, key: envelope.partitionKey, value: envelope.structured(),
-                                headers: [("content-type", "application/cloudevents+json; charset=UTF-8")])
+            return KafkaMessage(topic: topic, key: envelope.partitionKey, value: envelope.structured(), headers: .list(structuredHeaders))
         case .binary:
-            var headers: [(name: String, value: String)] = []
-            headers.reserveCapacity(7 + envelope.extensions.count)
-            headers.append(("content-type", Envelope.dataContentType))
-            headers.append(("ce_specversion", "1.0"))
-            headers.append(("ce_id", envelope.id))
-            headers.append(("ce_source", envelope.source))
-            headers.append(("ce_type", envelope.type))
-            headers.append(("ce_subject", envelope.subject))
-            headers.append(("ce_time", envelope.time))
-            for (name, value) in envelope.extensions { headers.append((Self.headerName(name), value)) }
-            return KafkaMessage(topic: topic, key: envelope.partitionKey, value: envelope.data, headers: headers)
+            return KafkaMessage(topic: topic, key: envelope.partitionKey, value: envelope.data, headers: .attributes(envelope))
         }
     }
 
@@ -206,5 +199,35 @@ public final class KafkaSink: Sink {
 
     public func close() async throws {
         await producer.close(timeout: .seconds(10))
+    }
+}
+
+/// A record's headers: in binary mode the envelope's attributes, read from it as they are handed
+/// to librdkafka (which copies them) rather than gathered in an array per record first.
+enum KafkaHeaders: Sendable {
+    case attributes(Envelope)
+    case list([(name: String, value: String)])
+
+    var count: Int {
+        switch self {
+        case .attributes(let envelope): 7 + envelope.extensions.count
+        case .list(let headers): headers.count
+        }
+    }
+
+    func forEach(_ body: (_ name: String, _ value: String) -> Void) {
+        switch self {
+        case .attributes(let envelope):
+            body("content-type", Envelope.dataContentType)
+            body("ce_specversion", "1.0")
+            body("ce_id", envelope.id)
+            body("ce_source", envelope.source)
+            body("ce_type", envelope.type)
+            body("ce_subject", envelope.subject)
+            body("ce_time", envelope.time)
+            for (name, value) in envelope.extensions { body(KafkaSink.headerName(name), value) }
+        case .list(let headers):
+            for (name, value) in headers { body(name, value) }
+        }
     }
 }

@@ -31,7 +31,7 @@ struct KafkaMessage: Sendable {
     var topic: String
     var key: String
     var value: ByteBuffer
-    var headers: [(name: String, value: String)]
+    var headers: KafkaHeaders
 }
 
 /// The delivery reports of one batch of messages, which may come before anyone waits.
@@ -291,10 +291,10 @@ final class RDKafkaProducer: Sendable {
     /// Hands one message to librdkafka, which copies it; the error when it did not take it.
     private func produce(_ message: KafkaMessage, to topicHandle: OpaquePointer?, opaque: UInt) -> (code: rd_kafka_resp_err_t, text: String)? {
         let headers = rd_kafka_headers_new(message.headers.count)
-        for header in message.headers {
+        message.headers.forEach { headerName, headerValue in
             // Lengths given: a small string handed over as a C string is copied to the heap first.
-            Self.withUTF8(header.name) { name in
-                Self.withUTF8(header.value) { value in
+            Self.withUTF8(headerName) { name in
+                Self.withUTF8(headerValue) { value in
                     name.withMemoryRebound(to: CChar.self) { name in
                         _ = rd_kafka_header_add(headers, name.baseAddress, name.count, value.baseAddress, value.count)
                     }
