@@ -176,31 +176,41 @@ public final class SQLiteCheckpointStore: CheckpointStore {
                 let resourceVersion = Self.text(row, 3).flatMap { $0.isEmpty ? nil : $0 }
                 result[scope] = Checkpoint(resourceVersion: resourceVersion, known: KnownObjects(apiVersion: Self.text(row, 4) ?? "", kind: Self.text(row, 5) ?? ""))
             }
-            var rows: [String: [String: Int64]] = [:]
-            var duplicates: [Int64] = []
+            var index = RowIndex()
             try Self.run(&connection, .objects, path: path) { row in
                 let key = Self.text(row, 1) ?? ""
                 guard let uid = Self.text(row, 2) else { return }
-                let id = sqlite3_column_int64(row, 0)
-                if let earlier = rows[key, default: [:]].updateValue(id, forKey: uid) { duplicates.append(earlier) }
+                index.add(id: sqlite3_column_int64(row, 0), key: key, uid: uid)
                 guard let scope = keys[key] else { return }
                 let generation = sqlite3_column_type(row, 6) == SQLITE_NULL ? nil : Int64(sqlite3_column_int64(row, 6))
                 result[scope]?.known.set(uid: uid, KnownObjects.Entry(
                     namespace: Self.text(row, 3), name: Self.text(row, 4) ?? "", resourceVersion: Self.text(row, 5) ?? "", generation: generation,
                     stored: true, delivered: sqlite3_column_int64(row, 7) != 0))
             }
-            try Self.removeDuplicates(duplicates, &connection, path: path)
-            connection.rows = rows
+            try index.install(in: &connection, path: path)
             return result
         }
     }
 
-    /// Rows of an object beside its latest (which the index and a load take) are removed, so
-    /// that a deletion cannot leave an older one behind.
-    private static func removeDuplicates(_ duplicates: [Int64], _ connection: inout Connection, path: String) throws {
-        guard !duplicates.isEmpty else { return }
-        try transaction(&connection, path: path) { connection in
-            for id in duplicates { try run(&connection, .deleteObject, [.integer(id)], path: path) }
+    /// The row index, collected as a scan of the table (in id order) reads the rows.
+    private struct RowIndex {
+        var rows: [String: [String: Int64]] = [:]
+        /// Rows of an object beside its latest, which the index and a load take.
+        var duplicates: [Int64] = []
+
+        mutating func add(id: Int64, key: String, uid: String) {
+            if let earlier = rows[key, default: [:]].updateValue(id, forKey: uid) { duplicates.append(earlier) }
+        }
+
+        /// Removes the duplicates, so that a deletion cannot leave an older row behind, and makes
+        /// the index the connection's.
+        func install(in connection: inout Connection, path: String) throws {
+            if !duplicates.isEmpty {
+                try transaction(&connection, path: path) { connection in
+                    for id in duplicates { try run(&connection, .deleteObject, [.integer(id)], path: path) }
+                }
+            }
+            connection.rows = rows
         }
     }
 
@@ -271,14 +281,12 @@ public final class SQLiteCheckpointStore: CheckpointStore {
     /// Builds the row index from the table unless it is there.
     private static func indexRows(_ connection: inout Connection, path: String) throws {
         guard connection.rows == nil else { return }
-        var rows: [String: [String: Int64]] = [:]
-        var duplicates: [Int64] = []
+        var index = RowIndex()
         try run(&connection, .rowIndex, path: path) { row in
             guard let uid = text(row, 2) else { return }
-            if let earlier = rows[text(row, 1) ?? "", default: [:]].updateValue(sqlite3_column_int64(row, 0), forKey: uid) { duplicates.append(earlier) }
+            index.add(id: sqlite3_column_int64(row, 0), key: text(row, 1) ?? "", uid: uid)
         }
-        try removeDuplicates(duplicates, &connection, path: path)
-        connection.rows = rows
+        try index.install(in: &connection, path: path)
     }
 
     /// Runs `body` in one transaction: all of it is committed, or none of it. The row index

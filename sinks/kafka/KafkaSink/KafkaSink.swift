@@ -208,6 +208,7 @@ enum KafkaHeaders: Sendable {
     case attributes(Envelope)
     case list([(name: String, value: String)])
 
+    /// How many `forEach` hands over: librdkafka's list is made with room for them.
     var count: Int {
         switch self {
         case .attributes(let envelope): 7 + envelope.extensions.count
