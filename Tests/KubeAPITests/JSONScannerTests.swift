@@ -22,7 +22,7 @@ struct JSONScannerTests {
             #expect(plain.range == 1..<(1 + length) && !plain.hasEscapes && plain.end == length + 2)
             // Unterminated, at every length.
             #expect(throws: JSONScanError.self) { try Self.scan([0x22] + body) }
-            for offset in 0..<max(length, 1) where length > 0 {
+            for offset in 0..<length {
                 var escaped = body
                 escaped.replaceSubrange(offset..<offset + 1, with: Array(#"\""#.utf8))
                 let withEscape = try Self.scan([0x22] + escaped + [0x22] + tail)

@@ -32,6 +32,20 @@ final class ChildServer: @unchecked Sendable {
         if exited { throw TestFailure(message: "\(failure()): it exited with status \(process.terminationStatus)") }
     }
 
+    /// Starts it (again), and waits until it writes the port it listens on to `portFile`; that
+    /// port.
+    func start(_ executable: String, _ arguments: [String], portFile: String, standardError: FileHandle? = FileHandle.nullDevice,
+               failure: @autoclosure () -> String) async throws -> Int {
+        try? FileManager.default.removeItem(atPath: portFile)
+        var port: Int?
+        try await start(executable, arguments, standardError: standardError, ready: { _ in
+            port = (try? String(contentsOfFile: portFile, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            return port != nil
+        }, failure: failure())
+        guard let port else { throw TestFailure(message: failure()) }
+        return port
+    }
+
     /// SIGKILL, and waits until it is gone.
     func kill() async {
         guard let process, process.isRunning else { return }

@@ -166,9 +166,8 @@ public final class NonceProxy: @unchecked Sendable {
         let proxy = NonceProxy(directory: try temporaryDirectory())
         let script = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("nats/nonceproxy.py").path
         let portFile = proxy.directory.appendingPathComponent("port").path
-        try await proxy.child.start("/usr/bin/env", ["python3", script, String(upstream), nonce, String(refused), portFile, proxy.log.path],
-                                    ready: { _ in FileManager.default.fileExists(atPath: portFile) }, failure: "the nonce proxy did not start")
-        proxy.port = Int(try String(contentsOfFile: portFile, encoding: .utf8)) ?? 0
+        proxy.port = try await proxy.child.start("/usr/bin/env", ["python3", script, String(upstream), nonce, String(refused), portFile, proxy.log.path],
+                                                 portFile: portFile, failure: "the nonce proxy did not start")
         return proxy
     }
 

@@ -72,13 +72,10 @@ public final class WebhookReceiver: @unchecked Sendable {
     public func run() async throws {
         let script = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("webhook/receiver.py").path
         let portFile = directory.appendingPathComponent("port").path
-        try? FileManager.default.removeItem(atPath: portFile)
-        try await child.start("/usr/bin/env", ["python3", script, "--port", String(port), "--port-file", portFile, "--out", recordPath]
-                              + (secret.map { ["--secret", $0] } ?? []) + (token.map { ["--token", $0] } ?? []),
-                              standardError: FileHandle(forWritingAtPath: "/dev/stderr"),
-                              ready: { _ in (try? String(contentsOfFile: portFile, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } != nil },
-                              failure: "the webhook receiver did not start (pip install cloudevents standardwebhooks)")
-        port = Int(try String(contentsOfFile: portFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        port = try await child.start("/usr/bin/env", ["python3", script, "--port", String(port), "--port-file", portFile, "--out", recordPath]
+                                     + (secret.map { ["--secret", $0] } ?? []) + (token.map { ["--token", $0] } ?? []),
+                                     portFile: portFile, standardError: FileHandle(forWritingAtPath: "/dev/stderr"),
+                                     failure: "the webhook receiver did not start (pip install cloudevents standardwebhooks)")
     }
 
     /// SIGKILL, as a crashed receiver; `run` starts it again.
