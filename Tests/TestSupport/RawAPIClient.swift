@@ -21,15 +21,18 @@ public final class RawAPIClient: Sendable {
 
     let http: HTTPClient
     public let server: KubeTestServer
+    /// Offers `h2` by ALPN (HTTP/1.1 only otherwise).
+    public let http2: Bool
 
-    public init(server: KubeTestServer) throws {
+    public init(server: KubeTestServer, http2: Bool = false) throws {
+        self.http2 = http2
         self.server = server
         var tls = TLSConfiguration.makeClientConfiguration()
         if let pki = server.pki {
             tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(pki.caCertificatePEM.utf8)))
         }
         var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
-        configuration.httpVersion = .http1Only
+        configuration.httpVersion = http2 ? .automatic : .http1Only
         configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
         configuration.decompression = .disabled
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)

@@ -1,0 +1,73 @@
+import Foundation
+import KubeAPI
+import KubeTestServer
+import Testing
+import TestSupport
+
+/// The test server's HTTP/2 held to what kube-apiserver v1.36.2 was recorded doing
+/// (Fixtures/http2): its SETTINGS, and a stream past the concurrent-stream limit reset with
+/// PROTOCOL_ERROR while the connection stays up.
+@Suite("Test API server speaks HTTP/2 as kube-apiserver does")
+struct HTTP2Tests {
+    struct StreamsReport: Decodable {
+        var answers: [String: Int]
+        var settings: [String: Int]
+        var closed: [String]
+        var after_cancel: String?
+    }
+
+    /// Runs the raw HTTP/2 client of the fixtures: `count` watches on one connection.
+    func openStreams(_ count: Int, on server: KubeTestServer) async throws -> StreamsReport {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let ca = directory.appendingPathComponent("ca.crt")
+        try server.pki!.caCertificatePEM.write(to: ca, atomically: true, encoding: .utf8)
+        let script = Transcript.directory.deletingLastPathComponent().path
+        let result = try await ProcessRunner.runBinary(
+            "/usr/bin/env", ["python3", script + "/http2/streams.py", String(server.port), ca.path, server.adminToken, String(count)], timeout: 120)
+        #expect(result.status == 0, "\(String(decoding: result.stderr, as: UTF8.self))")
+        return try JSONDecoder().decode(StreamsReport.self, from: Data(result.stdout))
+    }
+
+    @Test("the recorded SETTINGS; streams 101 to 110 reset with PROTOCOL_ERROR, the connection kept")
+    func recordedLimit() async throws {
+        var options = KubeTestServer.Options()
+        options.http2 = true
+        let server = try await KubeTestServer.start(options)
+        let report = try await openStreams(110, on: server)
+        // Fixtures/http2/settings.txt and watch-110-streams-one-connection.txt
+        #expect(report.settings == ["1": 4096, "3": 100, "4": 262_144, "5": 262_144, "6": 1_048_896, "9": 1])
+        #expect(report.answers == ["200": 100, "reset 1": 10])
+        #expect(report.closed.isEmpty)
+        #expect(report.after_cancel == "200")
+        try await server.stop()
+    }
+
+    @Test("any announced limit is enforced the same way")
+    func otherLimit() async throws {
+        var options = KubeTestServer.Options()
+        options.maxConcurrentStreams = 7
+        options.http2 = true
+        let server = try await KubeTestServer.start(options)
+        let report = try await openStreams(9, on: server)
+        #expect(report.settings["3"] == 7)
+        #expect(report.answers == ["200": 7, "reset 1": 2])
+        #expect(report.closed.isEmpty)
+        #expect(report.after_cancel == "200")
+        try await server.stop()
+    }
+
+    @Test("HTTP/1.1 only when HTTP/2 is switched off")
+    func http1Switch() async throws {
+        var options = KubeTestServer.Options()
+        options.http2 = false
+        let server = try await KubeTestServer.start(options)
+        let client = try RawAPIClient(server: server, http2: true)
+        let response = try await client.send("GET", "/version")
+        #expect(response.status == 200)
+        #expect(response.header("Content-Length") != nil)
+        #expect(try await server.connections().map(\.applicationProtocol) == ["http/1.1"])
+        try await client.shutdown()
+        try await server.stop()
+    }
+}
