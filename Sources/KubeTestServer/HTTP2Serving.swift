@@ -18,7 +18,7 @@ final class ServedConnection {
     }
 }
 
-/// kube-apiserver's HTTP/2 as recorded in `Fixtures/apiserver/audit/http2`: its SETTINGS, and a
+/// kube-apiserver's HTTP/2 as recorded in `Tests/TestSupport/Fixtures/http2`: its SETTINGS, and a
 /// stream beyond the advertised concurrent-stream limit reset with PROTOCOL_ERROR while the
 /// connection stays up. Go's server does that once its SETTINGS are acknowledged; NIOHTTP2 would
 /// instead end the whole connection, so it is told a much larger limit and the advertised one is
