@@ -47,6 +47,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ]
@@ -217,7 +218,13 @@ let package = Package(
             ],
             path: "Sources/KubeBridgeBench"
         ),
-        .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", "KubeTestServer", "TestSupport"]),
+        .testTarget(
+            name: "KubeAPITests",
+            dependencies: [
+                "KubeAPI", "KubeTestServer", "TestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+            ]
+        ),
         .testTarget(
             name: "BridgeCoreTests",
             dependencies: ["BridgeCore", "BridgeCheckpoint", "CSQLite", "FileSink", "KubeModel", "TestSupport", .product(name: "NIOFoundationCompat", package: "swift-nio")]

@@ -31,6 +31,8 @@ public struct BridgeRuntime: Sendable {
     /// The checkpoint each scope resumed from.
     let resumedFrom: [WatchScope: String]
     let storeDescription: String
+    /// Sinks confirming nothing while events wait, for readiness.
+    let deliveryStalls: DeliveryStalls
     /// The operations endpoints, when configured.
     public private(set) var operations: OperationsServer?
 
@@ -42,6 +44,7 @@ public struct BridgeRuntime: Sendable {
     public init(configuration: Configuration, logger: Logger, probe: (any BridgeProbe)? = nil, metrics: PrometheusCollectorRegistry? = nil,
                 mustStop: @escaping @Sendable (any Error) -> Void = { _ in }) async throws {
         self.configuration = configuration
+        self.deliveryStalls = DeliveryStalls(limit: configuration.stalledDeliveryAfter)
         self.logger = logger
         metricsRegistry = metrics
         let kubeConfiguration = try KubeConfigLoader.load(kubeconfig: configuration.cluster.kubeconfig, context: configuration.cluster.context)
@@ -220,7 +223,7 @@ struct BridgeService: Service {
                     guard !Task.isCancelled else { return }
                     try? await Task.sleep(for: drainTimeout)
                     guard !Task.isCancelled else { return }
-                    logger.warning("the pipelines did not drain within \(drainTimeout); what is left is delivered after the next start")
+                    logger.warning("the pipelines did not drain within \(drainTimeout.spoken); what is left is delivered after the next start")
                 }
                 try await group.next()
                 group.cancelAll()

@@ -80,6 +80,8 @@ public struct Configuration: Sendable {
     /// Where `/metrics`, `/healthz`, `/readyz` and `/status` are served; nil: nowhere. Port 0
     /// picks a free one.
     public var operationsAddress: (host: String, port: Int)? = Configuration.defaultOperationsAddress
+    /// A sink that confirms nothing for this long while events wait makes `/readyz` fail.
+    public var stalledDeliveryAfter: Duration = .seconds(120)
 
     /// All interfaces in a pod, so that the kubelet and Prometheus reach it; localhost elsewhere.
     public static var defaultOperationsAddress: (host: String, port: Int) {
@@ -269,7 +271,8 @@ struct ConfigReader {
             if let timeout = duration(fields["drainTimeout"], "shutdown.drainTimeout") { configuration.drainTimeout = timeout }
         }
         if let operations = top["operations"] {
-            let fields = mapping(operations, "operations", allowed: ["address"])
+            let fields = mapping(operations, "operations", allowed: ["address", "stalledDeliveryAfter"])
+            if let limit = duration(fields["stalledDeliveryAfter"], "operations.stalledDeliveryAfter") { configuration.stalledDeliveryAfter = limit }
             if let address = string(fields["address"], "operations.address") {
                 if address.isEmpty || address == "off" {
                     configuration.operationsAddress = nil

@@ -140,7 +140,7 @@ public actor LeaderElector {
             _ = try await client.replace(Self.leases, namespace: options.namespace, name: options.name, json: body(record))
             logger.info("released the lease \(leaseName)")
         } catch {
-            logger.warning("releasing the lease \(leaseName) failed: \(error); a successor takes it after \(options.leaseDuration)")
+            logger.warning("releasing the lease \(leaseName) failed: \(error); a successor takes it after \(options.leaseDuration.spoken)")
         }
     }
 

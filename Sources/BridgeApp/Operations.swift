@@ -4,6 +4,7 @@ import Foundation
 import KubeInformer
 import NIOCore
 import Prometheus
+import Synchronization
 
 /// What the operations endpoints answer, from the runtime's live state.
 extension BridgeRuntime {
@@ -29,25 +30,45 @@ extension BridgeRuntime {
         }
     }
 
-    /// Why kubebridge is not ready, or nothing when it is: discovery done, every watch past its
-    /// first list (or found forbidden or failing, which is reported but does not hold readiness
-    /// up), every sink that can tell connected.
-    func notReady() -> [String] {
+    /// Why kubebridge is not ready, or nothing when it is: discovery done; every watch running
+    /// now (one per resource, or per namespace where cluster-wide access is forbidden) past its
+    /// first list and not failing (a forbidden one is reported in `/status` but does not hold
+    /// readiness up); every sink that can tell connected, not stopped, and confirming events
+    /// while some wait for it.
+    func notReady(now: ContinuousClock.Instant = .now) -> [String] {
         var problems: [String] = []
         if !supervisor.hasDiscovered { problems.append("discovery has not succeeded yet") }
-        let starting = supervisor.observer.states.filter { $0.value == .starting }.map(\.key)
+        let states = supervisor.observer.states
+        var starting: [WatchScope] = []
+        var failing: [(WatchScope, String)] = []
+        for scope in supervisor.watchedScopes {
+            switch states[scope] {
+            case nil, .starting: starting.append(scope)
+            case .retrying(let why): failing.append((scope, why))
+            case .watching, .forbidden, .removed: break
+            }
+        }
         if !starting.isEmpty {
-            problems.append("\(starting.count) watches still listing: \(starting.prefix(5).map { "\($0.resource)" }.joined(separator: ", "))")
-        } else if !supervisor.isReady, supervisor.hasDiscovered {
-            problems.append("watches are starting")
+            problems.append("\(starting.count) watches still listing: \(starting.prefix(5).map(Self.describe).joined(separator: ", "))")
+        }
+        if !failing.isEmpty {
+            problems.append("\(failing.count) watches failing: \(failing.prefix(5).map { "\(Self.describe($0.0)) (\($0.1))" }.joined(separator: "; "))")
         }
         for sink in sinks where sink.isConnected == false {
             problems.append("sink \(sink.name) is not connected")
         }
         for pipeline in bridge.pipelines {
-            if case .stopped(let reason) = pipeline.status { problems.append("sink \(pipeline.sink.name) stopped: \(reason)") }
+            if case .stopped(let reason) = pipeline.status {
+                problems.append("sink \(pipeline.sink.name) stopped: \(reason)")
+            } else if let since = deliveryStalls.stalled(sink: pipeline.sink.name, delivered: pipeline.delivered, waiting: pipeline.buffered, now: now) {
+                problems.append("sink \(pipeline.sink.name) has confirmed nothing for \(since.spoken) while \(pipeline.buffered) events wait")
+            }
         }
         return problems
+    }
+
+    static func describe(_ scope: WatchScope) -> String {
+        scope.namespace.map { "\(scope.resource) in \($0)" } ?? "\(scope.resource)"
     }
 
     /// Gauges are read at scrape time: what they show is the state now.
@@ -82,6 +103,7 @@ extension BridgeRuntime {
         for scope in supervisor.watchedScopes {
             var entry: [String: Any] = ["resource": scope.resource.metricLabel, "state": Self.describe(states[scope])]
             if let namespace = scope.namespace { entry["namespace"] = namespace }
+            if let failure = supervisor.observer.lastFailure(of: scope) { entry["lastError"] = failure }
             if let watermark = bridge.watermark(of: scope) ?? resumedFrom[scope] { entry["checkpoint"] = watermark }
             if let age = ages[scope] { entry["checkpointAgeSeconds"] = (Self.seconds(age) * 1000).rounded() / 1000 }
             entry["unconfirmed"] = bridge.unconfirmed(in: scope)
@@ -94,7 +116,11 @@ extension BridgeRuntime {
             if let connected = pipeline.sink.isConnected { entry["connected"] = connected }
             return entry
         }
-        let document: [String: Any] = ["ready": notReady().isEmpty, "received": bridge.received, "watches": watches, "sinks": sinks]
+        let connections = client.connections
+        let document: [String: Any] = [
+            "ready": notReady().isEmpty, "received": bridge.received, "watches": watches, "sinks": sinks,
+            "connections": ["watches": connections.streams, "requestsHTTP2": connections.requestsHTTP2, "requestsHTTP1": connections.requestsHTTP1],
+        ]
         let data = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
         return ByteBuffer(bytes: data)
     }
@@ -110,6 +136,51 @@ extension BridgeRuntime {
         case .forbidden: "forbidden"
         case .retrying(let why): "retrying (\(why))"
         case .removed: "removed"
+        }
+    }
+}
+
+/// Whether a sink has confirmed nothing for `limit` while events wait for it: a stall that a
+/// retrying sink does not report itself (a broker that accepts connections but never acknowledges,
+/// an endpoint that hangs). Fed each time readiness is asked, with the time of asking.
+struct DeliveryStall {
+    let limit: Duration
+    private var unchangedSince: (delivered: Int, since: ContinuousClock.Instant)?
+
+    init(limit: Duration) {
+        self.limit = limit
+    }
+
+    /// How long nothing has been confirmed, once that is `limit` or more; nil otherwise.
+    mutating func observe(delivered: Int, waiting: Int, now: ContinuousClock.Instant) -> Duration? {
+        guard waiting > 0 else {
+            unchangedSince = nil
+            return nil
+        }
+        guard let unchanged = unchangedSince, unchanged.delivered == delivered else {
+            unchangedSince = (delivered, now)
+            return nil
+        }
+        let stalled = now - unchanged.since
+        return stalled >= limit ? stalled : nil
+    }
+}
+
+/// The stall of each sink, kept between readiness checks.
+final class DeliveryStalls: Sendable {
+    private let stalls: Mutex<[String: DeliveryStall]>
+    let limit: Duration
+
+    init(limit: Duration) {
+        self.limit = limit
+        stalls = Mutex([:])
+    }
+
+    func stalled(sink: String, delivered: Int, waiting: Int, now: ContinuousClock.Instant) -> Duration? {
+        stalls.withLock { stalls in
+            var stall = stalls[sink] ?? DeliveryStall(limit: limit)
+            defer { stalls[sink] = stall }
+            return stall.observe(delivered: delivered, waiting: waiting, now: now)
         }
     }
 }

@@ -114,7 +114,9 @@ public actor Checkpointer {
             }
         }
         do {
-            try await flush()
+            // In a task of its own: this one is cancelled, and a store that talks to the API server
+            // would give its requests up at once.
+            try await Task { try await flush() }.value
         } catch {
             logger.error("saving the last checkpoint failed: \(error); the next start resumes from the previous one")
         }

@@ -102,7 +102,7 @@ public struct KubeAPIError: Error, Sendable, CustomStringConvertible {
             text += ": "
         }
         text += message
-        if let retryAfter { text += " (retry after \(retryAfter))" }
+        if let retryAfter { text += " (retry after \(retryAfter.spoken))" }
         return text
     }
 

@@ -4,8 +4,10 @@ import Logging
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
 import NIOSSL
+import Synchronization
 
 /// Options of a list request.
 public struct ListOptions: Sendable {
@@ -77,9 +79,20 @@ public struct WatchOptions: Sendable {
 }
 
 /// A Kubernetes API client without generated types: objects stay bytes, and only their metadata is read.
+///
+/// Lists and watches each take a connection of their own (HTTP/1.1), every other request shares
+/// the connections of a second pool (HTTP/2 where the server offers it, as kube-apiserver does).
+/// Over one HTTP/2 connection, AsyncHTTPClient queues what does not fit the server's stream limit
+/// (kube-apiserver: 100), so the 101st watch, and every checkpoint write or Lease renewal behind
+/// it, would wait for good; and its HTTP/2 streams read ahead of a consumer that has stopped, where
+/// a TCP connection of its own holds the server back. kube-rs watches the same way.
 public final class KubeClient: Sendable {
     public let configuration: KubeClientConfiguration
-    let http: HTTPClient
+    /// Discovery, gets, writes, checkpoints and Leases: few at a time, never behind a watch.
+    let requests: HTTPClient
+    /// Lists and watches, a connection each.
+    let streams: HTTPClient
+    let connectionCounts: ConnectionCounter
     let credentials: CredentialProvider
     let logger: Logger
     private let host: String
@@ -128,13 +141,28 @@ public final class KubeClient: Sendable {
                 ? .socksServer(host: proxyHost, port: proxy.port ?? 1080)
                 : .server(host: proxyHost, port: proxy.port ?? 3128)
         }
-        self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
+        let counter = ConnectionCounter()
+        var requests = http
+        requests.httpVersion = .automatic
+        requests.http1_1ConnectionDebugInitializer = { counter.opened($0, \.requestsHTTP1) }
+        requests.http2ConnectionDebugInitializer = { counter.opened($0, \.requestsHTTP2) }
+        var streams = http
+        streams.httpVersion = .http1Only
+        streams.http1_1ConnectionDebugInitializer = { counter.opened($0, \.streams) }
+        self.requests = HTTPClient(eventLoopGroupProvider: .singleton, configuration: requests)
+        self.streams = HTTPClient(eventLoopGroupProvider: .singleton, configuration: streams)
+        self.connectionCounts = counter
         self.credentials = CredentialProvider(source: configuration.credentials, server: configuration.server, caPEM: configuration.certificateAuthorityPEM)
     }
 
     public func shutdown() async throws {
-        try await http.shutdown()
+        async let streamsShut: Void = streams.shutdown()
+        try await requests.shutdown()
+        try await streamsShut
     }
+
+    /// The connections open to the server now.
+    public var connections: ConnectionCounts { connectionCounts.value }
 
     // MARK: Requests
 
@@ -156,11 +184,13 @@ public final class KubeClient: Sendable {
     /// credentials when they can be refreshed (exec plugins, token files).
     func execute(
         method: HTTPMethod, path: String, query: [(String, String)] = [], body: ByteBuffer? = nil, contentType: String? = nil,
-        accept: String = "application/json", extraHeaders: [(String, String)] = [], deadline: NIODeadline
+        accept: String = "application/json", extraHeaders: [(String, String)] = [], deadline: NIODeadline, streaming: Bool = false
     ) async throws -> HTTPClientResponse {
+        let http = streaming ? streams : requests
         let target = url(path, query: query)
         let description = "\(method.rawValue) \(target)"
         var attempt = 0
+        var lostConnections = 0
         while true {
             attempt += 1
             var request = HTTPClientRequest(url: target)
@@ -179,6 +209,11 @@ public final class KubeClient: Sendable {
             do {
                 response = try await http.execute(request, deadline: deadline, logger: logger)
             } catch {
+                if lostConnections < 2, Self.unanswered(error, method: method) {
+                    lostConnections += 1
+                    logger.debug("\(description) was not answered (\(error)); sending it again on another connection")
+                    continue
+                }
                 throw mapTransportError(error, request: description)
             }
             if response.status == .unauthorized, attempt == 1, credentials.canRefresh {
@@ -194,11 +229,11 @@ public final class KubeClient: Sendable {
     /// Sends a request and reads the whole answer; non-2xx answers become a `KubeAPIError`.
     package func send(
         method: HTTPMethod, path: String, query: [(String, String)] = [], body: ByteBuffer? = nil, contentType: String? = nil,
-        accept: String = "application/json", extraHeaders: [(String, String)] = []
+        accept: String = "application/json", extraHeaders: [(String, String)] = [], streaming: Bool = false
     ) async throws -> Response {
         let deadline = NIODeadline.now() + configuration.requestTimeout.timeAmount
         let response = try await execute(method: method, path: path, query: query, body: body, contentType: contentType,
-                                         accept: accept, extraHeaders: extraHeaders, deadline: deadline)
+                                         accept: accept, extraHeaders: extraHeaders, deadline: deadline, streaming: streaming)
         let description = "\(method.rawValue) \(url(path, query: query))"
         let bytes: ByteBuffer
         do {
@@ -223,11 +258,30 @@ public final class KubeClient: Sendable {
             switch clientError {
             case .deadlineExceeded, .readTimeout, .connectTimeout:
                 return KubeAPIError(code: .timeout, message: "\(clientError) talking to \(configuration.server)", request: request)
-            case .cancelled:
+            case .cancelled where Task.isCancelled:
                 return CancellationError()
+            case .cancelled:
+                // Not this task's cancellation: the pool gave the request up with its connection.
+                return KubeAPIError(code: .transport, message: "the connection to \(configuration.server) closed under the request; it is tried again on a new one", request: request)
+            case .getConnectionFromPoolTimeout:
+                return KubeAPIError(
+                    code: .timeout,
+                    message: "no connection to \(configuration.server) became free within \(configuration.connectTimeout.spoken) (every one was busy or could not be opened); it is tried again",
+                    request: request)
+            case .remoteConnectionClosed:
+                return KubeAPIError(code: .transport, message: "the connection to \(configuration.server) closed unexpectedly; it is tried again on a new one", request: request)
             default:
                 break
             }
+        }
+        if let closed = error as? NIOHTTP2Errors.StreamClosed {
+            return KubeAPIError(code: .transport, message: Self.streamResetSentence(closed.errorCode, server: configuration.server), request: request)
+        }
+        if error is NIOHTTP2Errors.MaxStreamsViolation {
+            return KubeAPIError(
+                code: .transport,
+                message: "more HTTP/2 streams were opened to \(configuration.server) than it allows on one connection; it is tried again",
+                request: request)
         }
         if text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("certificate verify failed") || text.contains("unable to get local issuer")
             || text.contains("self signed certificate") || text.contains("self-signed certificate") {
@@ -250,6 +304,36 @@ public final class KubeClient: Sendable {
             return KubeAPIError(code: .transport, message: "cannot resolve \(host): \(text)", request: request)
         }
         return KubeAPIError(code: .transport, message: "\(text) (server \(configuration.server))", request: request)
+    }
+
+    /// Whether a failed request may go out again at once, as Go's transport resends: a stream the
+    /// server refused was never worked on (REFUSED_STREAM, or one past a GOAWAY's last stream,
+    /// which NIOHTTP2 ends with CANCEL), and a GET lost with its connection changes nothing.
+    static func unanswered(_ error: Error, method: HTTPMethod) -> Bool {
+        if let closed = error as? NIOHTTP2Errors.StreamClosed, closed.errorCode == .refusedStream { return true }
+        guard method == .GET else { return false }
+        if error is NIOHTTP2Errors.StreamClosed { return true }
+        if let clientError = error as? HTTPClientError,
+           clientError == .remoteConnectionClosed || (clientError == .cancelled && !Task.isCancelled) {
+            return true
+        }
+        return false
+    }
+
+    /// What a stream reset by the server (RST_STREAM, or streams past a GOAWAY) means for the request.
+    static func streamResetSentence(_ code: HTTP2ErrorCode, server: String) -> String {
+        switch code {
+        case .refusedStream:
+            return "\(server) refused the request's HTTP/2 stream before working on it (REFUSED_STREAM, as after a GOAWAY); it is tried again on a new connection"
+        case .protocolError:
+            return "\(server) reset the request's HTTP/2 stream with PROTOCOL_ERROR, as kube-apiserver does to a stream past its limit of concurrent streams; it is tried again"
+        case .cancel:
+            return "\(server) cancelled the request's HTTP/2 stream (CANCEL), as it does when it ends a request early or shuts down; it is tried again"
+        case .enhanceYourCalm:
+            return "\(server) reset the request's HTTP/2 stream with ENHANCE_YOUR_CALM: it thinks kubebridge sends too much; it is tried again after a backoff"
+        default:
+            return "\(server) reset the request's HTTP/2 stream (error code \(code.networkCode)); it is tried again"
+        }
     }
 
     // MARK: Objects
@@ -307,7 +391,7 @@ public final class KubeClient: Sendable {
     /// One page of a list.
     public func list(_ gvr: GroupVersionResource, namespace: String? = nil, options: ListOptions = ListOptions()) async throws -> ObjectList {
         let path = gvr.collectionPath(namespace: namespace)
-        let response = try await send(method: .GET, path: path, query: options.query)
+        let response = try await send(method: .GET, path: path, query: options.query, streaming: true)
         do {
             return try ObjectList.decode(response.body)
         } catch {
@@ -319,7 +403,7 @@ public final class KubeClient: Sendable {
     /// Reads a GET's body as it arrives, unparsed, chunk by chunk until `chunk` returns false or the
     /// body ends: what the server itself can deliver, for the benchmarks.
     package func readBody(_ path: String, query: [(String, String)] = [], _ chunk: (ByteBuffer) throws -> Bool) async throws {
-        let response = try await execute(method: .GET, path: path, query: query, deadline: .now() + .hours(1))
+        let response = try await execute(method: .GET, path: path, query: query, deadline: .now() + .hours(1), streaming: true)
         guard response.status.code == 200 else {
             throw KubeAPIError(code: .transport, httpStatus: Int(response.status.code), message: "GET \(path) answered \(response.status.code)", request: path)
         }
@@ -331,12 +415,37 @@ public final class KubeClient: Sendable {
     public func watch(_ gvr: GroupVersionResource, namespace: String? = nil, options: WatchOptions = WatchOptions()) async throws -> WatchStream {
         let path = gvr.collectionPath(namespace: namespace)
         let seconds = Int64(options.timeoutSeconds ?? 3600) + 120
-        let response = try await execute(method: .GET, path: path, query: options.query, deadline: .now() + .seconds(seconds))
+        let response = try await execute(method: .GET, path: path, query: options.query, deadline: .now() + .seconds(seconds), streaming: true)
         guard response.status.code == 200 else {
             let body = (try? await response.body.collect(upTo: 64 * 1024)) ?? ByteBuffer()
             throw KubeAPIError.fromResponse(httpStatus: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) },
                                             body: body, request: "watch \(gvr)")
         }
         return WatchStream(body: response.body, resource: gvr, maxLineBytes: configuration.maxWatchLineBytes, client: self)
+    }
+}
+
+/// Connections open to the server, by pool.
+public struct ConnectionCounts: Sendable, Equatable {
+    /// Lists and watches: one connection each (HTTP/1.1).
+    public var streams = 0
+    /// Other requests over HTTP/2 (one connection carries them all).
+    public var requestsHTTP2 = 0
+    /// Other requests over HTTP/1.1 (a server or proxy that does not offer HTTP/2).
+    public var requestsHTTP1 = 0
+
+    public var total: Int { streams + requestsHTTP2 + requestsHTTP1 }
+}
+
+/// Counts connections as AsyncHTTPClient opens them and as they close.
+final class ConnectionCounter: Sendable {
+    private let counts = Mutex(ConnectionCounts())
+
+    var value: ConnectionCounts { counts.withLock { $0 } }
+
+    func opened(_ channel: Channel, _ pool: WritableKeyPath<ConnectionCounts, Int> & Sendable) -> EventLoopFuture<Void> {
+        counts.withLock { $0[keyPath: pool] += 1 }
+        channel.closeFuture.whenComplete { _ in self.counts.withLock { $0[keyPath: pool] -= 1 } }
+        return channel.eventLoop.makeSucceededVoidFuture()
     }
 }

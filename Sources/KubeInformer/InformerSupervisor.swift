@@ -147,7 +147,7 @@ public final class InformerSupervisor: Sendable {
                 } catch {
                     attempt += 1
                     let pause = options.discoveryBackoff.delay(attempt: attempt, using: &random)
-                    logger.warning("discovery failed: \(error); trying again in \(pause)")
+                    logger.warning("discovery failed: \(error); trying again in \(pause.spoken)")
                     nextTry = ContinuousClock.now + pause
                     group.addTask {
                         try? await Task.sleep(for: pause)

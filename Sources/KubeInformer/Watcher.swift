@@ -113,7 +113,7 @@ public struct Watcher: Sendable {
                 switch reason {
                 case .backoff(let attempt):
                     pause = options.backoff.delay(attempt: attempt, using: &random)
-                    observer.setState(.retrying("attempt \(attempt)"), of: scope)
+                    observer.setState(.retrying(observer.lastFailure(of: scope) ?? "attempt \(attempt)"), of: scope)
                 case .retryAfter(let after, _):
                     pause = min(after, options.maximumRetryAfter)
                     observer.setState(.retrying("throttled"), of: scope)
@@ -124,7 +124,7 @@ public struct Watcher: Sendable {
                     pause = options.forbiddenRetry
                     observer.setState(.forbidden, of: scope)
                     if !warnedForbidden {
-                        logger.warning("forbidden: kubebridge may not list or watch \(resource.gvr); other resources go on. Grant list and watch (see `kubebridge rbac`); retrying every \(options.forbiddenRetry)")
+                        logger.warning("forbidden: kubebridge may not list or watch \(resource.gvr); other resources go on. Grant list and watch (see `kubebridge rbac`); retrying every \(options.forbiddenRetry.spoken)")
                         warnedForbidden = true
                     }
                     observer.record(.forbidden, scope: scope)
@@ -149,6 +149,11 @@ public struct Watcher: Sendable {
         do {
             let stream = try await client.watch(resource.gvr, namespace: options.namespace, options: watchOptions)
             observer.record(.watchStarted, scope: scope)
+            // A watch answered after failures is following changes again (a streaming list is not
+            // until its initial events have come).
+            if watchOptions.sendInitialEvents != true, case .retrying = observer.state(of: scope) {
+                observer.setState(.watching, of: scope)
+            }
             for try await frame in stream {
                 let (events, outcome) = machine.frameReceived(frame)
                 for event in events { try await emit(event) }
@@ -171,6 +176,7 @@ public struct Watcher: Sendable {
 
     private func report(_ error: KubeAPIError, during phase: String) {
         if error.isForbidden { return }
+        observer.setLastFailure("\(phase): \(error.message)", of: scope)
         switch error.code {
         case .malformedResponse, .lineTooLong:
             observer.record(.malformedStream, scope: scope)
@@ -178,6 +184,9 @@ public struct Watcher: Sendable {
         default:
             if error.isGone {
                 logger.info("\(phase) of \(resource.gvr): resourceVersion expired (410); relisting")
+            } else if error.httpStatus == 429 {
+                // Every new CRD answers this for a second or two while its storage starts.
+                logger.info("\(phase) of \(resource.gvr) throttled: \(error)")
             } else if error.code == .timeout {
                 logger.warning("\(phase) of \(resource.gvr) stalled: nothing arrived within the idle timeout; reconnecting")
             } else {
@@ -219,8 +228,18 @@ public final class WatcherObserver: Sendable {
 
     private let counts = Mutex<[Occurrence: Int]>([:])
     private let stateTable = Mutex<[WatchScope: WatchState]>([:])
+    private let failures = Mutex<[WatchScope: String]>([:])
 
     public init() {}
+
+    func setLastFailure(_ failure: String, of scope: WatchScope) {
+        failures.withLock { $0[scope] = failure }
+    }
+
+    /// The last error of a watch, as a sentence; kept after it recovers, for `/status`.
+    public func lastFailure(of scope: WatchScope) -> String? {
+        failures.withLock { $0[scope] }
+    }
 
     func setState(_ state: WatchState, of scope: WatchScope) {
         stateTable.withLock { $0[scope] = state }

@@ -90,13 +90,12 @@ extension APIServerState {
             }
         }
         if batchEnd < plan.count {
-            let next = { self.generate(plan, from: batchEnd) }
-            if plan.rate != nil {
-                let due = plan.started + .milliseconds(Int64(100 * (batchEnd / batch)))
-                loop.assumeIsolated().scheduleTask(deadline: max(due, .now()), next)
-            } else {
-                loop.assumeIsolated().execute(next)
-            }
+            // Never sooner than a moment from now: NIO runs every task that is due before it looks
+            // at sockets again, so a batch due at once would hold every request and watch back
+            // until the last batch is made.
+            let soonest = NIODeadline.now() + .milliseconds(1)
+            let due = plan.rate == nil ? soonest : max(soonest, plan.started + .milliseconds(Int64(100 * (batchEnd / batch))))
+            loop.assumeIsolated().scheduleTask(deadline: due) { self.generate(plan, from: batchEnd) }
         } else {
             generating -= 1
         }

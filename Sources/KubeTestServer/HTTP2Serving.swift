@@ -10,11 +10,34 @@ final class ServedConnection {
     /// Streams open now (HTTP/2), counted as Go's server counts them: from HEADERS until closed.
     var openStreams = 0
     var streamsRefused = 0
+    /// The highest stream the client has opened: what a GOAWAY names as the last one served, as
+    /// Go's server does, so that the client knows any later stream was not worked on.
+    var lastStreamID = HTTP2StreamID(0)
     let streamLimit: Int
+
+    private var goingAway = false
 
     init(channel: Channel, streamLimit: Int) {
         self.channel = channel
         self.streamLimit = streamLimit
+    }
+
+    /// After a GOAWAY the connection ends once its streams have (Go's server closes it a second
+    /// after the last one, `goAwayTimeout`).
+    func sentGoAway() {
+        goingAway = true
+        closeIfDone()
+    }
+
+    func streamClosed() {
+        openStreams -= 1
+        closeIfDone()
+    }
+
+    private func closeIfDone() {
+        guard goingAway, openStreams == 0 else { return }
+        let channel = self.channel
+        channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
     }
 }
 
@@ -111,6 +134,9 @@ final class StreamLimit: ChannelDuplexHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        if let id = try? context.channel.syncOptions?.getOption(HTTP2StreamChannelOptions.streamID) {
+            connection.lastStreamID = max(connection.lastStreamID, id)
+        }
         if connection.openStreams >= connection.streamLimit {
             refused = true
             connection.streamsRefused += 1
@@ -136,7 +162,7 @@ final class StreamLimit: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         if counted {
             counted = false
-            connection.openStreams -= 1
+            connection.streamClosed()
         }
         if !refused { context.fireChannelInactive() }
     }

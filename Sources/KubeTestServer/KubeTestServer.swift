@@ -13,9 +13,10 @@ public final class KubeTestServer: Sendable {
         /// HTTPS with a certificate made at start; false serves plain HTTP (HTTP/1.1 only).
         public var tls = true
         /// Offer `h2` before `http/1.1` through ALPN, as kube-apiserver does; false serves HTTP/1.1
-        /// only, as a proxy in front of an API server may. Off until kubebridge's client handles
-        /// HTTP/2's stream limit and backpressure; the tests of HTTP/2 turn it on.
-        public var http2 = false
+        /// only, as a proxy in front of an API server may. `KUBEBRIDGE_TEST_HTTP1_ONLY=1` in the
+        /// environment turns it off for every server a test run starts, so that the whole suite
+        /// runs over either protocol.
+        public var http2 = ProcessInfo.processInfo.environment["KUBEBRIDGE_TEST_HTTP1_ONLY"].map { $0.isEmpty || $0 == "0" } ?? true
         /// SETTINGS_MAX_CONCURRENT_STREAMS of each HTTP/2 connection (kube-apiserver: 100).
         public var maxConcurrentStreams = 100
         public var port = 0
@@ -374,8 +375,9 @@ public struct TestServerError: Error, CustomStringConvertible {
 extension APIServerState {
     func sendGoAway() {
         for connection in connections.values where connection.applicationProtocol == "h2" {
-            let frame = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: .maxID, errorCode: .noError, opaqueData: nil))
+            let frame = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: connection.lastStreamID, errorCode: .noError, opaqueData: nil))
             connection.channel.writeAndFlush(frame, promise: nil)
+            connection.sentGoAway()
         }
     }
 

@@ -25,8 +25,8 @@ struct TestAPIServer: AsyncParsableCommand {
     @Flag(help: "Serve plain HTTP instead of HTTPS.")
     var plainHTTP = false
 
-    @Flag(help: "Offer h2 before HTTP/1.1 through ALPN, as kube-apiserver does.")
-    var http2 = false
+    @Flag(help: "Serve HTTP/1.1 only, as a proxy in front of an API server may (by default h2 is offered first through ALPN, as kube-apiserver does).")
+    var http1Only = false
 
     @Option(help: "SETTINGS_MAX_CONCURRENT_STREAMS of each HTTP/2 connection (kube-apiserver: 100).")
     var maxConcurrentStreams = 100
@@ -35,7 +35,7 @@ struct TestAPIServer: AsyncParsableCommand {
         var options = KubeTestServer.Options()
         options.port = port
         options.tls = !plainHTTP
-        options.http2 = http2
+        if http1Only { options.http2 = false }
         options.maxConcurrentStreams = maxConcurrentStreams
         let server = try await KubeTestServer.start(options)
         do {

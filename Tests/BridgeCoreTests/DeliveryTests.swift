@@ -375,7 +375,7 @@ struct DeliveryTests {
             meta.resourceVersion = "\(version + 1)"
             try await bridge.accept(.change(Change(type: type, scope: Self.scope, object: KubeObject(metadata: meta, bytes: ByteBuffer(string: "{}")))))
         }
-        try await waitUntil(timeout: .seconds(20)) { all.received.withLock { $0 }.count == 4 && bridge.watermark(of: Self.scope) == "4" }
+        try await waitUntil(timeout: .seconds(60)) { all.received.withLock { $0 }.count == 4 && bridge.watermark(of: Self.scope) == "4" }
         #expect(systemOnly.received.withLock { $0 } == ["uid-kube-system/2"])
         bridge.finish()
         try await running.value

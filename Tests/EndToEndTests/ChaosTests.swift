@@ -87,7 +87,6 @@ struct ChaosTests {
         let nats = try await NATSServer.start()
         let receiver = try await WebhookReceiver.start()
         var serverOptions = KubeTestServer.Options()
-        serverOptions.tls = false
         serverOptions.recordHistory = true
         serverOptions.bookmarkInterval = .milliseconds(500)
         let server = try await KubeTestServer.start(serverOptions)
@@ -162,7 +161,7 @@ struct ChaosTests {
             if faults.contains(.removeCRDWhileDown) {
                 let (status, body) = try await server.perform("DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gadgets.example.org")
                 #expect(status == 200, "\(body)")
-                try await waitUntil(timeout: .seconds(10)) {
+                try await waitUntil(timeout: .seconds(60)) {
                     (try? await server.perform("GET", "/apis/example.org/v1").status) == 404
                 }
             }

@@ -128,7 +128,7 @@ enum CrashRun {
             try await Task.sleep(for: .milliseconds(Int.random(in: alive, using: &random)))
             // On a loaded machine (the whole suite runs in parallel) the churn can fall far behind
             // its rate: each life of the bridge sees at least ten changes.
-            try await waitUntil(timeout: .seconds(20), interval: .milliseconds(50)) {
+            try await waitUntil(timeout: .seconds(60), interval: .milliseconds(50)) {
                 (Int64(try await server.currentResourceVersion()) ?? 0) >= (Int64(before) ?? 0) + 10
             }
             await bridge.kill()

@@ -45,9 +45,9 @@ struct LeaderElectionTests {
         let churn = Task { try await Churn(server: server, options: churnOptions).run() }
 
         try leader.start()
-        try await waitUntil(timeout: .seconds(20), interval: .milliseconds(100)) { Self.logged(leader, "leading: holding the lease kubebridge/bridge") }
+        try await waitUntil(timeout: .seconds(60), interval: .milliseconds(100)) { Self.logged(leader, "leading: holding the lease kubebridge/bridge") }
         try follower.start()
-        try await waitUntil(timeout: .seconds(20), interval: .milliseconds(100)) { Self.logged(follower, "standing by: the lease kubebridge/bridge is held by") }
+        try await waitUntil(timeout: .seconds(60), interval: .milliseconds(100)) { Self.logged(follower, "standing by: the lease kubebridge/bridge is held by") }
         let standby = try await follower.operationsAddress()
         #expect(try await OperationsTests.get("http://\(standby)/readyz").status == 200)
         #expect(OperationsTests.Scrape(try await OperationsTests.get("http://\(standby)/metrics").body)["kubebridge_leader"] == 0)
@@ -55,7 +55,7 @@ struct LeaderElectionTests {
         #expect(receiver.events().count > 0, "the leader delivered nothing before it was killed")
         await leader.kill()
         let killed = ContinuousClock.now
-        try await waitUntil(timeout: .seconds(20), interval: .milliseconds(100)) { Self.logged(follower, "leading: holding the lease kubebridge/bridge") }
+        try await waitUntil(timeout: .seconds(60), interval: .milliseconds(100)) { Self.logged(follower, "leading: holding the lease kubebridge/bridge") }
         let takeover = killed.duration(to: .now)
         try await Task.sleep(for: .seconds(2))
         churn.cancel()
@@ -85,5 +85,66 @@ struct LeaderElectionTests {
         print("leader election test: \(history.count) changes, \(events.count) events received, \(audit.duplicates) duplicates, takeover after \(takeover)")
         try await server.stop()
         await receiver.stop()
+    }
+}
+
+extension LeaderElectionTests {
+    @Test("done-when: 250 watched resources over HTTP/2, checkpoints in ConfigMaps and leader election: every resource is watched and delivers, and the checkpoints and the Lease never wait behind the watches")
+    func twoHundredFiftyResources() async throws {
+        let server = try await RunCommandTests.server()
+        _ = try await server.perform("POST", "/api/v1/namespaces", body: #"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"kubebridge"}}"#)
+        let crds = 200
+        for index in 0..<crds {
+            let (status, body) = try await server.perform("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body: """
+                {"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","metadata":{"name":"things.many\(index).example.com"},\
+                "spec":{"group":"many\(index).example.com","names":{"plural":"things","singular":"thing","kind":"Thing"},\
+                "scope":"Namespaced","versions":[{"name":"v1","served":true,"storage":true,"schema":{"openAPIV3Schema":{"type":"object","x-kubernetes-preserve-unknown-fields":true}}}]}}
+                """)
+            #expect(status == 201, "\(body)")
+        }
+        func createThing(_ index: Int, _ name: String) async throws -> Int {
+            try await server.perform("POST", "/apis/many\(index).example.com/v1/namespaces/default/things",
+                                     body: #"{"apiVersion":"many\#(index).example.com/v1","kind":"Thing","metadata":{"name":"\#(name)"}}"#).status
+        }
+        try await waitUntil { try await createThing(crds - 1, "before") == 201 }
+        for index in 0..<(crds - 1) { #expect(try await createThing(index, "before") == 201) }
+
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let bridge = try BridgeProcess(server: server, directory: directory, include: ["*/*/*"], state: Self.state, extraConfig: Self.election)
+        try bridge.start()
+        try await waitUntil(timeout: .seconds(120), interval: .milliseconds(200)) { Self.logged(bridge, "(/metrics /healthz /readyz /status)") }
+        let address = try await bridge.operationsAddress()
+        do {
+            try await waitUntil(timeout: .seconds(120), interval: .milliseconds(300)) {
+                try await OperationsTests.get("http://\(address)/readyz").status == 200
+            }
+        } catch {
+            Issue.record("not ready: \((try? await OperationsTests.get("http://\(address)/readyz").body) ?? ""); the log:\n\(((try? String(contentsOf: bridge.log, encoding: .utf8)) ?? "").suffix(3000))")
+            throw error
+        }
+        for index in 0..<crds { #expect(try await createThing(index, "after") == 201) }
+        // Each CRD's group is in the event type: one type per resource for the objects made before
+        // the start and one per resource for those made after.
+        func types(_ name: String) -> Set<String> {
+            Set(bridge.events().filter { $0["name"] as? String == name && ($0["type"] as? String)?.contains(".example.com.") == true }
+                .compactMap { $0["type"] as? String })
+        }
+        try await waitUntil(timeout: .seconds(120), interval: .milliseconds(300)) { types("after").count >= crds }
+        #expect(types("before").count == crds)
+        let status = try #require(try JSONSerialization.jsonObject(with: Data(try await OperationsTests.get("http://\(address)/status").body.utf8)) as? [String: Any])
+        let watches = status["watches"] as? [[String: Any]] ?? []
+        #expect(watches.count >= 250, "\(watches.count) watches")
+        #expect(watches.allSatisfy { $0["state"] as? String == "watching" }, "\(watches.filter { $0["state"] as? String != "watching" }.prefix(5))")
+        let connections = try #require(status["connections"] as? [String: Int])
+        #expect(connections["watches"] ?? 0 >= 250, "\(connections)")
+        #expect(connections["requestsHTTP2"] == 1, "\(connections)")
+        // The checkpoints reached the ConfigMap while every watch was open.
+        let (listed, body) = try await server.perform("GET", "/api/v1/namespaces/kubebridge/configmaps")
+        #expect(listed == 200)
+        #expect(body.contains("bridge-checkpoint"), "\(body.prefix(500))")
+        #expect(await bridge.stop() == 0)
+        #expect(!Self.logged(bridge, "saving the last checkpoint failed"))
+        try await server.stop()
     }
 }

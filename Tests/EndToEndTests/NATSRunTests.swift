@@ -72,7 +72,7 @@ struct NATSRunTests {
                 retry: {initial: 100ms, maximum: 500ms}
             """)
         try bridge.start()
-        try await waitUntil(timeout: .seconds(10)) {
+        try await waitUntil(timeout: .seconds(60)) {
             ((try? String(contentsOf: bridge.log, encoding: .utf8)) ?? "").contains("cannot be reached yet")
         }
         try await Task.sleep(for: .seconds(1))

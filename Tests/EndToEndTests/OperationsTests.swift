@@ -53,7 +53,7 @@ struct OperationsTests {
         try bridge.start()
         let address = try await bridge.operationsAddress()
         let base = "http://\(address)"
-        try await waitUntil(timeout: .seconds(20), interval: .milliseconds(200)) { try await Self.get(base + "/readyz").status == 200 }
+        try await waitUntil(timeout: .seconds(60), interval: .milliseconds(200)) { try await Self.get(base + "/readyz").status == 200 }
         #expect(try await Self.get(base + "/healthz") == (200, "ok\n"))
         let before = Scrape(try await Self.get(base + "/metrics").body)
         #expect(before.sum("kubebridge_changes_received_total", "resource=\"core/v1/configmaps\"") == 0)
@@ -109,5 +109,57 @@ struct OperationsTests {
         #expect(await bridge.stop() == 0)
         try await server.stop()
         await receiver.stop()
+    }
+}
+
+extension OperationsTests {
+    static func waitUntilReady(_ base: String, _ bridge: BridgeProcess) async throws {
+        do {
+            try await waitUntil(timeout: .seconds(60), interval: .milliseconds(200)) { try await Self.get(base + "/readyz").status == 200 }
+        } catch {
+            Issue.record("not ready: \((try? await Self.get(base + "/readyz").body) ?? ""); the log:\n\(((try? String(contentsOf: bridge.log, encoding: .utf8)) ?? "").suffix(3000))")
+            throw error
+        }
+    }
+
+    @Test("readiness tells the truth: a watch that keeps failing makes /readyz fail naming it and /status show its last error, until it recovers; /status counts the connections")
+    func failingWatchIsNotReady() async throws {
+        let server = try await RunCommandTests.server()
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let bridge = try BridgeProcess(server: server, directory: directory)
+        try bridge.start()
+        let address = try await bridge.operationsAddress()
+        let base = "http://\(address)"
+        try await Self.waitUntilReady(base, bridge)
+
+        let fault = try await server.inject(FaultRule(verbs: [.list, .watch], resource: "configmaps",
+                                                      action: .status(code: 500, reason: "InternalError", message: "etcd is unhappy")))
+        try await server.endAllWatches()
+        var readiness = (status: 0, body: "")
+        do {
+            try await waitUntil(timeout: .seconds(60), interval: .milliseconds(200)) {
+                readiness = try await Self.get(base + "/readyz")
+                return readiness.status == 503
+            }
+        } catch {
+            Issue.record("still ready; /status: \((try? await Self.get(base + "/status").body) ?? ""); the log:\n\(((try? String(contentsOf: bridge.log, encoding: .utf8)) ?? "").suffix(3000))")
+            throw error
+        }
+        #expect(readiness.body.contains("watches failing: core/v1/configmaps ("), "\(readiness.body)")
+        #expect(readiness.body.contains("etcd is unhappy"), "\(readiness.body)")
+        let status = try #require(try JSONSerialization.jsonObject(with: Data(try await Self.get(base + "/status").body.utf8)) as? [String: Any])
+        #expect(status["ready"] as? Bool == false)
+        let configmaps = try #require((status["watches"] as? [[String: Any]])?.first { $0["resource"] as? String == "core/v1/configmaps" })
+        #expect((configmaps["state"] as? String)?.hasPrefix("retrying") == true, "\(configmaps)")
+        #expect((configmaps["lastError"] as? String)?.contains("etcd is unhappy") == true, "\(configmaps)")
+        let connections = try #require(status["connections"] as? [String: Int])
+        #expect((connections["watches"] ?? 0) >= 1, "\(connections)")
+        #expect((connections["requestsHTTP2"] ?? 0) + (connections["requestsHTTP1"] ?? 0) >= 1, "\(connections)")
+
+        try await server.removeFault(fault)
+        try await Self.waitUntilReady(base, bridge)
+        #expect(await bridge.stop() == 0)
+        try await server.stop()
     }
 }

@@ -51,10 +51,10 @@ struct RBACTests {
         _ = try await server.perform("POST", "/api/v1/namespaces/default/secrets", body: #"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"unseen"}}"#)
         let bridge = try BridgeProcess(server: server, directory: directory, include: include, user: .token("rbac-token"))
         try bridge.start()
-        try await waitUntil(timeout: .seconds(20)) { bridge.events().contains { $0["name"] as? String == "seen" } }
+        try await waitUntil(timeout: .seconds(60)) { bridge.events().contains { $0["name"] as? String == "seen" } }
         let address = try await bridge.operationsAddress()
         // Ready: every watch has listed, or has been found forbidden.
-        try await waitUntil(timeout: .seconds(20), interval: .milliseconds(100)) { try await OperationsTests.get("http://\(address)/readyz").status == 200 }
+        try await waitUntil(timeout: .seconds(60), interval: .milliseconds(100)) { try await OperationsTests.get("http://\(address)/readyz").status == 200 }
         let status = try await OperationsTests.get("http://\(address)/status").body
         #expect(!status.contains("forbidden"), "\(status)")
         #expect(status.contains("example.com/v1/widgets") && status.contains("apps/v1/deployments"), "\(status)")

@@ -87,7 +87,7 @@ final class BridgeProcess: @unchecked Sendable {
     /// Waits until the latest start is watching: from then on SIGTERM is a graceful stop (before,
     /// the signal handlers are not installed yet, and it ends the process at once).
     func waitUntilWatching() async throws {
-        try await waitUntil(timeout: .seconds(20), interval: .milliseconds(50)) {
+        try await waitUntil(timeout: .seconds(60), interval: .milliseconds(50)) {
             let text = (try? String(contentsOf: self.log, encoding: .utf8)) ?? ""
             return text.utf8.dropFirst(Int(self.logOffset)).split(separator: UInt8(ascii: "\n")).contains { String(decoding: $0, as: UTF8.self).contains("msg=\"watching ") }
         }
@@ -96,9 +96,10 @@ final class BridgeProcess: @unchecked Sendable {
     /// The operations endpoint's `host:port`, once the log names it.
     func operationsAddress() async throws -> String {
         var address: String?
-        try await waitUntil(timeout: .seconds(20)) {
+        try await waitUntil(timeout: .seconds(60)) {
             let text = (try? String(contentsOf: self.log, encoding: .utf8)) ?? ""
-            guard let range = text.range(of: "operations endpoints on http://") else { return false }
+            // The latest: a standby's endpoints move when it starts leading.
+            guard let range = text.range(of: "operations endpoints on http://", options: .backwards) else { return false }
             address = String(text[range.upperBound...].prefix { $0 != " " })
             return true
         }
@@ -124,9 +125,9 @@ final class BridgeProcess: @unchecked Sendable {
 @Suite("kubebridge run, as a process")
 struct RunCommandTests {
     static func server(history: Bool = false) async throws -> KubeTestServer {
+        // HTTPS, so that the bridge talks HTTP/2 as it does to kube-apiserver (or HTTP/1.1 under
+        // KUBEBRIDGE_TEST_HTTP1_ONLY).
         var options = KubeTestServer.Options()
-        // Plain HTTP: the TLS path is the client tests' subject; these tests are about the bridge.
-        options.tls = false
         options.recordHistory = history
         options.bookmarkInterval = .milliseconds(500)
         return try await KubeTestServer.start(options)

@@ -58,7 +58,7 @@ struct KafkaFaultTests {
         let events = try KafkaTestSupport.events(objects: 20, changes: 10, tracker: &tracker)
         let harness = Harness(sink: sink, tracker: tracker)
         for event in events { try await harness.pipeline.enqueue(event) }
-        try await waitUntil(timeout: .seconds(10)) { harness.pipeline.retried > 0 }
+        try await waitUntil(timeout: .seconds(60)) { harness.pipeline.retried > 0 }
         #expect(harness.pipeline.delivered == 0)
         #expect(harness.watermark == nil, "nothing is confirmed while the broker is down")
         cluster.setBrokerUp(1)

@@ -281,7 +281,10 @@ struct KubeClientTests {
             #expect(proxy?.httpStatus == 502)
             #expect(proxy?.isRetriable == true)
             #expect(proxy?.message.contains("bad gateway") == true)
+            // A GET lost with its connection goes out again at once (twice at most), then fails.
             try await cluster.server.inject(FaultRule(verbs: [.list], action: .dropConnection, count: 1))
+            #expect(try await cluster.client.list(TestCluster.configmaps).items.isEmpty)
+            try await cluster.server.inject(FaultRule(verbs: [.list], action: .dropConnection, count: 3))
             let dropped = await #expect(throws: KubeAPIError.self) { try await cluster.client.list(TestCluster.configmaps) }
             #expect(dropped?.code == .transport)
             let missing = await #expect(throws: KubeAPIError.self) {

@@ -60,16 +60,16 @@ actor EventCollector {
     func reset() { events = [] }
 
     /// Waits until `condition` holds for the events collected.
-    nonisolated func wait(timeout: Duration = .seconds(10), _ condition: @escaping @Sendable ([ResourceEvent]) -> Bool) async throws {
+    nonisolated func wait(timeout: Duration = .seconds(60), _ condition: @escaping @Sendable ([ResourceEvent]) -> Bool) async throws {
         try await waitUntil(timeout: timeout) { condition(await self.events) }
     }
 
     /// Waits until the resource's first list is complete (its first progress event).
-    nonisolated func waitUntilListed(_ gvr: GroupVersionResource, timeout: Duration = .seconds(10)) async throws {
+    nonisolated func waitUntilListed(_ gvr: GroupVersionResource, timeout: Duration = .seconds(60)) async throws {
         try await waitUntil(timeout: timeout) { await !self.progress(gvr).isEmpty }
     }
 
-    nonisolated func waitForChanges(_ count: Int, of gvr: GroupVersionResource? = nil, timeout: Duration = .seconds(10)) async throws {
+    nonisolated func waitForChanges(_ count: Int, of gvr: GroupVersionResource? = nil, timeout: Duration = .seconds(60)) async throws {
         try await waitUntil(timeout: timeout) { await self.changes(gvr).count >= count }
     }
 }

@@ -21,7 +21,7 @@ final class ChildServer: @unchecked Sendable {
         let pid = process.processIdentifier
         var exited = false
         do {
-            try await waitUntil(timeout: .seconds(15)) {
+            try await waitUntil(timeout: .seconds(60)) {
                 if ready(pid) { return true }
                 exited = !process.isRunning
                 return exited

@@ -35,7 +35,7 @@ public final class TansuBroker: @unchecked Sendable {
         try proxy.run()
         let started = TansuBroker(bootstrapServers: "127.0.0.1:\(advertised)", broker: broker, proxy: proxy)
         do {
-            try await waitUntil(timeout: .seconds(10)) { isListening(port: upstream) && isListening(port: advertised) }
+            try await waitUntil(timeout: .seconds(60)) { isListening(port: upstream) && isListening(port: advertised) }
         } catch {
             await started.stop()
             throw TestFailure(message: "tansu or its proxy did not start listening")

@@ -243,7 +243,7 @@ struct WebhookSinkTests {
         let events = try Self.events(objects: 1, changes: 2)
         let sink = try WebhookSink(options: options)
         let delivery = Task { await sink.deliver(events) }
-        try await waitUntil(timeout: .seconds(10)) { (try await receiver.stats().badTokens) > 0 }
+        try await waitUntil(timeout: .seconds(60)) { (try await receiver.stats().badTokens) > 0 }
         try "new-token".write(toFile: tokenFile, atomically: true, encoding: .utf8)
         #expect(await delivery.value == [.delivered, .delivered])
         try await sink.close()
