@@ -51,6 +51,11 @@ struct Run: AsyncParsableCommand {
         ]
         MetricsSystem.bootstrap(factory)
         let logger = Logger(label: "kubebridge")
+        do {
+            try await BridgeRuntime.waitForFirstContact(configuration: configuration, logger: logger)
+        } catch {
+            throw fail(describe(error))
+        }
         if let election = configuration.leaderElection {
             logger.info("kubebridge started as \(election.identity): standing by for the lease \(election.namespace)/\(election.name)")
             do {

@@ -71,6 +71,14 @@ final class BridgeProcess: @unchecked Sendable {
         return await waitForExit(process)
     }
 
+    /// Waits for the process to end on its own; nil when it is still running after `timeout`.
+    func exitStatus(within timeout: Duration) async -> Int32? {
+        guard let process else { return nil }
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
+        return process.isRunning ? nil : await waitForExit(process)
+    }
+
     /// SIGKILL: no chance to flush anything.
     func kill() async {
         guard let process else { return }

@@ -1,0 +1,58 @@
+import Foundation
+import KubeTestServer
+import Testing
+import TestSupport
+
+@Suite("kubebridge run at start: what waiting cannot fix ends it, an API server away is waited for")
+struct StartupTests {
+    static func logText(_ bridge: BridgeProcess) -> String {
+        (try? String(contentsOf: bridge.log, encoding: .utf8)) ?? ""
+    }
+
+    @Test("credentials the server refuses, or a server certificate another CA signed: exit code 2 and one sentence", arguments: ["token", "ca"])
+    func refusedAtStart(problem: String) async throws {
+        let server = try await RunCommandTests.server()
+        let other = try await RunCommandTests.server()
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let bridge: BridgeProcess
+        let expected: String
+        if problem == "token" {
+            bridge = try BridgeProcess(server: server, directory: directory, user: .token("not-a-token"))
+            expected = "401 Unauthorized: the credentials were refused"
+        } else {
+            // The other server's certificate, checked against this server's CA.
+            bridge = try BridgeProcess(server: server, directory: directory)
+            let kubeconfig = directory.appendingPathComponent("kubeconfig")
+            let text = try String(contentsOf: kubeconfig, encoding: .utf8).replacingOccurrences(of: server.url, with: other.url)
+            try text.write(to: kubeconfig, atomically: true, encoding: .utf8)
+            expected = "did not verify"
+        }
+        try bridge.start()
+        let status = await bridge.exitStatus(within: .seconds(60))
+        let log = Self.logText(bridge)
+        #expect(status == 2, "\(log.suffix(2000))")
+        #expect(log.contains("kubebridge: error: ") && log.contains(expected), "\(log.suffix(2000))")
+        if status == nil { _ = await bridge.stop() }
+        try await server.stop()
+        try await other.stop()
+    }
+
+    @Test("an API server that cannot be reached: said once, waited for with backoff, and the process goes on until stopped")
+    func unreachableAtStart() async throws {
+        let server = try await RunCommandTests.server()
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let bridge = try BridgeProcess(server: server, directory: directory)
+        try await server.stop()
+        try bridge.start()
+        try await waitUntil { Self.logText(bridge).contains("waiting for the API server: ") }
+        // Several backoff rounds (0.5 s, 1 s, 2 s...) later it is still waiting, and has said so once.
+        #expect(await bridge.exitStatus(within: .seconds(4)) == nil)
+        let log = Self.logText(bridge)
+        #expect(log.components(separatedBy: "waiting for the API server").count == 2, "\(log)")
+        #expect(log.contains("cannot connect to") && log.contains("connection refused"), "\(log)")
+        #expect(!log.contains("kubebridge: error"), "\(log)")
+        _ = await bridge.stop()
+    }
+}
