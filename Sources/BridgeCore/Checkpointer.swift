@@ -108,18 +108,23 @@ public actor Checkpointer {
                 Task { await self.wakeUp() }
             }
             do {
-                try await flush()
+                try await flushUncancelled()
             } catch {
                 logger.error("saving the checkpoint failed: \(error); it is kept in memory and tried again")
             }
         }
         do {
-            // In a task of its own: this one is cancelled, and a store that talks to the API server
-            // would give its requests up at once.
-            try await Task { try await flush() }.value
+            try await flushUncancelled()
         } catch {
             logger.error("saving the last checkpoint failed: \(error); the next start resumes from the previous one")
         }
+    }
+
+    /// A save in a task of its own, which the shutdown's cancellation does not reach: a store that
+    /// talks to the API server would give its write up half done, and the write that landed anyway
+    /// would make the next one look like another replica's (a conflict, and a stop with exit code 4).
+    private func flushUncancelled() async throws {
+        try await Task { try await flush() }.value
     }
 
     private func wakeUp() {

@@ -40,6 +40,9 @@ public final class Envelope: Sendable {
          ("datacontenttype", Self.dataContentType)] + extensions
     }
 
+    /// Extensions whose CloudEvents type is Boolean (`true` or `false`).
+    static let booleanAttributes: Set<String> = ["finalstateunknown"]
+
     /// The JSON event format (structured mode): the attributes, then `data` spliced in.
     public func structured() -> ByteBuffer {
         var out = ByteBuffer()
@@ -49,7 +52,12 @@ public final class Envelope: Sendable {
             if index > 0 { out.writeStaticString(",") }
             out.writeJSONString(attribute.name)
             out.writeStaticString(":")
-            out.writeJSONString(attribute.value)
+            if Self.booleanAttributes.contains(attribute.name) {
+                // A CloudEvents Boolean is a JSON boolean in this format (a header carries the string).
+                out.writeString(attribute.value)
+            } else {
+                out.writeJSONString(attribute.value)
+            }
         }
         out.writeStaticString(",\"data\":")
         var data = self.data

@@ -168,10 +168,16 @@ struct IdleResources: AsyncParsableCommand {
         let after = residentBytes()
         let watched = supervisor.watchedResources.count
         let openWatches = try await server.status()["openWatches"] as? Int ?? -1
+        let connections = server.client.connections
+        let cpuBefore = cpuSeconds()
+        try await Task.sleep(for: .seconds(10))
+        let idleCPU = cpuSeconds() - cpuBefore
         task.cancel()
         _ = try? await task.value
         await server.stop()
         print("watching \(watched) resources (synced in \(synced)); the server counts \(openWatches) open watches (one more follows CRDs)")
         print("resident memory: \(mib(baseline)) before, \(mib(after)) while watching: \((after - baseline) / max(watched, 1) / 1024) KiB per watched resource")
+        print("connections to the server: \(connections.streams) for lists and watches, \(connections.requestsHTTP2) HTTP/2 and \(connections.requestsHTTP1) HTTP/1.1 for other requests")
+        print(String(format: "CPU while idle: %.3f s in 10 s", idleCPU))
     }
 }

@@ -141,7 +141,7 @@ struct EnvelopeTests {
         let envelope = try EnvelopeBuilder().envelope(for: Self.change(.deleted, finalStateUnknown: true), receivedAt: Date())
         let event = try #require(JSONSerialization.jsonObject(with: Data(buffer: envelope.structured())) as? [String: Any])
         #expect(event["id"] as? String == envelope.id)
-        #expect(event["finalstateunknown"] as? String == "true")
+        #expect(event["finalstateunknown"] as? Bool == true)
         #expect((event["data"] as? [String: Any])?["kind"] as? String == "ConfigMap")
     }
 }

@@ -31,7 +31,13 @@ struct DeliveryAudit {
         init?(_ event: [String: Any]) {
             guard let id = event["id"] as? String, let uid = event["uid"] as? String,
                   let version = Int64(event["resourceversion"] as? String ?? ""), let type = event["changetype"] as? String else { return nil }
-            self.init(id: id, uid: uid, resourceVersion: version, changeType: type, finalStateUnknown: event["finalstateunknown"] as? String == "true")
+            self.init(id: id, uid: uid, resourceVersion: version, changeType: type, finalStateUnknown: Self.isTrue(event["finalstateunknown"]))
+        }
+
+        /// A Boolean attribute: a JSON boolean in the JSON event format, the string `true` where it
+        /// came from a header (a receiver that records binary-mode events as they arrived).
+        static func isTrue(_ value: Any?) -> Bool {
+            value as? Bool == true || value as? String == "true"
         }
 
         /// From the attributes of an event read from a broker.

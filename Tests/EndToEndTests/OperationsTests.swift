@@ -117,7 +117,7 @@ extension OperationsTests {
         do {
             try await waitUntil(timeout: .seconds(60), interval: .milliseconds(200)) { try await Self.get(base + "/readyz").status == 200 }
         } catch {
-            Issue.record("not ready: \((try? await Self.get(base + "/readyz").body) ?? ""); the log:\n\(((try? String(contentsOf: bridge.log, encoding: .utf8)) ?? "").suffix(3000))")
+            Issue.record("not ready: \((try? await Self.get(base + "/readyz").body) ?? ""); the log:\n\(bridge.logText.suffix(3000))")
             throw error
         }
     }
@@ -143,7 +143,7 @@ extension OperationsTests {
                 return readiness.status == 503
             }
         } catch {
-            Issue.record("still ready; /status: \((try? await Self.get(base + "/status").body) ?? ""); the log:\n\(((try? String(contentsOf: bridge.log, encoding: .utf8)) ?? "").suffix(3000))")
+            Issue.record("still ready; /status: \((try? await Self.get(base + "/status").body) ?? ""); the log:\n\(bridge.logText.suffix(3000))")
             throw error
         }
         #expect(readiness.body.contains("watches failing: core/v1/configmaps ("), "\(readiness.body)")

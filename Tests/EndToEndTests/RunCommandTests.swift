@@ -71,6 +71,9 @@ final class BridgeProcess: @unchecked Sendable {
         return await waitForExit(process)
     }
 
+    /// Everything the process has written so far, across its starts.
+    var logText: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+
     /// Waits for the process to end on its own; nil when it is still running after `timeout`.
     func exitStatus(within timeout: Duration) async -> Int32? {
         guard let process else { return nil }
@@ -208,7 +211,7 @@ struct RunCommandTests {
         let after = bridge.events().dropFirst(4)
         #expect(after.map { "\($0["changetype"] as? String ?? "") \($0["name"] as? String ?? "")" }.sorted()
                 == ["deleted gone", "deleted recreated", "synced changed", "synced new", "synced recreated"])
-        #expect(after.filter { $0["changetype"] as? String == "deleted" }.allSatisfy { $0["finalstateunknown"] as? String == "true" })
+        #expect(after.filter { $0["changetype"] as? String == "deleted" }.allSatisfy { $0["finalstateunknown"] as? Bool == true })
         try await server.stop()
     }
 

@@ -5,10 +5,6 @@ import TestSupport
 
 @Suite("kubebridge run at start: what waiting cannot fix ends it, an API server away is waited for")
 struct StartupTests {
-    static func logText(_ bridge: BridgeProcess) -> String {
-        (try? String(contentsOf: bridge.log, encoding: .utf8)) ?? ""
-    }
-
     @Test("credentials the server refuses, or a server certificate another CA signed: exit code 2 and one sentence", arguments: ["token", "ca"])
     func refusedAtStart(problem: String) async throws {
         let server = try await RunCommandTests.server()
@@ -30,7 +26,7 @@ struct StartupTests {
         }
         try bridge.start()
         let status = await bridge.exitStatus(within: .seconds(60))
-        let log = Self.logText(bridge)
+        let log = bridge.logText
         #expect(status == 2, "\(log.suffix(2000))")
         #expect(log.contains("kubebridge: error: ") && log.contains(expected), "\(log.suffix(2000))")
         if status == nil { _ = await bridge.stop() }
@@ -46,10 +42,10 @@ struct StartupTests {
         let bridge = try BridgeProcess(server: server, directory: directory)
         try await server.stop()
         try bridge.start()
-        try await waitUntil { Self.logText(bridge).contains("waiting for the API server: ") }
+        try await waitUntil { bridge.logText.contains("waiting for the API server: ") }
         // Several backoff rounds (0.5 s, 1 s, 2 s...) later it is still waiting, and has said so once.
         #expect(await bridge.exitStatus(within: .seconds(4)) == nil)
-        let log = Self.logText(bridge)
+        let log = bridge.logText
         #expect(log.components(separatedBy: "waiting for the API server").count == 2, "\(log)")
         #expect(log.contains("cannot connect to") && log.contains("connection refused"), "\(log)")
         #expect(!log.contains("kubebridge: error"), "\(log)")

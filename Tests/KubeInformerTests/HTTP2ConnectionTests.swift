@@ -44,26 +44,34 @@ struct HTTP2ConnectionTests {
         }
     }
 
+    /// A watch that has delivered cm-0 to cm-4, then `fault`, then cm-5 to cm-9: every one arrives,
+    /// once, in order, and the watch resumed from its version instead of listing again.
+    static func acrossFault(_ cluster: TestCluster, _ fault: () async throws -> Void) async throws {
+        let observer = WatcherObserver()
+        let collector = EventCollector()
+        let watcher = Self.watcher(cluster, collector, observer: observer)
+        try await waitUntil { try await cluster.server.openWatchCount() == 1 }
+        try await Self.create(cluster, 0..<5)
+        try await collector.waitForChanges(5)
+        try await fault()
+        try await Self.create(cluster, 5..<10)
+        try await collector.waitForChanges(10)
+        await watcher.stop()
+        #expect(await collector.described() == (0..<10).map { "added cm-\($0)" })
+        #expect(observer.count(.relisted) == 0)
+    }
+
     @Test("a GOAWAY: the watches go on, or with their streams ended (as at shutdown) resume from their last version; a request past the GOAWAY is sent again on a new connection; nothing is lost or repeated",
           arguments: [false, true])
     func goAway(endingStreams: Bool) async throws {
         try await TestCluster.with(Self.options()) { cluster in
-            let observer = WatcherObserver()
-            let collector = EventCollector()
-            let watcher = Self.watcher(cluster, collector, observer: observer)
-            try await waitUntil { try await cluster.server.openWatchCount() == 1 }
-            try await Self.create(cluster, 0..<5)
-            try await collector.waitForChanges(5)
-            try await cluster.server.goAway(endingStreams: endingStreams)
-            // Sent before or after the client has read the GOAWAY: answered either way, without an error.
-            for index in 0..<5 {
-                #expect(try await cluster.client.get(TestCluster.configmaps, namespace: "default", name: "cm-\(index)").metadata.name == "cm-\(index)")
+            try await Self.acrossFault(cluster) {
+                try await cluster.server.goAway(endingStreams: endingStreams)
+                // Sent before or after the client has read the GOAWAY: answered either way, without an error.
+                for index in 0..<5 {
+                    #expect(try await cluster.client.get(TestCluster.configmaps, namespace: "default", name: "cm-\(index)").metadata.name == "cm-\(index)")
+                }
             }
-            try await Self.create(cluster, 5..<10)
-            try await collector.waitForChanges(10)
-            await watcher.stop()
-            #expect(await collector.described() == (0..<10).map { "added cm-\($0)" })
-            #expect(observer.count(.relisted) == 0)
             // The connection that was sent away ends once its streams have, and the client lets it go.
             try await waitUntil { cluster.client.connections.requestsHTTP2 == 1 }
         }
@@ -72,20 +80,11 @@ struct HTTP2ConnectionTests {
     @Test("every connection dropped at once: the watches resume from their last version, requests open a new connection, nothing is lost or repeated")
     func droppedConnections() async throws {
         try await TestCluster.with(Self.options()) { cluster in
-            let observer = WatcherObserver()
-            let collector = EventCollector()
-            let watcher = Self.watcher(cluster, collector, observer: observer)
-            try await waitUntil { try await cluster.server.openWatchCount() == 1 }
-            try await Self.create(cluster, 0..<5)
-            try await collector.waitForChanges(5)
-            try await cluster.server.dropConnections()
-            // A request sent before the pool has seen the close fails with a sentence; the next gets a new connection.
-            try await waitUntil { (try? await cluster.client.discover()) != nil }
-            try await Self.create(cluster, 5..<10)
-            try await collector.waitForChanges(10)
-            await watcher.stop()
-            #expect(await collector.described() == (0..<10).map { "added cm-\($0)" })
-            #expect(observer.count(.relisted) == 0)
+            try await Self.acrossFault(cluster) {
+                try await cluster.server.dropConnections()
+                // A request sent before the pool has seen the close fails with a sentence; the next gets a new connection.
+                try await waitUntil { (try? await cluster.client.discover()) != nil }
+            }
         }
     }
 
