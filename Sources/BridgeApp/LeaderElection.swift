@@ -137,7 +137,9 @@ public actor LeaderElector {
         record.acquireTime = now
         record.renewTime = now
         do {
-            _ = try await client.replace(Self.leases, namespace: options.namespace, name: options.name, json: body(record))
+            // In a task of its own: it runs at shutdown, whose cancellation would give the write up.
+            let (client, namespace, name, json) = (client, options.namespace, options.name, try body(record))
+            _ = try await Task { try await client.replace(Self.leases, namespace: namespace, name: name, json: json) }.value
             logger.info("released the lease \(leaseName)")
         } catch {
             logger.warning("releasing the lease \(leaseName) failed: \(error); a successor takes it after \(options.leaseDuration.spoken)")

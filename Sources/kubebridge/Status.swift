@@ -52,7 +52,13 @@ struct Status: AsyncParsableCommand {
     }
 
     static func render(_ document: [String: Any]) -> String {
-        var lines: [String] = ["ready: \((document["ready"] as? Bool) == true ? "yes" : "no"); changes received: \(document["received"] as? Int ?? 0)", ""]
+        var lines: [String] = ["ready: \((document["ready"] as? Bool) == true ? "yes" : "no"); changes received: \(document["received"] as? Int ?? 0)"]
+        lines += (document["notReady"] as? [String] ?? []).map { "  not ready: \($0)" }
+        if let connections = document["connections"] as? [String: Int] {
+            lines.append("connections to the API server: \(connections["watches"] ?? 0) for lists and watches, "
+                + "\(connections["requestsHTTP2"] ?? 0) HTTP/2 and \(connections["requestsHTTP1"] ?? 0) HTTP/1.1 for other requests")
+        }
+        lines.append("")
         let watches = document["watches"] as? [[String: Any]] ?? []
         var rows = [["RESOURCE", "NAMESPACE", "STATE", "CHECKPOINT", "AGE", "UNCONFIRMED"]]
         for watch in watches {
