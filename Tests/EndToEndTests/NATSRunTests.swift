@@ -72,12 +72,15 @@ struct NATSRunTests {
                 retry: {initial: 100ms, maximum: 500ms}
             """)
         try bridge.start()
-        try await waitUntil(timeout: .seconds(60)) {
-            ((try? String(contentsOf: bridge.log, encoding: .utf8)) ?? "").contains("cannot be reached yet")
+        do {
+            try await waitUntil(timeout: .seconds(120)) { bridge.logText.contains("cannot be reached yet") }
+        } catch {
+            Issue.record("no warning that NATS cannot be reached; the log:\n\(bridge.logText.suffix(3000))")
+            throw error
         }
         try await Task.sleep(for: .seconds(1))
         try await nats.run()
-        try await waitUntil(timeout: .seconds(30), interval: .milliseconds(500)) {
+        try await waitUntil(timeout: .seconds(120), interval: .milliseconds(500)) {
             (try? await JetStreamReader.read(url: nats.url, stream: "KUBE").count) == 2
         }
         #expect(await bridge.stop() == 0)

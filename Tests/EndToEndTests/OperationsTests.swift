@@ -72,7 +72,7 @@ struct OperationsTests {
                                          contentType: "application/merge-patch+json")
         }
         var after = Scrape("")
-        try await waitUntil(timeout: .seconds(30), interval: .milliseconds(300)) {
+        try await waitUntil(timeout: .seconds(120), interval: .milliseconds(300)) {
             after = Scrape(try await Self.get(base + "/metrics").body)
             return after.sum("kubebridge_sink_delivered_total", "sink=\"hook\"") >= 24 && after.sum("kubebridge_relists_total") > 0
                 && after.sum("kubebridge_sink_delivered_total", "sink=\"out\"") >= 25

@@ -223,7 +223,7 @@ struct RunCommandTests {
         let bridge = try BridgeProcess(server: server, directory: directory)
         // A last run catches up with everything, then stops cleanly.
         let (history, finalVersion) = try await CrashRun.run(server: server, bridge: bridge, kills: 10, alive: 400...1500)
-        try await waitUntil(timeout: .seconds(30)) {
+        try await waitUntil(timeout: .seconds(120)) {
             bridge.events().contains { Int64($0["resourceversion"] as? String ?? "") == finalVersion }
         }
         try await Task.sleep(for: .milliseconds(500))
