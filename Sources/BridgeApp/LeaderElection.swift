@@ -113,7 +113,10 @@ public actor LeaderElector {
             }
             var succeeded = false
             do {
-                succeeded = try await tryAcquireOrRenew()
+                // A renewal that has started completes, even when the shutdown cancels this loop: a
+                // write given up after it was sent still lands, and the release that follows would
+                // then conflict with it and leave the lease held for its whole duration.
+                succeeded = try await Task { try await self.tryAcquireOrRenew() }.value
             } catch {
                 logger.warning("renewing the lease \(leaseName) failed: \(error)")
             }
