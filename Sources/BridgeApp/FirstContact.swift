@@ -9,7 +9,8 @@ extension BridgeRuntime {
     /// server that cannot be reached is waited for, since API servers restart: said once, then
     /// retried with backoff until it answers or the process is stopped. Any other answer (403,
     /// 5xx) is left to the watches, which report and retry it.
-    public static func waitForFirstContact(configuration: Configuration, logger: Logger, backoff: Backoff = Backoff()) async throws {
+    public static func waitForFirstContact(configuration: Configuration, logger: Logger, backoff: Backoff = Backoff(),
+                                           clock: some Clock<Duration> = ContinuousClock()) async throws {
         let kubeConfiguration = try KubeConfigLoader.load(kubeconfig: configuration.cluster.kubeconfig, context: configuration.cluster.context)
         let client = try KubeClient(configuration: kubeConfiguration, logger: logger)
         defer { Task { try? await client.shutdown() } }
@@ -27,7 +28,7 @@ extension BridgeRuntime {
                 if attempt == 1 {
                     logger.warning("waiting for the API server: \(error.message); trying again with backoff until it answers")
                 }
-                try await Task.sleep(for: backoff.delay(attempt: attempt, using: &random))
+                try await clock.sleep(for: backoff.delay(attempt: attempt, using: &random))
             } catch is KubeAPIError {
                 return
             }

@@ -77,8 +77,7 @@ final class BridgeProcess: @unchecked Sendable {
     /// Waits for the process to end on its own; nil when it is still running after `timeout`.
     func exitStatus(within timeout: Duration) async -> Int32? {
         guard let process else { return nil }
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
+        try? await waitUntil(timeout: timeout, interval: .milliseconds(50)) { !process.isRunning }
         return process.isRunning ? nil : await waitForExit(process)
     }
 

@@ -12,7 +12,7 @@ sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hos
 conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
 conn.initiate_connection()
 sock.sendall(conn.data_to_send())
-status, remote, closed = {}, {}, []
+status, remote, closed, pongs = {}, {}, [], []
 
 def pump(until, limit=60.0):
     start = time.time()
@@ -36,6 +36,8 @@ def pump(until, limit=60.0):
                 status[event.stream_id] = "reset %d" % event.error_code
             elif isinstance(event, h2.events.ConnectionTerminated):
                 closed.append("goaway %d" % event.error_code)
+            elif isinstance(event, h2.events.PingAckReceived):
+                pongs.append(event.ping_data)
         sock.sendall(conn.data_to_send())
 
 def request(path):
@@ -54,8 +56,11 @@ first_ok = next((s for s in streams if status.get(s) == "200"), None)
 after = None
 if first_ok is not None and not closed:
     conn.reset_stream(first_ok)
+    # The server handles frames in order: its answer to a PING sent after the reset says the
+    # reset has been taken.
+    conn.ping(b"kbreset1")
     sock.sendall(conn.data_to_send())
-    time.sleep(0.5)
+    pump(lambda: b"kbreset1" in pongs or closed)
     after = request("/version")
     pump(lambda: after in status or closed)
 print(json.dumps({"answers": answers, "settings": remote, "closed": closed,
