@@ -48,11 +48,18 @@ struct StartupTests {
         try bridge.start()
         try await waitUntil { bridge.logText.contains("waiting for the API server: ") }
 
+        options.users = [.admin(token: "comes-later")]
         let server = try await KubeTestServer.start(options)
-        try await server.addUser(.admin(token: "comes-later"))
         _ = try await server.perform("POST", "/api/v1/namespaces/default/configmaps",
                                      body: #"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"after-the-wait"}}"#)
-        try await bridge.waitForEvents(1, timeout: .seconds(120))
+        do {
+            try await bridge.waitForEvents(1, timeout: .seconds(120))
+        } catch {
+            Issue.record("nothing bridged once the server answered; the log:\n\(bridge.logText.suffix(3000))")
+            _ = await bridge.stop()
+            try await server.stop()
+            throw error
+        }
         #expect(bridge.described() == ["synced after-the-wait"], "\(bridge.described())")
         let log = bridge.logText
         #expect(log.components(separatedBy: "waiting for the API server").count == 2, "\(log)")
