@@ -37,9 +37,6 @@ public final class KubeTestServer: Sendable {
         public var namespaces = ["default", "kube-system", "kube-public", "kube-node-lease"]
         /// Keep every change ever made (compaction does not touch it), for checkers.
         public var recordHistory = false
-        /// Users known from the start, besides the admin and viewer made with random tokens (a
-        /// client that already holds its token may connect the moment the port is bound).
-        public var users: [TestUser] = []
 
         public init() {}
     }
@@ -86,7 +83,6 @@ public final class KubeTestServer: Sendable {
             let state = APIServerState(loop: loop, options: options)
             state.users[adminToken] = .admin(token: adminToken)
             state.users[viewerToken] = .viewer(token: viewerToken)
-            for user in options.users { state.users[user.token] = user }
             state.certificateUsers["admin"] = .admin(token: "")
             return NIOLoopBound(state, eventLoop: loop)
         }.get()
