@@ -223,7 +223,8 @@ struct KubeClientTests {
 
     @Test("a stalled watch times out on the idle read timeout")
     func stalledWatch() async throws {
-        try await TestCluster.with(configure: { $0.idleReadTimeout = .milliseconds(500) }) { cluster in
+        // Long enough for a new TLS connection and the watch's headers on a starved machine.
+        try await TestCluster.with(configure: { $0.idleReadTimeout = .seconds(3) }) { cluster in
             try await cluster.server.inject(FaultRule(verbs: [.watch], action: .stallWatch, count: 1))
             let stream = try await cluster.client.watch(TestCluster.configmaps, options: WatchOptions(resourceVersion: "1"))
             // Made on the server directly: through this client, a slow answer would meet the same short timeout.
