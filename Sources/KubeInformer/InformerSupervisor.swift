@@ -299,6 +299,11 @@ public final class InformerSupervisor: Sendable {
         var watcherOptions = options.watcher
         watcherOptions.labelSelector = nil
         watcherOptions.filter = WatcherStateMachine.EmissionFilter()
+        // When CRDs are bridged too, their own watcher has already warned about the 403.
+        let alsoBridged = options.selection.selects(crds.gvr)
+        watcherOptions.forbiddenNotice = (
+            level: alsoBridged ? .info : .warning,
+            message: "kubebridge may not watch customresourcedefinitions, so a new CRD is found by the rediscovery every \(options.rediscoveryInterval.spoken) rather than at once, and objects made and deleted before then are never seen; grant list and watch on them (see `kubebridge rbac`)")
         let watcher = Watcher(resource: crds, client: client, options: watcherOptions, logger: logger)
         _ = try? await watcher.run { _ in trigger.yield() }
     }

@@ -22,6 +22,9 @@ public struct WatcherOptions: Sendable {
     public var backoff = Backoff()
     /// Pause after a 403 before trying again.
     public var forbiddenRetry: Duration = .seconds(300)
+    /// What the first 403 logs in place of the general warning, for a watch whose purpose the
+    /// general sentence would not name (the supervisor's watch of CRDs).
+    public var forbiddenNotice: (level: Logger.Level, message: String)?
     /// The longest Retry-After honoured; a larger one is cut to this.
     public var maximumRetryAfter: Duration = .seconds(600)
     public var filter = WatcherStateMachine.EmissionFilter()
@@ -124,7 +127,11 @@ public struct Watcher: Sendable {
                     pause = options.forbiddenRetry
                     observer.setState(.forbidden, of: scope)
                     if !warnedForbidden {
-                        logger.warning("forbidden: kubebridge may not list or watch \(resource.gvr); other resources go on. Grant list and watch (see `kubebridge rbac`); retrying every \(options.forbiddenRetry.spoken)")
+                        if let notice = options.forbiddenNotice {
+                            logger.log(level: notice.level, "\(notice.message)")
+                        } else {
+                            logger.warning("forbidden: kubebridge may not list or watch \(resource.gvr); other resources go on. Grant list and watch (see `kubebridge rbac`); retrying every \(options.forbiddenRetry.spoken)")
+                        }
                         warnedForbidden = true
                     }
                     observer.record(.forbidden, scope: scope)

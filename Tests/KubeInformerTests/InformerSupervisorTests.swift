@@ -3,6 +3,7 @@ import Foundation
 import KubeAPI
 import KubeInformer
 import KubeTestServer
+import Logging
 import Testing
 import TestSupport
 
@@ -74,10 +75,10 @@ struct InformerSupervisorTests {
 
     /// Runs a supervisor for the duration of `body`.
     func withSupervisor(
-        _ cluster: TestCluster, options: InformerOptions, collector: EventCollector,
+        _ cluster: TestCluster, options: InformerOptions, collector: EventCollector, logger: Logger = .test,
         _ body: (InformerSupervisor) async throws -> Void
     ) async throws {
-        let supervisor = InformerSupervisor(client: cluster.client, options: options, logger: .test)
+        let supervisor = InformerSupervisor(client: cluster.client, options: options, logger: logger)
         let task = Task { try await supervisor.run { await collector.emit($0) } }
         do {
             // Legacy discovery is one TLS request per group version: a loaded machine (the whole
@@ -267,6 +268,28 @@ struct InformerSupervisorTests {
                 #expect(supervisor.observer.state(of: WatchScope(GroupVersionResource("core/v1/secrets")!)) == .forbidden)
                 #expect(supervisor.isReady, "a forbidden resource does not hold up readiness")
                 #expect(!supervisor.isSynced)
+            }
+        }
+    }
+
+    @Test("CRDs that may not be watched are warned about once, naming what it costs, also when they are bridged")
+    func forbiddenDefinitions() async throws {
+        try await TestCluster.with(user: .token("no-crds")) { cluster in
+            try await cluster.server.addUser(TestUser(name: "no-crds", token: "no-crds") { _, definition, _ in definition.resource != "customresourcedefinitions" })
+            for include in [["core/v1/configmaps"], ["core/v1/configmaps", "apiextensions.k8s.io/v1/customresourcedefinitions"]] {
+                let logs = CapturedLogs()
+                let options = Self.options { $0.selection.include = include }
+                try await withSupervisor(cluster, options: options, collector: EventCollector(), logger: logs.logger) { supervisor in
+                    try await waitUntil {
+                        supervisor.isSynced == (include.count == 1) && supervisor.observer.count(.forbidden) >= include.count - 1
+                            && logs.messages.filter { $0.contains("customresourcedefinitions") }.count >= include.count
+                    }
+                    let mentions = logs.messages.filter { $0.contains("customresourcedefinitions") }
+                    let warnings = mentions.filter { $0.hasPrefix("warning") }
+                    #expect(warnings.count == 1, "\(mentions)")
+                    #expect(mentions.count == include.count, "\(mentions)")
+                    #expect(mentions.contains { $0.contains("rediscovery every") })
+                }
             }
         }
     }
