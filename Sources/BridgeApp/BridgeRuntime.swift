@@ -11,7 +11,6 @@ import Prometheus
 import WebhookSink
 import NIOCore
 import ServiceLifecycle
-import Synchronization
 
 /// kubebridge assembled from its configuration: informers → bridge → pipelines → sinks, and the
 /// checkpointer. Services start in that dependency order and stop in reverse: on SIGTERM the
@@ -41,8 +40,10 @@ public struct BridgeRuntime: Sendable {
     /// `/metrics` shows.
     /// `mustStop` is called when this process must stop at once, without draining: another
     /// replica claimed the shared checkpoint. It should end the process.
+    /// `endpoints`: the process's operations endpoints, which answer for this runtime once it is
+    /// whole; without them it binds its own (`operations`) and serves them while it runs.
     public init(configuration: Configuration, logger: Logger, probe: (any BridgeProbe)? = nil, metrics: PrometheusCollectorRegistry? = nil,
-                mustStop: @escaping @Sendable (any Error) -> Void = { _ in }) async throws {
+                endpoints: OperationsEndpoints? = nil, mustStop: @escaping @Sendable (any Error) -> Void = { _ in }) async throws {
         self.configuration = configuration
         self.deliveryStalls = DeliveryStalls(limit: configuration.stalledDeliveryAfter)
         self.logger = logger
@@ -99,7 +100,7 @@ public struct BridgeRuntime: Sendable {
         self.sinks = sinks
         // The server binds now and answers once the runtime is whole, at the end of this init.
         let responder = ResponderBox()
-        if let address = configuration.operationsAddress {
+        if endpoints == nil, let address = configuration.operationsAddress {
             do {
                 operations = try await OperationsServer(host: address.host, port: address.port, logger: logger) { path in
                     await responder.respond(path)
@@ -127,8 +128,10 @@ public struct BridgeRuntime: Sendable {
             checkpoints[scope].map { ResumePoint(resourceVersion: $0.resourceVersion, known: $0.known) }
         }, checkpointedScopes: Array(checkpoints.keys), logger: logger)
         logger.info("resuming \(checkpoints.count) watch scopes from \(storeDescription)")
-        if let operations {
-            let runtime = self
+        let runtime = self
+        if let endpoints {
+            endpoints.answer { path in await runtime.respond(to: path) }
+        } else if let operations {
             responder.set { path in await runtime.respond(to: path) }
             logger.info("operations endpoints on http://\(configuration.operationsAddress!.host):\(operations.port) (/metrics /healthz /readyz /status)")
         }
@@ -175,22 +178,6 @@ public struct BridgeRuntime: Sendable {
         try await deadLetters.close()
         try await store.close()
         try await client.shutdown()
-    }
-}
-
-/// The operations server's way to the runtime, which does not exist yet when the server binds.
-final class ResponderBox: Sendable {
-    private let handler = Mutex<(@Sendable (String) async -> OperationsServer.Response)?>(nil)
-
-    func set(_ respond: @escaping @Sendable (String) async -> OperationsServer.Response) {
-        handler.withLock { $0 = respond }
-    }
-
-    func respond(_ path: String) async -> OperationsServer.Response {
-        guard let respond = handler.withLock({ $0 }) else {
-            return OperationsServer.Response(status: .serviceUnavailable, body: ByteBuffer(string: "starting\n"))
-        }
-        return await respond(path)
     }
 }
 

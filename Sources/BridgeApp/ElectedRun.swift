@@ -9,21 +9,22 @@ import UnixSignals
 
 extension BridgeRuntime {
     /// kubebridge as one of several replicas: it stands by, answering `/healthz`, `/readyz` and
-    /// `/metrics` (`kubebridge_leader` 0), until it holds the lease; then it opens its sinks,
+    /// `/metrics` (`kubebridge_leader` 0) on `endpoints`, until it holds the lease; then it opens its sinks,
     /// loads the shared checkpoint and bridges, renewing the lease. SIGTERM while standing by
     /// returns at once; while leading, it stops gracefully and releases the lease, so that a
     /// successor need not wait for it to expire. A lost lease (or a checkpoint another replica
     /// claimed) calls `mustStop`, which must end the process: another replica may be bridging
     /// already.
     public static func runElected(configuration: Configuration, election: LeaderElectionOptions, logger: Logger,
-                                  metrics: PrometheusCollectorRegistry?, mustStop: @escaping @Sendable (any Error) -> Void) async throws {
+                                  metrics: PrometheusCollectorRegistry?, endpoints: OperationsEndpoints?, mustStop: @escaping @Sendable (any Error) -> Void) async throws {
         let kubeConfiguration = try KubeConfigLoader.load(kubeconfig: configuration.cluster.kubeconfig, context: configuration.cluster.context)
         let client = try KubeClient(configuration: kubeConfiguration, logger: logger)
         let elector = try LeaderElector(client: client, options: election, logger: logger)
         Gauge(label: MetricName.leader).record(0)
         let acquired: Bool
         do {
-            acquired = try await standBy(until: elector, configuration: configuration, metrics: metrics, logger: logger)
+            endpoints?.answer { path in await standbyResponse(path, elector: elector, metrics: metrics) }
+            acquired = try await standBy(until: elector, logger: logger)
         } catch {
             try? await client.shutdown()
             throw error
@@ -32,8 +33,9 @@ extension BridgeRuntime {
             try await client.shutdown()
             return
         }
+        endpoints?.answerNotReady("taking over: opening the sinks and loading the checkpoint", phase: "taking over")
         do {
-            let runtime = try await BridgeRuntime(configuration: configuration, logger: logger, metrics: metrics, mustStop: mustStop)
+            let runtime = try await BridgeRuntime(configuration: configuration, logger: logger, metrics: metrics, endpoints: endpoints, mustStop: mustStop)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await runtime.run() }
                 group.addTask {
@@ -56,15 +58,8 @@ extension BridgeRuntime {
         try await client.shutdown()
     }
 
-    /// Serves the standby endpoints until the lease is this replica's (true) or a signal came (false).
-    static func standBy(until elector: LeaderElector, configuration: Configuration, metrics: PrometheusCollectorRegistry?, logger: Logger) async throws -> Bool {
-        var server: OperationsServer?
-        if let address = configuration.operationsAddress {
-            server = try await OperationsServer(host: address.host, port: address.port, logger: logger) { path in
-                await standbyResponse(path, elector: elector, metrics: metrics)
-            }
-            logger.info("operations endpoints on http://\(address.host):\(server!.port) while standing by")
-        }
+    /// Waits until the lease is this replica's (true) or a signal came (false).
+    static func standBy(until elector: LeaderElector, logger: Logger) async throws -> Bool {
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
         return try await withThrowingTaskGroup(of: Bool.self) { group in
             group.addTask {
@@ -78,12 +73,6 @@ extension BridgeRuntime {
                 }
                 return false
             }
-            if let server {
-                group.addTask {
-                    try await server.run()
-                    return false
-                }
-            }
             let first = try await group.next() ?? false
             group.cancelAll()
             return first
@@ -95,11 +84,10 @@ extension BridgeRuntime {
         case "/healthz", "/livez", "/readyz":
             return OperationsServer.Response(body: ByteBuffer(string: "ok (standing by)\n"))
         case "/metrics":
-            guard let metrics else { return OperationsServer.Response(status: .notFound, body: ByteBuffer(string: "metrics are not collected in this process\n")) }
-            return OperationsServer.Response(contentType: "text/plain; version=0.0.4; charset=utf-8", body: ByteBuffer(bytes: metrics.emitToBuffer()))
+            return OperationsEndpoints.metricsResponse(metrics)
         case "/status":
             let options = elector.options
-            return OperationsServer.Response(contentType: "application/json", body: ByteBuffer(string: #"{"leader":false,"lease":"\#(options.namespace)/\#(options.name)","identity":"\#(options.identity)","watches":[],"sinks":[]}"#))
+            return OperationsServer.Response(contentType: "application/json", body: ByteBuffer(string: #"{"leader":false,"phase":"standing by","lease":"\#(options.namespace)/\#(options.name)","identity":"\#(options.identity)","watches":[],"sinks":[]}"#))
         default:
             return OperationsServer.Response(status: .notFound, body: ByteBuffer(string: "not found\n"))
         }

@@ -8,9 +8,11 @@ extension BridgeRuntime {
     /// that fails are configuration problems: they are thrown, and the command ends with them. A
     /// server that cannot be reached is waited for, since API servers restart: said once, then
     /// retried with backoff until it answers or the process is stopped. Any other answer (403,
-    /// 5xx) is left to the watches, which report and retry it.
+    /// 5xx) is left to the watches, which report and retry it. `waiting` hears each failed try's
+    /// sentence, for readiness.
     public static func waitForFirstContact(configuration: Configuration, logger: Logger, backoff: Backoff = Backoff(),
-                                           clock: some Clock<Duration> = ContinuousClock()) async throws {
+                                           clock: some Clock<Duration> = ContinuousClock(),
+                                           waiting: @Sendable (String) -> Void = { _ in }) async throws {
         let kubeConfiguration = try KubeConfigLoader.load(kubeconfig: configuration.cluster.kubeconfig, context: configuration.cluster.context)
         let client = try KubeClient(configuration: kubeConfiguration, logger: logger)
         defer { Task { try? await client.shutdown() } }
@@ -25,6 +27,7 @@ extension BridgeRuntime {
                 throw error
             } catch let error as KubeAPIError where error.code == .transport || error.code == .timeout {
                 attempt += 1
+                waiting("waiting for the API server: \(error.message)")
                 if attempt == 1 {
                     logger.warning("waiting for the API server: \(error.message); trying again with backoff until it answers")
                 }

@@ -119,7 +119,7 @@ extension BridgeRuntime {
         let connections = client.connections
         let problems = notReady()
         let document: [String: Any] = [
-            "ready": problems.isEmpty, "notReady": problems, "received": bridge.received, "watches": watches, "sinks": sinks,
+            "ready": problems.isEmpty, "phase": "bridging", "notReady": problems, "received": bridge.received, "watches": watches, "sinks": sinks,
             "connections": ["watches": connections.streams, "requestsHTTP2": connections.requestsHTTP2, "requestsHTTP1": connections.requestsHTTP1],
         ]
         let data = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)

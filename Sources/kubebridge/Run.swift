@@ -51,8 +51,20 @@ struct Run: AsyncParsableCommand {
         ]
         MetricsSystem.bootstrap(factory)
         let logger = Logger(label: "kubebridge")
+        let endpoints: OperationsEndpoints?
         do {
-            try await BridgeRuntime.waitForFirstContact(configuration: configuration, logger: logger)
+            endpoints = try await OperationsEndpoints.bind(configuration, metrics: registry, logger: logger)
+        } catch {
+            throw fail(describe(error))
+        }
+        // For the life of the process, whatever phase it is in.
+        let serving = Task { try await endpoints?.server.run() }
+        defer { serving.cancel() }
+        endpoints?.answerNotReady("connecting to the API server", phase: "starting")
+        do {
+            try await BridgeRuntime.waitForFirstContact(configuration: configuration, logger: logger) { reason in
+                endpoints?.answerNotReady(reason, phase: "starting")
+            }
         } catch {
             throw fail(describe(error))
         }
@@ -60,7 +72,7 @@ struct Run: AsyncParsableCommand {
             logger.info("kubebridge started as \(election.identity): standing by for the lease \(election.namespace)/\(election.name)")
             do {
                 try await BridgeRuntime.runElected(configuration: configuration, election: election, logger: logger, metrics: registry,
-                                                   mustStop: Self.stopAtOnce(logger))
+                                                   endpoints: endpoints, mustStop: Self.stopAtOnce(logger))
             } catch let error as SinkStopped {
                 logger.critical("\(error)")
                 throw ExitCode(3)
@@ -73,7 +85,8 @@ struct Run: AsyncParsableCommand {
         }
         let runtime: BridgeRuntime
         do {
-            runtime = try await BridgeRuntime(configuration: configuration, logger: logger, metrics: registry, mustStop: Self.stopAtOnce(logger))
+            runtime = try await BridgeRuntime(configuration: configuration, logger: logger, metrics: registry, endpoints: endpoints,
+                                              mustStop: Self.stopAtOnce(logger))
         } catch {
             throw fail(describe(error))
         }

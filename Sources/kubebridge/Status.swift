@@ -52,7 +52,12 @@ struct Status: AsyncParsableCommand {
     }
 
     static func render(_ document: [String: Any]) -> String {
-        var lines: [String] = ["ready: \((document["ready"] as? Bool) == true ? "yes" : "no"); changes received: \(document["received"] as? Int ?? 0)"]
+        if document["phase"] as? String == "standing by" {
+            return "ready: yes; standing by for the lease \(document["lease"] as? String ?? "?") as \(document["identity"] as? String ?? "?")"
+        }
+        let phase = document["phase"] as? String ?? "bridging"
+        let progress = phase == "bridging" ? "changes received: \(document["received"] as? Int ?? 0)" : phase
+        var lines: [String] = ["ready: \((document["ready"] as? Bool) == true ? "yes" : "no"); \(progress)"]
         lines += (document["notReady"] as? [String] ?? []).map { "  not ready: \($0)" }
         if let connections = document["connections"] as? [String: Int] {
             lines.append("connections to the API server: \(connections["watches"] ?? 0) for lists and watches, "

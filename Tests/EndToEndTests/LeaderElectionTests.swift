@@ -53,10 +53,28 @@ struct LeaderElectionTests {
         #expect(OperationsTests.Scrape(try await OperationsTests.get("http://\(standby)/metrics").body)["kubebridge_leader"] == 0)
         try await Task.sleep(for: .seconds(2))
         #expect(receiver.events().count > 0, "the leader delivered nothing before it was killed")
+        // A probe of the standby's endpoints through the takeover never finds them closed, and they stay where they were.
+        let probes = Task { () -> [String] in
+            var failures: [String] = []
+            while !Task.isCancelled {
+                do {
+                    let health = try await OperationsTests.get("http://\(standby)/healthz")
+                    if health.status != 200 { failures.append("\(health.status) \(health.body)") }
+                } catch where !Task.isCancelled {
+                    failures.append("\(error)")
+                } catch {}
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            return failures
+        }
         await leader.kill()
         let killed = ContinuousClock.now
         try await waitUntil(timeout: .seconds(60), interval: .milliseconds(100)) { Self.logged(follower, "leading: holding the lease kubebridge/bridge") }
         let takeover = killed.duration(to: .now)
+        try await waitUntil { (try? await OperationsTests.get("http://\(standby)/status").body.contains(#""phase":"bridging""#)) == true }
+        probes.cancel()
+        let failedProbes = await probes.value
+        #expect(failedProbes.isEmpty, "the endpoints failed a probe during the takeover: \(failedProbes.prefix(5))")
         try await Task.sleep(for: .seconds(2))
         churn.cancel()
         _ = try? await churn.value

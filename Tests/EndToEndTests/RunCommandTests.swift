@@ -108,8 +108,7 @@ final class BridgeProcess: @unchecked Sendable {
         var address: String?
         try await waitUntil(timeout: .seconds(60)) {
             let text = (try? String(contentsOf: self.log, encoding: .utf8)) ?? ""
-            // The latest: a standby's endpoints move when it starts leading.
-            guard let range = text.range(of: "operations endpoints on http://", options: .backwards) else { return false }
+            guard let range = text.range(of: "operations endpoints on http://") else { return false }
             address = String(text[range.upperBound...].prefix { $0 != " " })
             return true
         }

@@ -34,7 +34,7 @@ struct StartupTests {
         try await other.stop()
     }
 
-    @Test("an API server that cannot be reached: said once, waited for with backoff, and the process goes on until stopped")
+    @Test("an API server that cannot be reached: said once, waited for with backoff, alive and not ready on the operations endpoints meanwhile, and the process goes on until stopped")
     func unreachableAtStart() async throws {
         let server = try await RunCommandTests.server()
         let directory = try temporaryDirectory()
@@ -43,6 +43,14 @@ struct StartupTests {
         try await server.stop()
         try bridge.start()
         try await waitUntil { bridge.logText.contains("waiting for the API server: ") }
+        // A liveness probe must not restart a replica that waits; readiness says why it waits.
+        let address = try await bridge.operationsAddress()
+        #expect(try await OperationsTests.get("http://\(address)/healthz").status == 200)
+        let ready = try await OperationsTests.get("http://\(address)/readyz")
+        #expect(ready.status == 503 && ready.body.hasPrefix("waiting for the API server: cannot connect to"), "\(ready)")
+        let status = try await OperationsTests.get("http://\(address)/status").body
+        #expect(status.contains(#""phase":"starting""#) && status.contains(#""ready":false"#), "\(status)")
+        #expect(try await OperationsTests.get("http://\(address)/metrics").status == 200)
         // Several backoff rounds (0.5 s, 1 s, 2 s...) later it is still waiting, and has said so once.
         #expect(await bridge.exitStatus(within: .seconds(4)) == nil)
         let log = bridge.logText
