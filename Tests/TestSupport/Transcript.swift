@@ -82,3 +82,10 @@ public struct TestFailure: Error, CustomStringConvertible {
     public var description: String { message }
     public init(message: String) { self.message = message }
 }
+
+/// The fixtures every test target reads (`Tests/TestSupport/Fixtures`).
+public enum Fixtures {
+    public static let directory: URL = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!
+    /// The same folder in the source tree, for a test that writes fixtures on purpose.
+    public static let sourceDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+}
