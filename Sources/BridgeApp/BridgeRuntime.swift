@@ -13,15 +13,15 @@ import NIOCore
 import ServiceLifecycle
 
 /// kubebridge assembled from its configuration: informers → bridge → pipelines → sinks, and the
-/// checkpointer. Services start in that dependency order and stop in reverse: on SIGTERM the
-/// watches stop first, the pipelines deliver what is buffered, the sinks flush, and the
-/// checkpointer saves last.
+/// ledger. Services start in that dependency order and stop in reverse: on SIGTERM the watches
+/// stop first, the pipelines deliver what is buffered, the sinks flush, and the ledger saves the
+/// checkpoint last.
 public struct BridgeRuntime: Sendable {
     public let configuration: Configuration
     public let client: KubeClient
     public let bridge: Bridge
     public let supervisor: InformerSupervisor
-    public let checkpointer: Checkpointer
+    public let ledger: Ledger
     let store: any CheckpointStore
     let deadLetters: DeadLetterFile
     let sinks: [any Sink]
@@ -112,9 +112,9 @@ public struct BridgeRuntime: Sendable {
                 throw error
             }
         }
-        checkpointer = Checkpointer(store: store, interval: configuration.checkpointInterval, logger: logger)
+        ledger = Ledger(store: store, sinkCount: sinks.count, saveInterval: configuration.checkpointInterval, logger: logger)
         bridge = Bridge(sinks: zip(sinks, configuration.sinks.map(\.pipeline)).map { ($0, $1) },
-                        envelopes: EnvelopeBuilder(options: configuration.envelopes), checkpointer: checkpointer,
+                        envelopes: EnvelopeBuilder(options: configuration.envelopes), ledger: ledger,
                         deadLetters: deadLetters, logger: logger, probe: probe)
         var informerOptions = InformerOptions()
         informerOptions.selection = configuration.selection
@@ -142,9 +142,9 @@ public struct BridgeRuntime: Sendable {
     public func run(stopAfter: Duration? = nil) async throws {
         let group = ServiceGroup(configuration: .init(
             services: [
-                .init(service: CheckpointerService(checkpointer: checkpointer)),
+                .init(service: LedgerService(ledger: ledger)),
                 .init(service: BridgeService(bridge: bridge, sinks: sinks, drainTimeout: configuration.drainTimeout, logger: logger),
-                      // A sink that cannot go on stops the watches first and the checkpointer last.
+                      // A sink that cannot go on stops the watches first and the ledger last.
                       failureTerminationBehavior: .gracefullyShutdownGroup),
                 .init(service: InformerService(supervisor: supervisor, bridge: bridge)),
             ] + (operations.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []),
@@ -181,13 +181,13 @@ public struct BridgeRuntime: Sendable {
     }
 }
 
-/// Saves checkpoints on its period; on shutdown, once more, last of all.
-struct CheckpointerService: Service {
-    let checkpointer: Checkpointer
+/// Saves checkpoints on their interval; on shutdown, once more, last of all.
+struct LedgerService: Service {
+    let ledger: Ledger
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
-            await checkpointer.run()
+            await ledger.run()
         }
     }
 }

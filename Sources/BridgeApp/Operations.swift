@@ -83,7 +83,7 @@ extension BridgeRuntime {
             }
         }
         var ages: [String: Double] = [:]
-        for (scope, age) in await checkpointer.ages() {
+        for (scope, age) in ledger.ages() {
             ages[scope.resource.metricLabel] = max(ages[scope.resource.metricLabel] ?? 0, Self.seconds(age))
         }
         for (resource, age) in ages {
@@ -97,7 +97,7 @@ extension BridgeRuntime {
 
     /// Per watch: its state, checkpoint, age and lag; per sink: its buffer and counts.
     func statusDocument() async -> ByteBuffer {
-        let ages = await checkpointer.ages()
+        let ages = ledger.ages()
         let states = supervisor.observer.states
         var watches: [[String: Any]] = []
         for scope in supervisor.watchedScopes {

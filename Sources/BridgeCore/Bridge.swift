@@ -6,19 +6,17 @@ import Synchronization
 
 /// Watches the bridge's flow, for benchmarks: each change registered, and each acknowledgement.
 public protocol BridgeProbe: Sendable {
-    func registered(_ token: AckTracker.Token)
-    func acknowledged(_ tokens: [AckTracker.Token], sink: Int)
+    func registered(_ token: DeliveryLedger.Token)
+    func acknowledged(_ tokens: [DeliveryLedger.Token], sink: Int)
 }
 
-/// Connects the informers to the sinks: each change becomes one envelope, is registered with the
-/// `AckTracker` in arrival order, and is handed to every pipeline; acknowledgements move the
-/// watermarks, and the `Checkpointer` saves them.
+/// Connects the informers to the sinks: each change becomes one envelope, is entered in the
+/// `Ledger` in arrival order, and is handed to every pipeline; acknowledgements move the
+/// watermarks, and the ledger saves them.
 public final class Bridge: Sendable {
     public let pipelines: [Pipeline]
     let envelopes: EnvelopeBuilder
-    let checkpointer: Checkpointer
-    let recorder: ObjectRecorder
-    let tracker: TrackerBox
+    public let ledger: Ledger
     let deadLetters: DeadLetterFile?
     let logger: Logger
     let probe: (any BridgeProbe)?
@@ -32,35 +30,26 @@ public final class Bridge: Sendable {
     private let filteredCounters = CounterCache<String>(MetricName.filtered)
     private let unencodableCounter = Counter(label: MetricName.unencodable)
 
-    /// The tracker, shared by the bridge and its pipelines' acknowledgement callbacks.
-    final class TrackerBox: Sendable {
-        let state: Mutex<AckTracker>
-        init(_ tracker: AckTracker) { state = Mutex(tracker) }
-    }
-
-    /// `makeSinks` gets the acknowledgement callback each pipeline must be given.
+    /// `ledger` keeps the order of the sinks' acknowledgements and the checkpoint; it must be
+    /// made for as many sinks as `sinks` has, and run (`Ledger.run`) for as long as the bridge.
     public init(
-        sinks: [(any Sink, Pipeline.Options)], envelopes: EnvelopeBuilder, checkpointer: Checkpointer,
+        sinks: [(any Sink, Pipeline.Options)], envelopes: EnvelopeBuilder, ledger: Ledger,
         deadLetters: DeadLetterFile?, logger: Logger, probe: (any BridgeProbe)? = nil
     ) {
-        let tracker = TrackerBox(AckTracker(sinkCount: max(1, sinks.count)))
-        let recorder = ObjectRecorder(store: checkpointer.store, logger: logger)
-        self.recorder = recorder
+        precondition(ledger.sinkCount == max(1, sinks.count), "a ledger for \(ledger.sinkCount) sinks, given \(sinks.count)")
         self.probe = probe
-        self.tracker = tracker
+        self.ledger = ledger
         self.envelopes = envelopes
-        self.checkpointer = checkpointer
         self.deadLetters = deadLetters
         self.logger = logger
         self.pipelines = sinks.enumerated().map { index, sink in
             Pipeline(sink: sink.0, index: index, options: sink.1, deadLetters: deadLetters, logger: logger, beforeDelivery: { batch in
                 if let recording = batch.lazy.map(\.recording).max(), recording > 0 {
-                    await recorder.waitUntilRecorded(through: recording)
+                    await ledger.waitUntilRecorded(through: recording)
                 }
             }) { tokens, sinkIndex in
-                let advances = tracker.state.withLock { tracker in tokens.compactMap { tracker.acknowledge($0, sink: sinkIndex) } }
+                ledger.acknowledged(tokens, sink: sinkIndex)
                 probe?.acknowledged(tokens, sink: sinkIndex)
-                for advance in advances { await checkpointer.record(advance) }
             }
         }
     }
@@ -72,9 +61,7 @@ public final class Bridge: Sendable {
     public func accept(_ event: ResourceEvent) async throws {
         switch event {
         case .progress:
-            if let advance = tracker.state.withLock({ $0.register(event).advance }) {
-                await checkpointer.record(advance)
-            }
+            _ = ledger.received(event)
         case .change(let change):
             counts.withLock { $0.received += 1 }
             let now = ContinuousClock.now
@@ -88,9 +75,10 @@ public final class Bridge: Sendable {
                 try await unencodable(change, error: error)
                 return
             }
-            guard let token = tracker.state.withLock({ $0.register(event, at: now).token }) else { return }
+            let receipt = ledger.received(event)
+            guard let token = receipt.token else { return }
             probe?.registered(token)
-            let recording = change.unrecorded ? await recorder.add(UnrecordedObject(change)) : 0
+            let recording = receipt.recording
             var skipping: [Int] = []
             for pipeline in pipelines {
                 if let filter = pipeline.filter, !filter.accepts(resource: change.resource, namespace: change.metadata.namespace, type: change.type) {
@@ -101,7 +89,7 @@ public final class Bridge: Sendable {
                 try await pipeline.enqueue(OutboundEvent(envelope: envelope, token: token, resource: change.resource, namespace: change.metadata.namespace,
                                                          recording: recording, receivedAt: now))
             }
-            if !skipping.isEmpty { await acknowledge(token, sinks: skipping) }
+            if !skipping.isEmpty { acknowledge(token, sinks: skipping) }
         }
     }
 
@@ -111,7 +99,7 @@ public final class Bridge: Sendable {
         counts.withLock { $0.unencodable += 1 }
         unencodableCounter.increment()
         logger.error("cannot build the event of \(change.resource) \(change.metadata.namespace ?? "")/\(change.metadata.name) at \(change.metadata.resourceVersion): \(error)")
-        let token = tracker.state.withLock { $0.register(.change(change)).token }
+        let token = ledger.received(.change(change)).token
         if let deadLetters, let token {
             var raw = change
             raw.object.bytes = .init(string: #"{"unencodable":true}"#)
@@ -119,17 +107,18 @@ public final class Bridge: Sendable {
             try await deadLetters.write(OutboundEvent(envelope: placeholder, token: token, resource: change.resource, namespace: change.metadata.namespace),
                                        sink: "envelope", reason: "\(error)")
         }
-        if let token { await acknowledge(token, sinks: Array(0..<max(1, pipelines.count))) }
+        if let token { acknowledge(token, sinks: Array(0..<max(1, pipelines.count))) }
     }
 
     /// Acknowledges an event for sinks that will not see it.
-    private func acknowledge(_ token: AckTracker.Token, sinks: [Int]) async {
-        let advances = tracker.state.withLock { tracker in sinks.compactMap { tracker.acknowledge(token, sink: $0) } }
-        for sink in sinks { probe?.acknowledged([token], sink: sink) }
-        for advance in advances { await checkpointer.record(advance) }
+    private func acknowledge(_ token: DeliveryLedger.Token, sinks: [Int]) {
+        for sink in sinks {
+            ledger.acknowledged([token], sink: sink)
+            probe?.acknowledged([token], sink: sink)
+        }
     }
 
-    /// Runs the pipelines and the checkpointer until cancelled or finished.
+    /// Runs the pipelines until cancelled or finished.
     public func run() async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for pipeline in pipelines {
@@ -145,11 +134,11 @@ public final class Bridge: Sendable {
     }
 
     public func watermark(of scope: WatchScope) -> String? {
-        tracker.state.withLock { $0.watermark(of: scope) }
+        ledger.watermark(of: scope)
     }
 
     /// Changes of a scope received and not yet confirmed by every sink.
     public func unconfirmed(in scope: WatchScope) -> Int {
-        tracker.state.withLock { $0.unconfirmed(in: scope) }
+        ledger.unconfirmed(in: scope)
     }
 }

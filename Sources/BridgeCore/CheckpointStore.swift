@@ -12,7 +12,7 @@ public struct Checkpoint: Sendable, Equatable {
 }
 
 /// What changed in one scope's checkpoint since it was last saved.
-public struct CheckpointDelta: Sendable {
+public struct CheckpointDelta: Sendable, Equatable {
     public var scope: WatchScope
     public var resourceVersion: String
     public var apiVersion: String
@@ -39,14 +39,16 @@ public struct UnrecordedObject: Sendable, Equatable {
     public var uid: String
     public var entry: KnownObjects.Entry
 
+    public init(scope: WatchScope, apiVersion: String, kind: String, uid: String, entry: KnownObjects.Entry) {
+        self.scope = scope
+        self.apiVersion = apiVersion
+        self.kind = kind
+        self.uid = uid
+        self.entry = entry
+    }
+
     public init(_ change: Change) {
-        let meta = change.metadata
-        scope = change.scope
-        apiVersion = meta.apiVersion
-        kind = meta.kind
-        uid = meta.uid
-        entry = KnownObjects.Entry(namespace: meta.namespace, name: meta.name, resourceVersion: meta.resourceVersion,
-                                   generation: meta.generation, stored: true, delivered: false)
+        self.init(scope: change.scope, object: ObjectVersion(change.metadata))
     }
 }
 

@@ -38,14 +38,14 @@ public final class Pipeline: Sendable {
     }
 
     public let sink: any Sink
-    /// The sink's index in the `AckTracker`.
+    /// The sink's index in the `DeliveryLedger`.
     public let index: Int
     let options: Options
     /// `options.filter`, or nil when it lets everything through (decided once, not per event).
     let filter: EventFilter?
     let buffer: BoundedBuffer<OutboundEvent>
     let deadLetters: DeadLetterFile?
-    let acknowledge: @Sendable ([AckTracker.Token], Int) async -> Void
+    let acknowledge: @Sendable ([DeliveryLedger.Token], Int) async -> Void
     let beforeDelivery: @Sendable ([OutboundEvent]) async -> Void
     let logger: Logger
     /// Rung when a batch in flight has its outcomes and when events arrive in an empty buffer:
@@ -100,7 +100,7 @@ public final class Pipeline: Sendable {
     /// `beforeDelivery` runs before each batch goes to the sink the first time.
     public init(sink: any Sink, index: Int, options: Options = Options(), deadLetters: DeadLetterFile?,
                 logger: Logger, beforeDelivery: @escaping @Sendable ([OutboundEvent]) async -> Void = { _ in },
-                acknowledge: @escaping @Sendable ([AckTracker.Token], Int) async -> Void) {
+                acknowledge: @escaping @Sendable ([DeliveryLedger.Token], Int) async -> Void) {
         self.sink = sink
         self.beforeDelivery = beforeDelivery
         self.index = index
@@ -231,7 +231,7 @@ public final class Pipeline: Sendable {
     private func settle(_ batch: [OutboundEvent], _ outcomes: [DeliveryOutcome], held: inout Set<String>) async throws
         -> (again: [OutboundEvent], fatal: String?) {
         precondition(outcomes.count == batch.count, "\(sink.name) returned \(outcomes.count) outcomes for \(batch.count) events")
-        var confirmed: [AckTracker.Token] = []
+        var confirmed: [DeliveryLedger.Token] = []
         confirmed.reserveCapacity(batch.count)
         var again: [OutboundEvent] = []
         var fatal: String?

@@ -5,10 +5,10 @@ import NIOCore
 /// One event as a sink receives it.
 public struct OutboundEvent: Sendable {
     public var envelope: Envelope
-    public var token: AckTracker.Token
+    public var token: DeliveryLedger.Token
     public var resource: GroupVersionResource
     public var namespace: String?
-    /// The `ObjectRecorder` number to wait for before a sink may see the event; 0 when the object
+    /// The `Ledger`'s row number to wait for before a sink may see the event; 0 when the object
     /// has its checkpoint row already.
     public var recording: UInt64
     /// When the bridge received the change, for the delivery latency.
@@ -16,7 +16,7 @@ public struct OutboundEvent: Sendable {
     /// The object's size, for the buffer's byte bound.
     public var size: Int { envelope.data.readableBytes + 512 }
 
-    public init(envelope: Envelope, token: AckTracker.Token, resource: GroupVersionResource, namespace: String?, recording: UInt64 = 0,
+    public init(envelope: Envelope, token: DeliveryLedger.Token, resource: GroupVersionResource, namespace: String?, recording: UInt64 = 0,
                 receivedAt: ContinuousClock.Instant = .now) {
         self.envelope = envelope
         self.token = token
@@ -38,28 +38,6 @@ public enum DeliveryOutcome: Sendable, Equatable {
     /// The sink cannot go on (a full disk, a fenced producer): its pipeline stops and holds the
     /// checkpoint where it is.
     case fatal(String)
-}
-
-extension Array where Element == DeliveryOutcome {
-    /// The outcomes of a batch sent concurrently, made to keep each object's order: an event
-    /// confirmed after an earlier event of the same object was not is reported retriable, so it is
-    /// sent again after that one and the object's last record is its latest change.
-    public func holdingObjectOrder(of batch: [OutboundEvent]) -> [DeliveryOutcome] {
-        precondition(count == batch.count)
-        var failedObjects: Set<String> = []
-        var outcomes = self
-        for index in outcomes.indices {
-            switch outcomes[index] {
-            case .retriable, .fatal:
-                failedObjects.insert(batch[index].envelope.partitionKey)
-            case .delivered, .rejected:
-                if failedObjects.contains(batch[index].envelope.partitionKey) {
-                    outcomes[index] = .retriable("an earlier change of the same object was not confirmed")
-                }
-            }
-        }
-        return outcomes
-    }
 }
 
 /// A batch handed to a sink's destination whose confirmations are still to come.
@@ -86,9 +64,9 @@ public struct PendingDelivery: Sendable {
 public protocol Sink: Sendable {
     var name: String { get }
 
-    /// Delivers a batch and returns one outcome per event, in order. Per-object order within a
-    /// batch is the sink's to keep: it must not report an event delivered when an earlier event of
-    /// the same object in the batch was not.
+    /// Delivers a batch and returns one outcome per event, in order: what the destination said of
+    /// each. Per-object order is the pipeline's to keep (an event confirmed after an earlier event
+    /// of its object was not is sent again after that one), so a sink reports outcomes as they are.
     func deliver(_ batch: [OutboundEvent]) async -> [DeliveryOutcome]
 
     /// Hands a batch to the destination and returns without waiting for its confirmations, so

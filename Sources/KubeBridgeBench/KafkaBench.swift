@@ -97,7 +97,7 @@ struct KafkaSinkBench: AsyncParsableCommand {
     /// The records of a `key<TAB>value` file as events of changes.
     func events(records path: String) throws -> [OutboundEvent] {
         let builder = EnvelopeBuilder()
-        var tracker = AckTracker(sinkCount: 1)
+        var ledger = DeliveryLedger(sinkCount: 1)
         let scope = WatchScope(GroupVersionResource(group: "", version: "v1", resource: "configmaps"))
         var events: [OutboundEvent] = []
         for (index, line) in try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").enumerated() {
@@ -111,7 +111,7 @@ struct KafkaSinkBench: AsyncParsableCommand {
             meta.uid = String(fields[0])
             meta.resourceVersion = String(index + 1)
             let change = Change(type: .synced, scope: scope, object: KubeObject(metadata: meta, bytes: ByteBuffer(string: String(fields[1]))))
-            guard let token = tracker.register(.change(change)).token else { continue }
+            guard let token = ledger.received(.change(change), at: .zero).token else { continue }
             events.append(OutboundEvent(envelope: try builder.envelope(for: change, receivedAt: Date()), token: token, resource: scope.resource, namespace: "bench"))
         }
         guard !events.isEmpty else { throw ValidationError("no records in \(path)") }

@@ -11,19 +11,19 @@ import Synchronization
 /// confirmed it), in an HDR histogram of microseconds.
 final class LatencyProbe: BridgeProbe {
     private struct State {
-        var started: [AckTracker.Token: ContinuousClock.Instant] = [:]
+        var started: [DeliveryLedger.Token: ContinuousClock.Instant] = [:]
         var latencies = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
         var acknowledged = 0
     }
 
     private let state = Mutex(State())
 
-    func registered(_ token: AckTracker.Token) {
+    func registered(_ token: DeliveryLedger.Token) {
         let now = ContinuousClock.now
         state.withLock { $0.started[token] = now }
     }
 
-    func acknowledged(_ tokens: [AckTracker.Token], sink: Int) {
+    func acknowledged(_ tokens: [DeliveryLedger.Token], sink: Int) {
         let now = ContinuousClock.now
         state.withLock { state in
             for token in tokens {

@@ -121,7 +121,7 @@ struct ConfigMapStoreTests {
         }
     }
 
-    @Test("saves and records at the same time, as the checkpointer and the recorder make them: each waits its turn, none is lost, none fences the store")
+    @Test("saves and records at the same time, as the ledger makes them: each waits its turn, none is lost, none fences the store")
     func concurrentWrites() async throws {
         try await Self.withCluster { cluster in
             let fences = Mutex(0)

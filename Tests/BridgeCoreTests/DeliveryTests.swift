@@ -125,7 +125,7 @@ final class ConfirmLaterSink: Sink {
 struct DeliveryTests {
     static let scope = WatchScope(GroupVersionResource("core/v1/configmaps")!)
 
-    static func event(_ name: String, rv: String, tracker: inout AckTracker) throws -> OutboundEvent {
+    static func event(_ name: String, rv: String, ledger: inout DeliveryLedger) throws -> OutboundEvent {
         var meta = ObjectMeta()
         meta.apiVersion = "v1"
         meta.kind = "ConfigMap"
@@ -134,7 +134,7 @@ struct DeliveryTests {
         meta.uid = "uid-\(name)"
         meta.resourceVersion = rv
         let change = Change(type: .added, scope: scope, object: KubeObject(metadata: meta, bytes: ByteBuffer(string: #"{"kind":"ConfigMap","metadata":{"name":"\#(name)"}}"#)))
-        let token = try #require(tracker.register(.change(change)).token)
+        let token = try #require(ledger.received(.change(change), at: .zero).token)
         return OutboundEvent(envelope: try EnvelopeBuilder().envelope(for: change, receivedAt: Date()), token: token,
                              resource: change.resource, namespace: "default")
     }
@@ -154,8 +154,8 @@ struct DeliveryTests {
         let acknowledged = Mutex<[UInt64]>([])
         let pipeline = Pipeline(sink: sink, index: 0, options: Self.fastOptions, deadLetters: try DeadLetterFile(path: deadLetterPath),
                                 logger: Logger(label: "test")) { tokens, _ in acknowledged.withLock { $0 += tokens.map(\.sequence) } }
-        var tracker = AckTracker(sinkCount: 1)
-        for name in ["a", "b"] { try await pipeline.enqueue(try Self.event(name, rv: name == "a" ? "1" : "2", tracker: &tracker)) }
+        var ledger = DeliveryLedger(sinkCount: 1)
+        for name in ["a", "b"] { try await pipeline.enqueue(try Self.event(name, rv: name == "a" ? "1" : "2", ledger: &ledger)) }
         pipeline.finish()
         try await pipeline.run()
         #expect(acknowledged.withLock { $0.sorted() } == [0, 1])
@@ -173,8 +173,8 @@ struct DeliveryTests {
         let acknowledged = Mutex(0)
         let pipeline = Pipeline(sink: ScriptedSink([.fatal("disk full")]), index: 0, options: Self.fastOptions, deadLetters: nil,
                                 logger: Logger(label: "test")) { tokens, _ in acknowledged.withLock { $0 += tokens.count } }
-        var tracker = AckTracker(sinkCount: 1)
-        try await pipeline.enqueue(try Self.event("a", rv: "1", tracker: &tracker))
+        var ledger = DeliveryLedger(sinkCount: 1)
+        try await pipeline.enqueue(try Self.event("a", rv: "1", ledger: &ledger))
         let error = await #expect(throws: SinkStopped.self) { try await pipeline.run() }
         #expect(error?.reason == "disk full")
         #expect(pipeline.status == .stopped("disk full"))
@@ -189,10 +189,10 @@ struct DeliveryTests {
         options.batchesInFlight = 3
         let sink = ConfirmLaterSink(failOnce: ["uid-a/1"])
         let acknowledged = Mutex<[String]>([])
-        var tracker = AckTracker(sinkCount: 1)
+        var ledger = DeliveryLedger(sinkCount: 1)
         var events: [OutboundEvent] = []
         for (name, rv) in [("a", "1"), ("b", "2"), ("a", "3"), ("c", "4"), ("d", "5"), ("e", "6"), ("f", "7")] {
-            events.append(try Self.event(name, rv: rv, tracker: &tracker))
+            events.append(try Self.event(name, rv: rv, ledger: &ledger))
         }
         let ids = Dictionary(uniqueKeysWithValues: events.map { ($0.token.sequence, $0.envelope.id) })
         let pipeline = Pipeline(sink: sink, index: 0, options: options, deadLetters: nil, logger: Logger(label: "test")) { tokens, _ in
@@ -226,21 +226,21 @@ struct DeliveryTests {
         let pipeline = Pipeline(sink: sink, index: 0, options: options, deadLetters: nil, logger: Logger(label: "test")) { tokens, _ in
             acknowledged.withLock { $0 += tokens.count }
         }
-        var tracker = AckTracker(sinkCount: 1)
+        var ledger = DeliveryLedger(sinkCount: 1)
         let running = Task { try await pipeline.run() }
         func sentCount(reaching count: Int) async throws -> Int {
             let deadline = ContinuousClock.now + .seconds(5)
             while sink.sent.withLock({ $0.count }) < count, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
             return sink.sent.withLock { $0.count }
         }
-        try await pipeline.enqueue(try Self.event("a", rv: "1", tracker: &tracker))
+        try await pipeline.enqueue(try Self.event("a", rv: "1", ledger: &ledger))
         #expect(try await sentCount(reaching: 1) == 1)
         try await Task.sleep(for: .milliseconds(50))
-        try await pipeline.enqueue(try Self.event("b", rv: "2", tracker: &tracker))
+        try await pipeline.enqueue(try Self.event("b", rv: "2", ledger: &ledger))
         #expect(try await sentCount(reaching: 2) == 2, "b went out while a was still unconfirmed")
         #expect(acknowledged.withLock { $0 } == 0)
         // The window is full now: c waits for a's confirmation.
-        try await pipeline.enqueue(try Self.event("c", rv: "3", tracker: &tracker))
+        try await pipeline.enqueue(try Self.event("c", rv: "3", ledger: &ledger))
         try await Task.sleep(for: .milliseconds(100))
         #expect(sink.sent.withLock { $0.count } == 2)
         sink.release()
@@ -260,9 +260,9 @@ struct DeliveryTests {
         options.maxFileBytes = 2000
         options.keepFiles = 2
         let sink = FileSink(options: options)
-        var tracker = AckTracker(sinkCount: 1)
+        var ledger = DeliveryLedger(sinkCount: 1)
         var events: [OutboundEvent] = []
-        for index in 0..<12 { events.append(try Self.event("cm-\(index)", rv: "\(index + 1)", tracker: &tracker)) }
+        for index in 0..<12 { events.append(try Self.event("cm-\(index)", rv: "\(index + 1)", ledger: &ledger)) }
         for chunk in stride(from: 0, to: events.count, by: 3) {
             let outcomes = await sink.deliver(Array(events[chunk..<min(chunk + 3, events.count)]))
             #expect(outcomes.allSatisfy { $0 == .delivered })
@@ -285,8 +285,8 @@ struct DeliveryTests {
     ])
     func unwritable(path: String, expected: String) async throws {
         let sink = FileSink(options: FileSink.Options(path: path))
-        var tracker = AckTracker(sinkCount: 1)
-        let outcomes = await sink.deliver([try Self.event("a", rv: "1", tracker: &tracker)])
+        var ledger = DeliveryLedger(sinkCount: 1)
+        let outcomes = await sink.deliver([try Self.event("a", rv: "1", ledger: &ledger)])
         guard case .fatal(let message) = outcomes.first else {
             Issue.record("expected a fatal outcome, got \(outcomes)")
             return
@@ -327,8 +327,8 @@ struct DeliveryTests {
         let path = directory.appendingPathComponent("checkpoints.sqlite").path
         let store = GatedStore(try SQLiteCheckpointStore(path: path))
         let sink = ScriptedSink([])
-        let checkpointer = Checkpointer(store: store, logger: Logger(label: "test"))
-        let bridge = Bridge(sinks: [(sink, Self.fastOptions)], envelopes: EnvelopeBuilder(), checkpointer: checkpointer, deadLetters: nil,
+        let ledger = Ledger(store: store, sinkCount: 1, logger: Logger(label: "test"))
+        let bridge = Bridge(sinks: [(sink, Self.fastOptions)], envelopes: EnvelopeBuilder(), ledger: ledger, deadLetters: nil,
                             logger: Logger(label: "test"))
         let running = Task { try await bridge.run() }
         var meta = ObjectMeta()
@@ -361,8 +361,8 @@ struct DeliveryTests {
         var filtered = Self.fastOptions
         filtered.filter.includeNamespaces = ["kube-*"]
         filtered.filter.changeTypes = [.added, .deleted]
-        let checkpointer = Checkpointer(store: store, logger: Logger(label: "test"))
-        let bridge = Bridge(sinks: [(all, Self.fastOptions), (systemOnly, filtered)], envelopes: EnvelopeBuilder(), checkpointer: checkpointer,
+        let ledger = Ledger(store: store, sinkCount: 2, logger: Logger(label: "test"))
+        let bridge = Bridge(sinks: [(all, Self.fastOptions), (systemOnly, filtered)], envelopes: EnvelopeBuilder(), ledger: ledger,
                             deadLetters: nil, logger: Logger(label: "test"))
         let running = Task { try await bridge.run() }
         for (version, (namespace, type)) in [("default", ChangeType.added), ("kube-system", .added), ("kube-system", .modified), ("default", .deleted)].enumerated() {
@@ -382,20 +382,21 @@ struct DeliveryTests {
         try await store.close()
     }
 
-    @Test("the checkpointer merges advances and saves them; a store reopened gives them back")
-    func checkpointer() async throws {
+    @Test("the ledger merges what the sinks confirmed and saves it; a store reopened gives it back")
+    func ledgerSaves() async throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("checkpoints.sqlite").path
         let store = try SQLiteCheckpointStore(path: path)
-        let checkpointer = Checkpointer(store: store, logger: Logger(label: "test"))
-        var tracker = AckTracker(sinkCount: 1)
-        var tokens: [AckTracker.Token] = []
-        for (name, rv) in [("a", "1"), ("b", "2")] { tokens.append(try Self.event(name, rv: rv, tracker: &tracker).token) }
-        for token in tokens {
-            if let advance = tracker.acknowledge(token, sink: 0) { await checkpointer.record(advance) }
+        let ledger = Ledger(store: store, sinkCount: 1, logger: Logger(label: "test"))
+        var tokens: [DeliveryLedger.Token] = []
+        for (name, rv) in [("a", "1"), ("b", "2")] {
+            var meta = ObjectMeta()
+            (meta.apiVersion, meta.kind, meta.name, meta.namespace, meta.uid, meta.resourceVersion) = ("v1", "ConfigMap", name, "default", "uid-\(name)", rv)
+            tokens.append(try #require(ledger.received(.change(Change(type: .added, scope: Self.scope, object: KubeObject(metadata: meta, bytes: ByteBuffer())))).token))
         }
-        try await checkpointer.flush()
+        ledger.acknowledged(tokens, sink: 0)
+        try await ledger.flush()
         try await store.close()
         let loaded = try await SQLiteCheckpointStore(path: path).load()
         #expect(loaded[Self.scope]?.resourceVersion == "2")

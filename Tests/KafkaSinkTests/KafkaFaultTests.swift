@@ -14,29 +14,29 @@ struct KafkaFaultTests {
         return options
     }
 
-    /// A pipeline into a Kafka sink whose acknowledgements move a tracker's watermark.
+    /// A pipeline into a Kafka sink whose acknowledgements move a ledger's watermark.
     final class Harness: Sendable {
         final class Tracker: Sendable {
-            let state: Mutex<AckTracker>
-            init(_ tracker: AckTracker) { state = Mutex(tracker) }
+            let state: Mutex<DeliveryLedger>
+            init(_ ledger: DeliveryLedger) { state = Mutex(ledger) }
         }
 
-        let tracker: Tracker
+        let ledger: Tracker
         let pipeline: Pipeline
         let runner: Task<Void, any Error>
 
-        init(sink: KafkaSink, tracker: AckTracker, deadLetters: DeadLetterFile? = nil) {
-            let shared = Tracker(tracker)
-            self.tracker = shared
+        init(sink: KafkaSink, ledger: DeliveryLedger, deadLetters: DeadLetterFile? = nil) {
+            let shared = Tracker(ledger)
+            self.ledger = shared
             pipeline = Pipeline(sink: sink, index: 0, options: KafkaFaultTests.pipelineOptions, deadLetters: deadLetters,
                                 logger: Logger(label: "test")) { tokens, sink in
-                shared.state.withLock { tracker in for token in tokens { _ = tracker.acknowledge(token, sink: sink) } }
+                shared.state.withLock { ledger in for token in tokens { _ = ledger.acknowledged(token, sink: sink) } }
             }
             let pipeline = pipeline
             runner = Task { try await pipeline.run() }
         }
 
-        var watermark: String? { tracker.state.withLock { $0.watermark(of: KafkaTestSupport.scope) } }
+        var watermark: String? { ledger.state.withLock { $0.watermark(of: KafkaTestSupport.scope) } }
 
         func finish() async throws {
             pipeline.finish()
@@ -54,9 +54,9 @@ struct KafkaFaultTests {
         // Messages time out quickly, so the pipeline's own retries are exercised too.
         options.properties["message.timeout.ms"] = "1000"
         let sink = try KafkaSink(options: options)
-        var tracker = AckTracker(sinkCount: 1)
-        let events = try KafkaTestSupport.events(objects: 20, changes: 10, tracker: &tracker)
-        let harness = Harness(sink: sink, tracker: tracker)
+        var ledger = DeliveryLedger(sinkCount: 1)
+        let events = try KafkaTestSupport.events(objects: 20, changes: 10, ledger: &ledger)
+        let harness = Harness(sink: sink, ledger: ledger)
         for event in events { try await harness.pipeline.enqueue(event) }
         try await waitUntil(timeout: .seconds(60)) { harness.pipeline.retried > 0 }
         #expect(harness.pipeline.delivered == 0)
@@ -84,8 +84,8 @@ struct KafkaFaultTests {
         // NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS.
         cluster.failProduceRequests(with: [6, 7, 19, 6])
         let sink = try KafkaSink(options: KafkaSinkOptions(brokers: [cluster.bootstrapServers]))
-        var tracker = AckTracker(sinkCount: 1)
-        let events = try KafkaTestSupport.events(objects: 5, changes: 20, tracker: &tracker)
+        var ledger = DeliveryLedger(sinkCount: 1)
+        let events = try KafkaTestSupport.events(objects: 5, changes: 20, ledger: &ledger)
         let outcomes = await sink.deliver(events)
         #expect(outcomes.allSatisfy { $0 == .delivered }, "\(Set(outcomes.map { "\($0)" }))")
         try await sink.close()
@@ -104,12 +104,12 @@ struct KafkaFaultTests {
         var options = KafkaSinkOptions(brokers: [cluster.bootstrapServers])
         options.properties["message.max.bytes"] = "100000"
         let sink = try KafkaSink(options: options)
-        var tracker = AckTracker(sinkCount: 1)
-        let small = try KafkaTestSupport.events(objects: 2, changes: 1, tracker: &tracker)
-        let large = try KafkaTestSupport.events(objects: 1, changes: 1, tracker: &tracker, payload: 150_000, firstVersion: 500)
-        let tail = try KafkaTestSupport.events(objects: 2, changes: 1, tracker: &tracker, firstVersion: 600)
+        var ledger = DeliveryLedger(sinkCount: 1)
+        let small = try KafkaTestSupport.events(objects: 2, changes: 1, ledger: &ledger)
+        let large = try KafkaTestSupport.events(objects: 1, changes: 1, ledger: &ledger, payload: 150_000, firstVersion: 500)
+        let tail = try KafkaTestSupport.events(objects: 2, changes: 1, ledger: &ledger, firstVersion: 600)
         let deadLetterPath = directory.appendingPathComponent("dead-letters.jsonl").path
-        let harness = Harness(sink: sink, tracker: tracker, deadLetters: try DeadLetterFile(path: deadLetterPath))
+        let harness = Harness(sink: sink, ledger: ledger, deadLetters: try DeadLetterFile(path: deadLetterPath))
         for event in small + large + tail { try await harness.pipeline.enqueue(event) }
         try await harness.finish()
         try await sink.close()
@@ -131,9 +131,9 @@ struct KafkaFaultTests {
         // TOPIC_AUTHORIZATION_FAILED, for every attempt librdkafka might make.
         cluster.failProduceRequests(with: Array(repeating: 29, count: 20))
         let sink = try KafkaSink(options: KafkaSinkOptions(brokers: [cluster.bootstrapServers]))
-        var tracker = AckTracker(sinkCount: 1)
-        let events = try KafkaTestSupport.events(objects: 3, changes: 2, tracker: &tracker)
-        let harness = Harness(sink: sink, tracker: tracker)
+        var ledger = DeliveryLedger(sinkCount: 1)
+        let events = try KafkaTestSupport.events(objects: 3, changes: 2, ledger: &ledger)
+        let harness = Harness(sink: sink, ledger: ledger)
         for event in events { try await harness.pipeline.enqueue(event) }
         let error = await #expect(throws: SinkStopped.self) { try await harness.runner.value }
         #expect(error?.reason.contains("authorization") == true, "\(String(describing: error))")

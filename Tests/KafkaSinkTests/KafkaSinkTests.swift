@@ -16,8 +16,8 @@ struct KafkaSinkTests {
         options.topic = "kube.{group}.{resource}"
         cluster.createTopic("kube.apps.deployments", partitions: 1)
         let sink = try KafkaSink(options: options)
-        var tracker = AckTracker(sinkCount: 1)
-        let events = try KafkaTestSupport.events(objects: 3, changes: 4, tracker: &tracker)
+        var ledger = DeliveryLedger(sinkCount: 1)
+        let events = try KafkaTestSupport.events(objects: 3, changes: 4, ledger: &ledger)
         let outcomes = await sink.deliver(events)
         #expect(outcomes.allSatisfy { $0 == .delivered }, "\(outcomes)")
         try await sink.close()

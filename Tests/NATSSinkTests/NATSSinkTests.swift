@@ -55,9 +55,9 @@ struct NATSSinkTests {
           arguments: [NATSSinkOptions.Mode.binary, .structured])
     func roundTrip(mode: NATSSinkOptions.Mode) async throws {
         let server = try await NATSServer.start()
-        var tracker = AckTracker(sinkCount: 1)
+        var ledger = DeliveryLedger(sinkCount: 1)
         let events = try SampleEvents.make(scope: Self.ingresses, kind: "Ingress", namespace: "kube-system", names: ["web.example.com", "api"],
-                                           changes: 3, tracker: &tracker)
+                                           changes: 3, ledger: &ledger)
         let sink = try await NATSSink.ready(options: Self.options(server, mode: mode))
         let outcomes = await sink.deliver(events)
         #expect(outcomes == Array(repeating: .delivered, count: events.count))
@@ -97,8 +97,8 @@ struct NATSSinkTests {
     @Test("a batch delivered again after a crash is acknowledged and dropped by the server as duplicates: the stream holds each change once")
     func deduplication() async throws {
         let server = try await NATSServer.start()
-        var tracker = AckTracker(sinkCount: 1)
-        let events = try SampleEvents.make(scope: Self.ingresses, kind: "Ingress", namespace: "web", names: ["a", "b", "c"], changes: 2, tracker: &tracker)
+        var ledger = DeliveryLedger(sinkCount: 1)
+        let events = try SampleEvents.make(scope: Self.ingresses, kind: "Ingress", namespace: "web", names: ["a", "b", "c"], changes: 2, ledger: &ledger)
         let first = try await NATSSink.ready(options: Self.options(server))
         #expect(await first.deliver(events) == Array(repeating: .delivered, count: events.count))
         try await first.close()
@@ -145,8 +145,8 @@ struct NATSSinkTests {
         let server = try await NATSServer.start(tls: true)
         var options = Self.options(server)
         options.caFile = server.caFile
-        var tracker = AckTracker(sinkCount: 1)
-        let events = try SampleEvents.make(scope: Self.ingresses, kind: "Ingress", namespace: "web", names: ["a"], changes: 2, tracker: &tracker)
+        var ledger = DeliveryLedger(sinkCount: 1)
+        let events = try SampleEvents.make(scope: Self.ingresses, kind: "Ingress", namespace: "web", names: ["a"], changes: 2, ledger: &ledger)
         let sink = try await NATSSink.ready(options: options)
         #expect(await sink.deliver(events) == [.delivered, .delivered])
         try await sink.close()
@@ -168,8 +168,8 @@ struct NATSSinkTests {
         try "\(seed)\n".write(to: seedFile, atomically: true, encoding: .utf8)
         var options = Self.options(server)
         options.nkeySeedFile = seedFile.path
-        var tracker = AckTracker(sinkCount: 1)
-        let events = try SampleEvents.make(scope: Self.ingresses, kind: "Ingress", namespace: "web", names: ["a"], changes: 2, tracker: &tracker)
+        var ledger = DeliveryLedger(sinkCount: 1)
+        let events = try SampleEvents.make(scope: Self.ingresses, kind: "Ingress", namespace: "web", names: ["a"], changes: 2, ledger: &ledger)
         let sink = try await NATSSink.ready(options: options)
         #expect(await sink.deliver(events) == [.delivered, .delivered])
         try await sink.close()
@@ -196,8 +196,8 @@ struct NATSSinkTests {
     @Test("nkeys: a signature refused at the first connection (nats.c 3.4.1 leaves out one in 256, those that start with a zero byte) is made again on a new connection")
     func nkeyRefusedOnce() async throws {
         let (server, proxy, options) = try await Self.nkeyServerBehindNonceProxy(refused: 1)
-        var tracker = AckTracker(sinkCount: 1)
-        let events = try SampleEvents.make(scope: Self.ingresses, kind: "Ingress", namespace: "web", names: ["a"], changes: 2, tracker: &tracker)
+        var ledger = DeliveryLedger(sinkCount: 1)
+        let events = try SampleEvents.make(scope: Self.ingresses, kind: "Ingress", namespace: "web", names: ["a"], changes: 2, ledger: &ledger)
         let sink = try await NATSSink.ready(options: options)
         #expect(await sink.deliver(events) == [.delivered, .delivered])
         try await sink.close()
@@ -237,9 +237,9 @@ struct NATSFaultTests {
     @Test("nats-server killed mid-run and started again on the same store: nothing is acknowledged while it is away, and after retries every change is in the stream once")
     func serverRestart() async throws {
         let server = try await NATSServer.start()
-        var tracker = AckTracker(sinkCount: 1)
+        var ledger = DeliveryLedger(sinkCount: 1)
         let events = try SampleEvents.make(scope: NATSSinkTests.ingresses, kind: "Ingress", namespace: "web", names: (0..<20).map { "i-\($0)" },
-                                           changes: 5, tracker: &tracker)
+                                           changes: 5, ledger: &ledger)
         let sink = try await NATSSink.ready(options: NATSSinkTests.options(server))
         let half = events.count / 2
         #expect(await sink.deliver(Array(events[..<half])) == Array(repeating: .delivered, count: half))
@@ -266,8 +266,8 @@ struct NATSFaultTests {
     func nkeyReconnectionRefused() async throws {
         // The first connection works, the first reconnection is refused.
         let (server, proxy, options) = try await NATSSinkTests.nkeyServerBehindNonceProxy(refused: 2)
-        var tracker = AckTracker(sinkCount: 1)
-        let events = try SampleEvents.make(scope: NATSSinkTests.ingresses, kind: "Ingress", namespace: "web", names: ["a", "b"], changes: 3, tracker: &tracker)
+        var ledger = DeliveryLedger(sinkCount: 1)
+        let events = try SampleEvents.make(scope: NATSSinkTests.ingresses, kind: "Ingress", namespace: "web", names: ["a", "b"], changes: 3, ledger: &ledger)
         let sink = try await NATSSink.ready(options: options)
         #expect(await sink.deliver(Array(events[..<3])) == Array(repeating: .delivered, count: 3))
         await server.kill()
@@ -295,9 +295,9 @@ struct NATSFaultTests {
         #expect(created.status == 0, "\(String(decoding: created.stderr, as: UTF8.self))")
         var options = NATSSinkTests.options(server, stream: "FULL")
         options.createStream = false
-        var tracker = AckTracker(sinkCount: 1)
+        var ledger = DeliveryLedger(sinkCount: 1)
         let events = try SampleEvents.make(scope: NATSSinkTests.ingresses, kind: "Ingress", namespace: "web", names: (0..<10).map { "i-\($0)" },
-                                           changes: 1, tracker: &tracker)
+                                           changes: 1, ledger: &ledger)
         let sink = try await NATSSink.ready(options: options)
         let outcomes = await sink.deliver(events)
         #expect(outcomes.prefix(5).allSatisfy { $0 == .delivered })

@@ -3,11 +3,11 @@ import Foundation
 import KubeAPI
 import NIOCore
 
-/// Events of made-up objects, registered with an `AckTracker`, for sink tests.
+/// Events of made-up objects, registered with an `DeliveryLedger`, for sink tests.
 public enum SampleEvents {
     /// `objects` objects with `changes` changes each, interleaved (each object's first change is
     /// `added`), with versions counting up from `firstVersion`.
-    public static func make(scope: WatchScope, kind: String, namespace: String?, names: [String], changes: Int, tracker: inout AckTracker,
+    public static func make(scope: WatchScope, kind: String, namespace: String?, names: [String], changes: Int, ledger: inout DeliveryLedger,
                             payload: Int = 200, firstVersion: Int = 100) throws -> [OutboundEvent] {
         var events: [OutboundEvent] = []
         var version = firstVersion
@@ -25,7 +25,7 @@ public enum SampleEvents {
                 let namespaceField = namespace.map { #","namespace":"\#($0)""# } ?? ""
                 let json = #"{"kind":"\#(kind)","apiVersion":"\#(apiVersion)","metadata":{"name":"\#(name)"\#(namespaceField),"uid":"uid-\#(index)","resourceVersion":"\#(version)"},"spec":{"replicas":\#(change),"pad":"\#(String(repeating: "x", count: payload))"}}"#
                 let changeValue = Change(type: change == 0 ? .added : .modified, scope: scope, object: KubeObject(metadata: meta, bytes: ByteBuffer(string: json)))
-                guard let token = tracker.register(.change(changeValue)).token else { throw TestFailure(message: "no token for a change") }
+                guard let token = ledger.received(.change(changeValue), at: .zero).token else { throw TestFailure(message: "no token for a change") }
                 events.append(OutboundEvent(envelope: try EnvelopeBuilder().envelope(for: changeValue, receivedAt: Date()), token: token,
                                             resource: changeValue.resource, namespace: namespace))
             }

@@ -191,9 +191,7 @@ public final class KafkaSink: Sink {
                     }
                 }
             }
-            // Idempotence keeps a partition's order, but a message that timed out can be followed
-            // by one that went through.
-            return outcomes.holdingObjectOrder(of: batch)
+            return outcomes
         }
     }
 

@@ -260,7 +260,7 @@ public final class NATSSink: Sink {
                 outcomes.append(.retriable(refused ? "JetStream refused it: \(reason)" : "NATS: \(reason)"))
             }
         }
-        return outcomes.holdingObjectOrder(of: batch)
+        return outcomes
     }
 
     public func close() async throws {

@@ -1,0 +1,176 @@
+import CoreMetrics
+import Logging
+import Synchronization
+
+/// Does what a `DeliveryLedger` decides, against a checkpoint store: writes the rows of new
+/// objects (one write in flight; pipelines wait for their batch's rows with
+/// `waitUntilRecorded`), saves the checkpoint when the ledger says (on its interval, early under
+/// load, and a last time when `run` ends), and reports each outcome back. Store calls run in tasks
+/// of their own, which a shutdown's cancellation does not reach: a store that talks to the API
+/// server would give its write up half done, and the write that landed anyway would make the next
+/// one look like another replica's (a conflict, and a stop with exit code 4).
+public final class Ledger: Sendable {
+    let store: any CheckpointStore
+    let logger: Logger
+    let retry: Backoff
+    /// Time since this ledger was made, on its clock.
+    private let elapsed: @Sendable () -> Duration
+    private let sleep: @Sendable (Duration) async throws -> Void
+    private let saveCounter = Counter(label: MetricName.checkpointSaves)
+
+    private struct State {
+        var ledger: DeliveryLedger
+        var waiters: [(recording: UInt64, continuation: CheckedContinuation<Void, Never>)] = []
+        var recordFailures = 0
+        /// The latest save: what the store threw, or nil once it saved.
+        var save: Task<(any Error)?, Never>?
+    }
+
+    private let state: Mutex<State>
+
+    public init<C: Clock>(store: any CheckpointStore, sinkCount: Int, saveInterval: Duration = .seconds(1), saveEarlyAt: Int = 10_000,
+                          clock: C = ContinuousClock(), logger: Logger,
+                          retry: Backoff = Backoff(initial: .milliseconds(100), maximum: .seconds(10))) where C.Duration == Duration {
+        self.store = store
+        self.logger = logger
+        self.retry = retry
+        let origin = clock.now
+        elapsed = { origin.duration(to: clock.now) }
+        sleep = { try await clock.sleep(for: $0) }
+        state = Mutex(State(ledger: DeliveryLedger(sinkCount: max(1, sinkCount), saveInterval: saveInterval, saveEarlyAt: saveEarlyAt)))
+    }
+
+    /// Time on the ledger's clock, for arrival times.
+    public var now: Duration { elapsed() }
+
+    /// An informer's event, in arrival order per scope.
+    public func received(_ event: ResourceEvent) -> DeliveryLedger.Receipt {
+        let now = elapsed()
+        let receipt = state.withLock { $0.ledger.received(event, at: now) }
+        perform(receipt.actions)
+        return receipt
+    }
+
+    /// Sinks confirmed these changes (or will never see them).
+    public func acknowledged(_ tokens: some Sequence<DeliveryLedger.Token>, sink: Int) {
+        perform(state.withLock { state in tokens.flatMap { state.ledger.acknowledged($0, sink: sink) } })
+    }
+
+    /// Returns once the rows through `recording` are in the store. A failing store is retried:
+    /// until it works, nothing more reaches the sinks.
+    public func waitUntilRecorded(through recording: UInt64) async {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state in
+                guard recording > state.ledger.durableRecording else { return true }
+                state.waiters.append((recording, continuation))
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+
+    public func watermark(of scope: WatchScope) -> String? {
+        state.withLock { $0.ledger.watermark(of: scope) }
+    }
+
+    public func unconfirmed(in scope: WatchScope) -> Int {
+        state.withLock { $0.ledger.unconfirmed(in: scope) }
+    }
+
+    public var saves: Int { state.withLock { $0.ledger.saves } }
+    public var sinkCount: Int { state.withLock { $0.ledger.sinkCount } }
+    /// A save is in flight.
+    public var isSaving: Bool { state.withLock { $0.ledger.isSaving } }
+
+    /// How old each scope's saved checkpoint is: the time since the newest change or progress it
+    /// covers arrived. A scope with nothing saved yet is left out.
+    public func ages() -> [WatchScope: Duration] {
+        let now = elapsed()
+        return state.withLock { $0.ledger.savedCoveredUntil.mapValues { now - $0 } }
+    }
+
+    /// Saves on the ledger's interval until cancelled, then waits for the save in flight and saves
+    /// what is left, last of all.
+    public func run() async {
+        let interval = state.withLock { $0.ledger.saveInterval }
+        while !Task.isCancelled {
+            try? await sleep(interval)
+            let now = elapsed()
+            perform(state.withLock { $0.ledger.tick(at: now) })
+        }
+        do {
+            try await flush()
+        } catch {
+            logger.error("saving the last checkpoint failed: \(error); the next start resumes from the previous one")
+        }
+    }
+
+    /// Saves what is gathered now, after the save in flight, and returns once it is saved (or
+    /// throws what the store threw).
+    public func flush() async throws {
+        _ = await latestSave()
+        perform(state.withLock { $0.ledger.finalSave() })
+        if let error = await latestSave() { throw error }
+    }
+
+    /// The outcome of the latest save, once it and any save it started are done.
+    private func latestSave() async -> (any Error)? {
+        var outcome: (any Error)?
+        while let save = state.withLock({ $0.save }) {
+            outcome = await save.value
+            if state.withLock({ $0.save == save }) { break }
+        }
+        return outcome
+    }
+
+    private func perform(_ actions: [DeliveryLedger.Action]) {
+        for action in actions {
+            switch action {
+            case .release(let through):
+                let ready = state.withLock { state in
+                    let ready = state.waiters.filter { $0.recording <= through }
+                    state.waiters.removeAll { $0.recording <= through }
+                    return ready
+                }
+                for waiter in ready { waiter.continuation.resume() }
+            case .record(let rows):
+                Task { await self.write(rows) }
+            case .save(let deltas):
+                state.withLock { $0.save = Task { await self.save(deltas) } }
+            }
+        }
+    }
+
+    private func write(_ rows: [UnrecordedObject]) async {
+        do {
+            try await store.record(rows)
+            perform(state.withLock { state in
+                state.recordFailures = 0
+                return state.ledger.recorded()
+            })
+        } catch {
+            let failures = state.withLock { state in
+                state.ledger.recordFailed()
+                state.recordFailures += 1
+                return state.recordFailures
+            }
+            logger.error("recording \(rows.count) objects in the checkpoint store failed: \(error); nothing more is delivered until it works")
+            var random = SystemRandomNumberGenerator()
+            try? await sleep(retry.delay(attempt: failures, using: &random))
+            perform(state.withLock { $0.ledger.retryRecording() })
+        }
+    }
+
+    private func save(_ deltas: [CheckpointDelta]) async -> (any Error)? {
+        do {
+            try await store.save(deltas)
+            saveCounter.increment()
+            perform(state.withLock { $0.ledger.saveSucceeded() })
+            return nil
+        } catch {
+            state.withLock { $0.ledger.saveFailed() }
+            logger.error("saving the checkpoint failed: \(error); it is kept in memory and tried again")
+            return error
+        }
+    }
+}
