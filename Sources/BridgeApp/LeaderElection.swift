@@ -63,18 +63,27 @@ public actor LeaderElector {
         var transitions: Int
     }
 
-    /// The lease as last seen, and when it was seen to change.
-    private var observed: (record: Record, at: ContinuousClock.Instant)?
+    /// The lease as last seen, and when (on this replica's clock) it was seen to change.
+    private var observed: (record: Record, at: Duration)?
     private var resourceVersion: String?
     public private(set) var isLeader = false
 
     static let leases = GroupVersionResource(group: "coordination.k8s.io", version: "v1", resource: "leases")
 
-    public init(client: KubeClient, options: LeaderElectionOptions, logger: Logger) throws {
+    /// Time since this elector was made, on its clock: expiry is measured on it, never on the
+    /// lease's timestamps, so replicas' clocks need not agree.
+    private let elapsed: @Sendable () -> Duration
+    private let sleep: @Sendable (Duration) async throws -> Void
+
+    public init<C: Clock>(client: KubeClient, options: LeaderElectionOptions, clock: C = ContinuousClock(), logger: Logger) throws
+    where C.Duration == Duration {
         try options.validate()
         self.client = client
         self.options = options
         self.logger = logger
+        let origin = clock.now
+        elapsed = { origin.duration(to: clock.now) }
+        sleep = { try await clock.sleep(for: $0) }
     }
 
     var leaseName: String { "\(options.namespace)/\(options.name)" }
@@ -97,17 +106,17 @@ public actor LeaderElector {
             } catch let error as KubeAPIError {
                 logger.warning("the lease \(leaseName) cannot be read or written: \(error)")
             }
-            try await Task.sleep(for: jittered(options.retryPeriod))
+            try await sleep(jittered(options.retryPeriod))
         }
     }
 
     /// Renews every `retryPeriod` until cancelled (then returns); throws `LeadershipLost` when it
     /// could not renew for `renewDeadline`.
     public func hold() async throws {
-        var renewed = ContinuousClock.now
+        var renewed = elapsed()
         while true {
             do {
-                try await Task.sleep(for: options.retryPeriod)
+                try await sleep(options.retryPeriod)
             } catch {
                 return
             }
@@ -121,8 +130,8 @@ public actor LeaderElector {
                 logger.warning("renewing the lease \(leaseName) failed: \(error)")
             }
             if succeeded {
-                renewed = .now
-            } else if renewed.duration(to: .now) >= options.renewDeadline {
+                renewed = elapsed()
+            } else if elapsed() - renewed >= options.renewDeadline {
                 isLeader = false
                 throw LeadershipLost(lease: leaseName)
             }
@@ -164,15 +173,15 @@ public actor LeaderElector {
             do {
                 let created = try await client.create(Self.leases, namespace: options.namespace, json: body(record))
                 resourceVersion = created.metadata.resourceVersion
-                observed = (record, .now)
+                observed = (record, elapsed())
                 return true
             } catch let error as KubeAPIError where error.isConflict {
                 return false
             }
         }
-        if observed?.record != current { observed = (current, .now) }
+        if observed?.record != current { observed = (current, elapsed()) }
         let heldByOther = !current.holder.isEmpty && current.holder != options.identity
-        if heldByOther, let observed, observed.at.duration(to: .now) < .seconds(max(current.leaseDurationSeconds, 1)) {
+        if heldByOther, let observed, elapsed() - observed.at < .seconds(max(current.leaseDurationSeconds, 1)) {
             return false
         }
         var next = current
@@ -186,7 +195,7 @@ public actor LeaderElector {
         do {
             let written = try await client.replace(Self.leases, namespace: options.namespace, name: options.name, json: body(next))
             resourceVersion = written.metadata.resourceVersion
-            observed = (next, .now)
+            observed = (next, elapsed())
             return true
         } catch let error as KubeAPIError where error.isConflict {
             return false
