@@ -43,7 +43,8 @@ public final class Bridge: Sendable {
         self.deadLetters = deadLetters
         self.logger = logger
         self.pipelines = sinks.enumerated().map { index, sink in
-            Pipeline(sink: sink.0, index: index, options: sink.1, deadLetters: deadLetters, logger: logger, beforeDelivery: { batch in
+            Pipeline(sink: sink.0, index: index, options: sink.1, deadLetters: deadLetters, timekeeper: ledger.timekeeper, logger: logger,
+                     beforeDelivery: { batch in
                 if let recording = batch.lazy.map(\.recording).max(), recording > 0 {
                     await ledger.waitUntilRecorded(through: recording)
                 }
@@ -64,7 +65,7 @@ public final class Bridge: Sendable {
             _ = ledger.received(event)
         case .change(let change):
             counts.withLock { $0.received += 1 }
-            let now = ContinuousClock.now
+            let now = ledger.timekeeper.now()
             receivedCounters.increment(Received(resource: change.resource, type: change.type)) {
                 [("resource", $0.resource.metricLabel), ("type", $0.type.rawValue)]
             }

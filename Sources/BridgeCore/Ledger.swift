@@ -1,4 +1,5 @@
 import CoreMetrics
+import KubeModel
 import Logging
 import Synchronization
 
@@ -13,9 +14,8 @@ public final class Ledger: Sendable {
     let store: any CheckpointStore
     let logger: Logger
     let retry: Backoff
-    /// Time since this ledger was made, on its clock.
-    private let elapsed: @Sendable () -> Duration
-    private let sleep: @Sendable (Duration) async throws -> Void
+    /// The ledger's clock; the bridge and its pipelines stamp and measure with it too.
+    public let timekeeper: Timekeeper
     private let saveCounter = Counter(label: MetricName.checkpointSaves)
 
     private struct State {
@@ -34,18 +34,13 @@ public final class Ledger: Sendable {
         self.store = store
         self.logger = logger
         self.retry = retry
-        let origin = clock.now
-        elapsed = { origin.duration(to: clock.now) }
-        sleep = { try await clock.sleep(for: $0) }
+        timekeeper = Timekeeper(clock)
         state = Mutex(State(ledger: DeliveryLedger(sinkCount: max(1, sinkCount), saveInterval: saveInterval, saveEarlyAt: saveEarlyAt)))
     }
 
-    /// Time on the ledger's clock, for arrival times.
-    public var now: Duration { elapsed() }
-
     /// An informer's event, in arrival order per scope.
     public func received(_ event: ResourceEvent) -> DeliveryLedger.Receipt {
-        let now = elapsed()
+        let now = timekeeper.now()
         let receipt = state.withLock { $0.ledger.received(event, at: now) }
         perform(receipt.actions)
         return receipt
@@ -85,7 +80,7 @@ public final class Ledger: Sendable {
     /// How old each scope's saved checkpoint is: the time since the newest change or progress it
     /// covers arrived. A scope with nothing saved yet is left out.
     public func ages() -> [WatchScope: Duration] {
-        let now = elapsed()
+        let now = timekeeper.now()
         return state.withLock { $0.ledger.savedCoveredUntil.mapValues { now - $0 } }
     }
 
@@ -94,8 +89,8 @@ public final class Ledger: Sendable {
     public func run() async {
         let interval = state.withLock { $0.ledger.saveInterval }
         while !Task.isCancelled {
-            try? await sleep(interval)
-            let now = elapsed()
+            try? await timekeeper.sleep(interval)
+            let now = timekeeper.now()
             perform(state.withLock { $0.ledger.tick(at: now) })
         }
         do {
@@ -156,7 +151,7 @@ public final class Ledger: Sendable {
             }
             logger.error("recording \(rows.count) objects in the checkpoint store failed: \(error); nothing more is delivered until it works")
             var random = SystemRandomNumberGenerator()
-            try? await sleep(retry.delay(attempt: failures, using: &random))
+            try? await timekeeper.sleep(retry.delay(attempt: failures, using: &random))
             perform(state.withLock { $0.ledger.retryRecording() })
         }
     }

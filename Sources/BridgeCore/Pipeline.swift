@@ -1,4 +1,5 @@
 import CoreMetrics
+import KubeModel
 import Logging
 import Synchronization
 
@@ -48,6 +49,7 @@ public final class Pipeline: Sendable {
     let acknowledge: @Sendable ([DeliveryLedger.Token], Int) async -> Void
     let beforeDelivery: @Sendable ([OutboundEvent]) async -> Void
     let logger: Logger
+    let timekeeper: Timekeeper
     /// Rung when a batch in flight has its outcomes and when events arrive in an empty buffer:
     /// with batches in flight, `run` waits for whichever comes first.
     private let doorbell: AsyncStream<Void>
@@ -97,11 +99,14 @@ public final class Pipeline: Sendable {
         }
     }
 
-    /// `beforeDelivery` runs before each batch goes to the sink the first time.
-    public init(sink: any Sink, index: Int, options: Options = Options(), deadLetters: DeadLetterFile?,
+    /// `beforeDelivery` runs before each batch goes to the sink the first time. `timekeeper` is
+    /// what the lingering and the retries sleep on, and what measures the delivery latency from
+    /// the events' `receivedAt`.
+    public init(sink: any Sink, index: Int, options: Options = Options(), deadLetters: DeadLetterFile?, timekeeper: Timekeeper = .continuous(),
                 logger: Logger, beforeDelivery: @escaping @Sendable ([OutboundEvent]) async -> Void = { _ in },
                 acknowledge: @escaping @Sendable ([DeliveryLedger.Token], Int) async -> Void) {
         self.sink = sink
+        self.timekeeper = timekeeper
         self.beforeDelivery = beforeDelivery
         self.index = index
         self.options = options
@@ -196,7 +201,7 @@ public final class Pipeline: Sendable {
     private func nextBatch() async -> [OutboundEvent]? {
         guard var batch = await buffer.take(maxCount: options.batchSize, maxBytes: options.batchBytes) else { return nil }
         if options.linger > .zero, batch.count < options.batchSize {
-            try? await Task.sleep(for: options.linger)
+            try? await timekeeper.sleep(options.linger)
             let bytes = batch.reduce(0) { $0 + $1.size }
             batch += buffer.takeAvailable(maxCount: options.batchSize - batch.count, maxBytes: options.batchBytes - bytes)
         }
@@ -215,7 +220,7 @@ public final class Pipeline: Sendable {
         var attempt = 0
         while !remaining.isEmpty {
             attempt += 1
-            try await Task.sleep(for: options.retry.delay(attempt: attempt, using: &random))
+            try await timekeeper.sleep(options.retry.delay(attempt: attempt, using: &random))
             metrics.retried.increment(by: remaining.count)
             var held: Set<String> = []
             let settled = try await settle(remaining, await sink.send(remaining).outcomes(), held: &held)
@@ -235,7 +240,7 @@ public final class Pipeline: Sendable {
         confirmed.reserveCapacity(batch.count)
         var again: [OutboundEvent] = []
         var fatal: String?
-        let now = ContinuousClock.now
+        let now = timekeeper.now()
         var delivered = 0
         for (event, outcome) in zip(batch, outcomes) {
             var outcome = outcome
@@ -246,11 +251,11 @@ public final class Pipeline: Sendable {
             case .delivered:
                 delivered += 1
                 confirmed.append(event.token)
-                metrics.latency.recordNanoseconds(Self.nanoseconds(event.receivedAt.duration(to: now)))
+                metrics.latency.recordNanoseconds(Self.nanoseconds(now - event.receivedAt))
             case .rejected(let reason):
                 try await deadLetter(event, reason: reason)
                 confirmed.append(event.token)
-                metrics.latency.recordNanoseconds(Self.nanoseconds(event.receivedAt.duration(to: now)))
+                metrics.latency.recordNanoseconds(Self.nanoseconds(now - event.receivedAt))
             case .retriable(let reason):
                 if again.isEmpty { logger.warning("delivery failed, retrying: \(reason)") }
                 again.append(event)

@@ -11,13 +11,13 @@ public struct OutboundEvent: Sendable {
     /// The `Ledger`'s row number to wait for before a sink may see the event; 0 when the object
     /// has its checkpoint row already.
     public var recording: UInt64
-    /// When the bridge received the change, for the delivery latency.
-    public var receivedAt: ContinuousClock.Instant
+    /// When the bridge received the change, on its ledger's timekeeper: for the delivery latency.
+    public var receivedAt: Duration
     /// The object's size, for the buffer's byte bound.
     public var size: Int { envelope.data.readableBytes + 512 }
 
     public init(envelope: Envelope, token: DeliveryLedger.Token, resource: GroupVersionResource, namespace: String?, recording: UInt64 = 0,
-                receivedAt: ContinuousClock.Instant = .now) {
+                receivedAt: Duration = .zero) {
         self.envelope = envelope
         self.token = token
         self.resource = resource

@@ -107,13 +107,3 @@ struct LeaderElectorTests {
         }
     }
 }
-
-/// What a task ended with, readable while it runs.
-final class Ending: Sendable {
-    private let state = Mutex<(finished: Bool, error: (any Error)?, at: Duration?)>((false, nil, nil))
-
-    func finish(_ error: (any Error)?, at: Duration? = nil) { state.withLock { $0 = (true, error, at) } }
-    var finished: Bool { state.withLock { $0.finished } }
-    var error: (any Error)? { state.withLock { $0.error } }
-    var at: Duration? { state.withLock { $0.at } }
-}

@@ -145,19 +145,27 @@ struct DeliveryTests {
         return options
     }
 
-    @Test("retriable failures are retried until delivered; rejected events go to the dead-letter file and count as delivered")
+    @Test("retriable failures are retried on the backoff's schedule until delivered; rejected events go to the dead-letter file and count as delivered")
     func retriesAndDeadLetters() async throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let deadLetterPath = directory.appendingPathComponent("dead-letters.jsonl").path
         let sink = ScriptedSink([.retriable("broker away"), .rejected("too large"), .retriable("still away")])
         let acknowledged = Mutex<[UInt64]>([])
-        let pipeline = Pipeline(sink: sink, index: 0, options: Self.fastOptions, deadLetters: try DeadLetterFile(path: deadLetterPath),
-                                logger: Logger(label: "test")) { tokens, _ in acknowledged.withLock { $0 += tokens.map(\.sequence) } }
+        let clock = ManualClock()
+        var options = Pipeline.Options()
+        options.retry = Backoff(initial: .seconds(1), maximum: .seconds(4))
+        options.linger = .milliseconds(5)
+        let pipeline = Pipeline(sink: sink, index: 0, options: options, deadLetters: try DeadLetterFile(path: deadLetterPath),
+                                timekeeper: Timekeeper(clock), logger: Logger(label: "test")) { tokens, _ in acknowledged.withLock { $0 += tokens.map(\.sequence) } }
         var ledger = DeliveryLedger(sinkCount: 1)
         for name in ["a", "b"] { try await pipeline.enqueue(try Self.event(name, rv: name == "a" ? "1" : "2", ledger: &ledger)) }
         pipeline.finish()
-        try await pipeline.run()
+        try await clock.drive(step: .seconds(10)) { try await pipeline.run() }
+        let slept = clock.requestedSleeps
+        #expect(slept.count == 3, "\(slept)")
+        #expect(slept.first == .milliseconds(5), "the batch lingers first")
+        for (duration, base) in zip(slept.dropFirst(), [1.0, 2.0]) { #expect(duration >= .seconds(base / 2) && duration <= .seconds(base), "\(slept)") }
         #expect(acknowledged.withLock { $0.sorted() } == [0, 1])
         #expect(pipeline.deadLettered == 1)
         #expect(pipeline.retried == 2)

@@ -89,3 +89,39 @@ public final class ManualClock: Clock, Sendable {
         try await waitUntil(interval: .milliseconds(1)) { self.sleeping >= count }
     }
 }
+
+/// What a task ended with, readable while it runs.
+public final class Ending: Sendable {
+    private let state = Mutex<(finished: Bool, error: (any Error)?, at: Duration?)>((false, nil, nil))
+
+    public init() {}
+
+    public func finish(_ error: (any Error)?, at: Duration? = nil) { state.withLock { $0 = (true, error, at) } }
+    public var finished: Bool { state.withLock { $0.finished } }
+    public var error: (any Error)? { state.withLock { $0.error } }
+    public var at: Duration? { state.withLock { $0.at } }
+}
+
+extension ManualClock {
+    /// Runs `body` in a task and moves the clock on by `step` whenever something sleeps on it,
+    /// until `body` returns; rethrows what it threw. For code with one sleeper at a time.
+    public func drive<T: Sendable>(step: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let ending = Ending()
+        let task = Task {
+            do {
+                let value = try await body()
+                ending.finish(nil)
+                return value
+            } catch {
+                ending.finish(error)
+                throw error
+            }
+        }
+        while true {
+            try await waitUntil(interval: .milliseconds(1)) { ending.finished || self.sleeping > 0 }
+            if ending.finished { break }
+            advance(by: step)
+        }
+        return try await task.value
+    }
+}
