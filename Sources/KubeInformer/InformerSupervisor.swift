@@ -17,6 +17,8 @@ public struct InformerOptions: Sendable {
     /// ends the watch, and the watcher stops by itself on the 404 that follows; stopping it at once
     /// could lose those deletions.
     public var removalGrace: Duration = .seconds(30)
+    /// What the supervisor and its watchers wait on (it replaces `watcher.timekeeper`).
+    public var timekeeper = Timekeeper.continuous()
 
     public init() {}
 }
@@ -125,20 +127,21 @@ public final class InformerSupervisor: Sendable {
             group.addTask { await self.followDefinitions(trigger: trigger) }
             group.addTask {
                 while !Task.isCancelled {
-                    try? await Task.sleep(for: self.options.rediscoveryInterval)
+                    try? await self.options.timekeeper.sleep(self.options.rediscoveryInterval)
                     trigger.yield()
                 }
             }
             var attempt = 0
             var random = SystemRandomNumberGenerator()
-            var nextTry = ContinuousClock.now
+            let clock = options.timekeeper
+            var nextTry = clock.now()
             trigger.yield()
             for await _ in triggers {
                 if let failure = state.withLock({ $0.failure }) {
                     group.cancelAll()
                     throw failure
                 }
-                guard ContinuousClock.now >= nextTry else { continue }
+                guard clock.now() >= nextTry else { continue }
                 do {
                     try await reconcile(group: &group, trigger: trigger, emit: emit)
                     attempt = 0
@@ -148,9 +151,9 @@ public final class InformerSupervisor: Sendable {
                     attempt += 1
                     let pause = options.discoveryBackoff.delay(attempt: attempt, using: &random)
                     logger.warning("discovery failed: \(error); trying again in \(pause.spoken)")
-                    nextTry = ContinuousClock.now + pause
+                    nextTry = clock.now() + pause
                     group.addTask {
-                        try? await Task.sleep(for: pause)
+                        try? await clock.sleep(pause)
                         trigger.yield()
                     }
                 }
@@ -188,7 +191,7 @@ public final class InformerSupervisor: Sendable {
         if !toStop.isEmpty {
             let grace = options.removalGrace
             group.addTask {
-                try? await Task.sleep(for: grace)
+                try? await self.options.timekeeper.sleep(grace)
                 for handle in toStop { handle.finish() }
             }
         }
@@ -227,6 +230,7 @@ public final class InformerSupervisor: Sendable {
             return state.nextID
         }
         var watcherOptions = options.watcher
+        watcherOptions.timekeeper = options.timekeeper
         watcherOptions.filter = options.selection.emissionFilter
         watcherOptions.labelSelector = options.selection.labelSelector
         watcherOptions.namespace = scope.namespace
@@ -297,6 +301,7 @@ public final class InformerSupervisor: Sendable {
             gvr: GroupVersionResource(group: "apiextensions.k8s.io", version: "v1", resource: "customresourcedefinitions"),
             kind: "CustomResourceDefinition", namespaced: false, verbs: ["list", "watch"], isPreferredVersion: true)
         var watcherOptions = options.watcher
+        watcherOptions.timekeeper = options.timekeeper
         watcherOptions.labelSelector = nil
         watcherOptions.filter = WatcherStateMachine.EmissionFilter()
         // When CRDs are bridged too, their own watcher has already warned about the 403.

@@ -1,6 +1,7 @@
 import BridgeCore
 import CoreMetrics
 import KubeAPI
+import KubeModel
 import Logging
 import Synchronization
 
@@ -28,6 +29,8 @@ public struct WatcherOptions: Sendable {
     /// The longest Retry-After honoured; a larger one is cut to this.
     public var maximumRetryAfter: Duration = .seconds(600)
     public var filter = WatcherStateMachine.EmissionFilter()
+    /// What the watcher waits on between tries (backoff, Retry-After, after a 403).
+    public var timekeeper = Timekeeper.continuous()
 
     public init() {}
 }
@@ -136,7 +139,7 @@ public struct Watcher: Sendable {
                     }
                     observer.record(.forbidden, scope: scope)
                 }
-                try await Task.sleep(for: pause)
+                try await options.timekeeper.sleep(pause)
                 action = machine.waited()
             case .stop:
                 observer.setState(.removed, of: scope)
