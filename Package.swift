@@ -73,6 +73,7 @@ let package = Package(
                 "BridgeCore",
                 "CSQLite",
                 "KubeAPI",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ]

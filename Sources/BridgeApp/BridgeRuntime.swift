@@ -67,7 +67,7 @@ public struct BridgeRuntime: Sendable {
             case .kubernetes(let namespace, let name):
                 store = ConfigMapCheckpointStore(client: client, namespace: namespace, name: name,
                                                  holder: configuration.leaderElection?.identity ?? LeaderElectionOptions.defaultIdentity,
-                                                 onFenced: mustStop)
+                                                 logger: logger, onFenced: mustStop)
                 storeDescription = "ConfigMap \(namespace)/\(name)"
             }
             opened.store = store

@@ -2,6 +2,7 @@ import BridgeCore
 import Foundation
 import KubeAPI
 import KubeModel
+import Logging
 import NIOFoundationCompat
 
 /// The checkpoint store replicas share: ConfigMaps in one namespace, so that the replica that
@@ -48,7 +49,10 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
     /// Called once when another replica claimed the checkpoint; the replica must stop.
     let onFenced: @Sendable (CheckpointFenced) -> Void
     /// One operation at a time: each awaits the API server, and an actor lets another in meanwhile.
+    /// A fold holds it only to take its snapshot and to write the manifest.
     private var busy = false
+    private var folding: Task<Void, Never>?
+    let logger: Logger
     private var waiting: [CheckedContinuation<Void, Never>] = []
 
     static let configMaps = GroupVersionResource(group: "", version: "v1", resource: "configmaps")
@@ -57,8 +61,10 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
     public static let label = "kubebridge.io/checkpoint"
 
     public init(client: KubeClient, namespace: String, name: String = "kubebridge-checkpoint", holder: String, bucketBytes: Int = 512 * 1024,
-                journalBytes: Int = 1024 * 1024, onFenced: @escaping @Sendable (CheckpointFenced) -> Void = { _ in }) {
+                journalBytes: Int = 1024 * 1024, logger: Logger = Logger(label: "kubebridge"),
+                onFenced: @escaping @Sendable (CheckpointFenced) -> Void = { _ in }) {
         self.journalBytes = journalBytes
+        self.logger = logger
         self.onFenced = onFenced
         self.client = client
         self.namespace = namespace
@@ -105,6 +111,16 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
 
     struct ClaimConflict: Error {}
 
+    /// A ConfigMap the manifest names. Gone means the manifest moved on since it was read (its
+    /// writer folded the journal): read again.
+    private func named(_ configMap: String) async throws -> [String: Any] {
+        do {
+            return try Self.json(try await client.get(Self.configMaps, namespace: namespace, name: configMap))
+        } catch let error as KubeAPIError where error.isNotFound {
+            throw ClaimConflict()
+        }
+    }
+
     private func readAndClaim() async throws -> [WatchScope: Checkpoint] {
         scopes = [:]
         journal = []
@@ -130,14 +146,14 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
                 state.buckets = Array(repeating: [:], count: max(1, names.count))
                 state.bucketNames = Array(repeating: nil, count: max(1, names.count))
                 for (index, bucket) in names.enumerated() {
-                    let object = try Self.json(try await client.get(Self.configMaps, namespace: namespace, name: bucket))
+                    let object = try await named(bucket)
                     state.buckets[index] = Self.decode((object["data"] as? [String: String])?["objects"] ?? "")
                     state.bucketNames[index] = bucket
                 }
                 scopes[scope] = state
             }
             for entry in (data["journal"] ?? "").split(separator: ",").map(String.init) {
-                let object = try Self.json(try await client.get(Self.configMaps, namespace: namespace, name: entry))
+                let object = try await named(entry)
                 let changes = (object["data"] as? [String: String])?["changes"] ?? ""
                 apply(journal: changes)
                 journal.append(entry)
@@ -222,63 +238,94 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
         }
     }
 
-    public func close() async throws {}
+    public func close() async throws {
+        await settled()
+    }
 
-    /// Writes `changes` as a journal entry, then the manifest; or, once the journal is full, the
-    /// buckets it touched instead.
+    /// Writes `changes` as journal entries (each a ConfigMap of at most `bucketBytes`), then the
+    /// manifest that names them: the manifest is the commit point. Once the journal is full, a
+    /// fold starts beside the saves (`fold`), so that writing the buckets never holds up the rows
+    /// of new objects, on which delivery waits.
     private func commit(_ touched: [WatchScope: Set<Int>], changes: String) async throws {
         guard !fenced else { throw CheckpointFenced(store: name, namespace: namespace) }
         var pending = dirty
         for (scope, buckets) in touched { pending[scope, default: []].formUnion(buckets) }
         let size = changes.utf8.count
-        if journalSize + size > journalBytes || journal.count >= 64 {
-            try await compact(pending)
-            return
-        }
-        let entry = "\(name)-j-\(generation + 1)-\(Self.hash(holder))"
-        if size > 0 {
-            let body: [String: Any] = [
-                "apiVersion": "v1", "kind": "ConfigMap", "immutable": true,
-                "metadata": ["name": entry, "namespace": namespace, "labels": [Self.label: name]],
-                "data": ["changes": changes],
-            ]
-            _ = try await client.create(Self.configMaps, namespace: namespace, json: Self.string(body))
-            journal.append(entry)
-        }
-        generation += 1
+        var created: [String] = []
         do {
-            try await writeManifest()
-        } catch {
-            generation -= 1
-            if size > 0 {
-                journal.removeLast()
-                _ = try? await client.delete(Self.configMaps, namespace: namespace, name: entry)
+            for chunk in Self.chunks(changes, maxBytes: bucketBytes) {
+                let entry = "\(name)-j-\(generation + 1)-\(created.count)-\(Self.hash(holder))"
+                let body: [String: Any] = [
+                    "apiVersion": "v1", "kind": "ConfigMap", "immutable": true,
+                    "metadata": ["name": entry, "namespace": namespace, "labels": [Self.label: name]],
+                    "data": ["changes": chunk],
+                ]
+                _ = try await client.create(Self.configMaps, namespace: namespace, json: Self.string(body))
+                created.append(entry)
             }
+            journal += created
+            generation += 1
+            do {
+                try await writeManifest()
+            } catch {
+                generation -= 1
+                journal.removeLast(created.count)
+                throw error
+            }
+        } catch {
+            for entry in created { _ = try? await client.delete(Self.configMaps, namespace: namespace, name: entry) }
             throw error
         }
         journalSize += size
         dirty = pending
+        if folding == nil, journalSize > journalBytes || journal.count >= 64 {
+            folding = Task { await self.fold() }
+        }
     }
 
-    /// Writes the dirty buckets under new names and the manifest with an empty journal; then
-    /// deletes the buckets and journal entries they replaced.
-    private func compact(_ touched: [WatchScope: Set<Int>]) async throws {
-        let nextGeneration = generation + 1
-        let folded = journal
-        var replaced: [String] = []
-        var written: [String] = []
-        var staged = scopes
+    /// Folds the journal into the buckets in three steps, only the first and last of which hold
+    /// the store (and they only change memory and write the manifest): take a snapshot of the
+    /// objects and of the journal entries it covers; write the buckets the snapshot changed under
+    /// new names while saves and rows go on into the journal; then name the new buckets in the
+    /// manifest and drop the folded entries from it, keeping the entries written meanwhile, which
+    /// a reader replays onto the new buckets. A failure leaves the journal as it was, to be folded
+    /// by the next try.
+    private func fold() async {
+        defer { folding = nil }
+        let snapshot: (scopes: [WatchScope: ScopeState], dirty: [WatchScope: Set<Int>], journal: [String], journalSize: Int, generation: Int)
         do {
-            for (scope, buckets) in touched {
+            snapshot = try await exclusively {
+                guard !fenced else { throw CheckpointFenced(store: name, namespace: namespace) }
+                // A generation of its own, so that its bucket names are nobody else's.
+                generation += 1
+                defer { dirty = [:] }
+                return (scopes, dirty, journal, journalSize, generation)
+            }
+        } catch {
+            return
+        }
+        var staged = snapshot.scopes
+        var written: [String] = []
+        var replaced: [String] = []
+        var resized: Set<WatchScope> = []
+        func restoreDirty() async {
+            _ = try? await exclusively {
+                for (scope, buckets) in snapshot.dirty { dirty[scope, default: []].formUnion(buckets) }
+                for scope in resized { dirty[scope] = Set(scopes[scope]?.buckets.indices ?? 0..<0) }
+            }
+        }
+        do {
+            for (scope, buckets) in snapshot.dirty {
                 guard var state = staged[scope] else { continue }
                 var indices = buckets
                 if state.buckets.contains(where: { Self.encode($0).utf8.count > bucketBytes }) {
                     replaced += state.bucketNames.compactMap { $0 }
                     state = Self.split(state, bucketBytes: bucketBytes)
                     indices = Set(state.buckets.indices)
+                    resized.insert(scope)
                 }
                 for index in indices.sorted() {
-                    let bucketName = "\(name)-\(Self.hash(scope.description))-\(index)-\(nextGeneration)-\(Self.hash(holder))"
+                    let bucketName = "\(name)-\(Self.hash(scope.description))-\(index)-\(snapshot.generation)-\(Self.hash(holder))"
                     try await createBucket(bucketName, scope: scope, objects: Self.encode(state.buckets[index]))
                     written.append(bucketName)
                     if let old = state.bucketNames[index], !replaced.contains(old) { replaced.append(old) }
@@ -286,25 +333,50 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
                 }
                 staged[scope] = state
             }
-            let previous = scopes
-            scopes = staged
-            generation = nextGeneration
-            journal = []
-            do {
-                try await writeManifest()
-            } catch {
-                scopes = previous
-                generation = nextGeneration - 1
-                journal = folded
-                throw error
+        } catch {
+            for bucket in written { _ = try? await client.delete(Self.configMaps, namespace: namespace, name: bucket) }
+            logger.warning("folding the checkpoint journal into its buckets failed: \(error); the journal is kept and folded later")
+            await restoreDirty()
+            return
+        }
+        do {
+            try await exclusively {
+                guard !fenced else { throw CheckpointFenced(store: name, namespace: namespace) }
+                let (previousScopes, previousJournal, previousSize, previousDirty) = (scopes, journal, journalSize, dirty)
+                for scope in snapshot.dirty.keys {
+                    guard let folded = staged[scope], var live = scopes[scope] else { continue }
+                    if resized.contains(scope) {
+                        // Objects saved since the snapshot move to the new bucket count, and all of
+                        // the scope's buckets are due at the next fold.
+                        live = Self.rebucket(live, count: folded.buckets.count)
+                        if dirty[scope] != nil { dirty[scope] = Set(live.buckets.indices) }
+                    }
+                    live.bucketNames = folded.bucketNames
+                    scopes[scope] = live
+                }
+                journal.removeFirst(snapshot.journal.count)
+                journalSize -= snapshot.journalSize
+                do {
+                    try await writeManifest()
+                } catch {
+                    (scopes, journal, journalSize, dirty) = (previousScopes, previousJournal, previousSize, previousDirty)
+                    throw error
+                }
             }
         } catch {
             for bucket in written { _ = try? await client.delete(Self.configMaps, namespace: namespace, name: bucket) }
-            throw error
+            if !(error is CheckpointFenced) {
+                logger.warning("folding the checkpoint journal into its buckets failed: \(error); the journal is kept and folded later")
+            }
+            await restoreDirty()
+            return
         }
-        journalSize = 0
-        dirty = [:]
-        for old in replaced + folded { _ = try? await client.delete(Self.configMaps, namespace: namespace, name: old) }
+        for old in replaced + snapshot.journal { _ = try? await client.delete(Self.configMaps, namespace: namespace, name: old) }
+    }
+
+    /// Waits for a fold in progress.
+    public func settled() async {
+        await folding?.value
     }
 
     /// Replays journal changes onto the buckets read, and marks the buckets they touch dirty.
@@ -404,6 +476,38 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
                 generation: Int64(fields[4]), stored: true, delivered: fields[5] == "d")
         }
         return bucket
+    }
+
+    /// The changes cut at line ends into pieces of at most `maxBytes` (a line longer than that
+    /// is a piece of its own).
+    static func chunks(_ changes: String, maxBytes: Int) -> [String] {
+        guard changes.utf8.count > maxBytes else { return changes.isEmpty ? [] : [changes] }
+        var pieces: [String] = []
+        var piece = ""
+        var size = 0
+        for line in changes.split(separator: "\n") {
+            let length = line.utf8.count + 1
+            if size + length > maxBytes, !piece.isEmpty {
+                pieces.append(piece)
+                piece = ""
+                size = 0
+            }
+            piece += line + "\n"
+            size += length
+        }
+        if !piece.isEmpty { pieces.append(piece) }
+        return pieces
+    }
+
+    /// The state's objects spread over `count` buckets, none of them named yet.
+    static func rebucket(_ state: ScopeState, count: Int) -> ScopeState {
+        var moved = state
+        moved.buckets = [[String: KnownObjects.Entry]](repeating: [:], count: count)
+        moved.bucketNames = Array(repeating: nil, count: count)
+        for bucket in state.buckets {
+            for (uid, entry) in bucket { moved.buckets[Self.bucket(of: uid, count: count)][uid] = entry }
+        }
+        return moved
     }
 
     /// Doubles the bucket count until every bucket fits.

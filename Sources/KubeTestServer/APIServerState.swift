@@ -74,6 +74,7 @@ enum Outcome {
     case watch(WatchPlan)
     case drop
     case delayed(TimeAmount, APIRequest)
+    case held(APIRequest)
 }
 
 /// Everything the test API server knows. It lives on one event loop, as one etcd with one watch
@@ -91,6 +92,8 @@ final class APIServerState {
     var users: [String: TestUser] = [:]
     var certificateUsers: [String: TestUser] = [:]
     var faults: [(FaultID, FaultRule)] = []
+    /// Requests a `hold` fault stopped, each resumed by its closure.
+    var held: [() -> Void] = []
     var nextFaultID = 0
     var requestLog: [String] = []
     var discoveryCache: [String: (body: [UInt8], etag: String)] = [:]
@@ -231,7 +234,7 @@ final class APIServerState {
         }
         let route = Route(path: request.path, state: self)
         let verb = route.verb(method: request.method, query: request.query)
-        if let (index, rule) = faults.enumerated().first(where: { $0.element.1.matches(verb: verb, definition: route.definition, group: route.group, namespace: route.namespace) }).map({ ($0.offset, $0.element.1) }) {
+        if let (index, rule) = faults.enumerated().first(where: { $0.element.1.matches(verb: verb, definition: route.definition, group: route.group, namespace: route.namespace, body: request.body) }).map({ ($0.offset, $0.element.1) }) {
             if let remaining = rule.remaining {
                 if remaining <= 1 { faults.remove(at: index) } else { faults[index].1.remaining = remaining - 1 }
             }
@@ -263,6 +266,8 @@ final class APIServerState {
             return .drop
         case .delay(let amount):
             return .delayed(amount, request)
+        case .hold:
+            return .held(request)
         case .stallWatch, .cutWatchMidLine, .malformedWatchLine:
             guard verb == .watch else { return nil }
             let outcome = handle(request, route: route, verb: verb, user: user, fault: fault)

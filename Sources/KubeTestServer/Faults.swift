@@ -21,6 +21,8 @@ public enum FaultAction: Sendable, Hashable {
     case dropConnection
     /// The answer comes this much later.
     case delay(TimeAmount)
+    /// The request waits, unanswered, until `KubeTestServer.releaseHeld()`.
+    case hold
     /// A watch starts (headers sent) and then sends nothing at all, not even bookmarks.
     case stallWatch
     /// A watch sends this many events, then half of the next line, then the connection ends:
@@ -38,14 +40,17 @@ public struct FaultRule: Sendable {
     /// Group to match; nil matches every group.
     public var group: String?
     public var namespace: String?
+    /// Matches only requests whose body contains this text (a create of one kind of object, say).
+    public var bodyContains: String?
     public var action: FaultAction
     /// How many requests it applies to; nil for as long as it is installed.
     public var remaining: Int?
 
     public init(
         verbs: Set<RequestVerb> = Set(RequestVerb.allCases), resource: String? = nil, group: String? = nil,
-        namespace: String? = nil, action: FaultAction, count: Int? = nil
+        namespace: String? = nil, bodyContains: String? = nil, action: FaultAction, count: Int? = nil
     ) {
+        self.bodyContains = bodyContains
         self.verbs = verbs
         self.resource = resource
         self.group = group
@@ -54,11 +59,12 @@ public struct FaultRule: Sendable {
         self.remaining = count
     }
 
-    func matches(verb: RequestVerb, definition: ResourceDefinition?, group requestGroup: String?, namespace: String?) -> Bool {
+    func matches(verb: RequestVerb, definition: ResourceDefinition?, group requestGroup: String?, namespace: String?, body: [UInt8] = []) -> Bool {
         guard verbs.contains(verb) else { return false }
         if let resource, definition?.resource != resource { return false }
         if let group, (definition?.group ?? requestGroup) != group { return false }
         if let wanted = self.namespace, wanted != namespace { return false }
+        if let bodyContains, !String(decoding: body, as: UTF8.self).contains(bodyContains) { return false }
         return true
     }
 }

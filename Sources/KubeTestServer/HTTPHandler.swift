@@ -91,6 +91,11 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 guard context.channel.isActive else { return }
                 process(context: context, outcome: state.resume(request), request: request, keepAlive: keepAlive)
             }
+        case .held(let request):
+            state.held.append { [self] in
+                guard context.channel.isActive else { return }
+                process(context: context, outcome: state.resume(request), request: request, keepAlive: keepAlive)
+            }
         case .watch(let plan):
             state.record(request, code: 200)
             var headers = baseHeaders(contentType: "application/json", cacheControl: "no-cache, private", extra: [], nosniff: false, flowControl: true)

@@ -203,6 +203,20 @@ public final class KubeTestServer: Sendable {
         try await onLoop { $0.faults = [] }
     }
 
+    /// Requests a `hold` fault stopped and that still wait.
+    public func heldRequests() async throws -> Int {
+        try await onLoop { $0.held.count }
+    }
+
+    /// Lets the requests a `hold` fault stopped go on.
+    public func releaseHeld() async throws {
+        try await onLoop { state in
+            let held = state.held
+            state.held = []
+            for resume in held { resume() }
+        }
+    }
+
     public func addUser(_ user: TestUser) async throws {
         try await onLoop { $0.users[user.token] = user }
     }

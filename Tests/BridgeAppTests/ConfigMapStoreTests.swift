@@ -157,6 +157,8 @@ struct ConfigMapStoreTests {
                 try await store.save([Self.delta(Self.deployments, rv: "\(index)", upserts: ["u\(index)": Self.entry("object-\(index)", rv: "\(index)")],
                                                  deletions: index % 10 == 9 ? ["u\(index - 5)"] : [])])
                 largest = max(largest, try await Self.checkpointConfigMaps(cluster).count)
+                // A fold writes its buckets beside the saves, and names them once they are all written.
+                await store.settled()
                 #expect(try await Self.unnamed(cluster).isEmpty)
             }
             #expect(largest < 30, "the journal folded into the buckets and its entries were deleted (\(largest) ConfigMaps at most)")
@@ -164,6 +166,43 @@ struct ConfigMapStoreTests {
             #expect(loaded[Self.deployments]?.resourceVersion == "59")
             #expect(loaded[Self.deployments]?.known.count == 54)
             #expect(loaded[Self.deployments]?.known["u4"] == nil && loaded[Self.deployments]?.known["u59"] == Self.entry("object-59", rv: "59"))
+        }
+    }
+
+    @Test("a fold writes its buckets beside the saves: a new object's row is written while the fold's buckets are held up, and the fold names them after")
+    func foldBesideWrites() async throws {
+        try await Self.withCluster { cluster in
+            let store = ConfigMapCheckpointStore(client: cluster.client, namespace: "kubebridge", holder: "a", journalBytes: 1024)
+            _ = try await store.load()
+            var upserts: [String: KnownObjects.Entry] = [:]
+            for index in 0..<40 { upserts["u\(index)"] = Self.entry("object-\(index)", rv: "\(index)") }
+            // The fold's first bucket (buckets carry their scope in an annotation; journal entries have none) waits until released.
+            _ = try await cluster.server.inject(FaultRule(verbs: [.create], resource: "configmaps", bodyContains: #""annotations""#, action: .hold, count: 1))
+            try await store.save([Self.delta(Self.deployments, rv: "40", upserts: upserts)])
+            try await waitUntil { try await cluster.server.heldRequests() == 1 }
+            let recorded = Ending()
+            Task {
+                var meta = ObjectMeta()
+                (meta.apiVersion, meta.kind, meta.name, meta.namespace, meta.uid, meta.resourceVersion) = ("v1", "ConfigMap", "new", "team-a", "n1", "41")
+                do {
+                    try await store.record([UnrecordedObject(Change(type: .added, scope: Self.configmaps, object: KubeObject(metadata: meta, bytes: .init())))])
+                    recorded.finish(nil)
+                } catch {
+                    recorded.finish(error)
+                }
+            }
+            try await waitUntil { recorded.finished }
+            #expect(recorded.error == nil)
+            #expect(try await cluster.server.heldRequests() == 1, "the fold is still held up")
+            try await cluster.server.releaseHeld()
+            await store.settled()
+            #expect(try await Self.unnamed(cluster).isEmpty)
+            let loaded = try await ConfigMapCheckpointStore(client: cluster.client, namespace: "kubebridge", holder: "b").load()
+            #expect(loaded[Self.deployments]?.known.count == 40)
+            #expect(loaded[Self.configmaps]?.known["n1"]?.delivered == false)
+            let manifest = try await cluster.client.get(TestCluster.configmaps, namespace: "kubebridge", name: "kubebridge-checkpoint")
+            let data = (try JSONSerialization.jsonObject(with: Data(manifest.bytes.readableBytesView)) as? [String: Any])?["data"] as? [String: String] ?? [:]
+            #expect(data["journal"]?.split(separator: ",").count == 1, "the row written during the fold stays in the journal: \(data)")
         }
     }
 }

@@ -186,8 +186,8 @@ struct InformerSupervisorTests {
                     _ = try await cluster.server.perform("POST", "/api/v1/namespaces/\(namespace)/configmaps",
                                                          body: #"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cm"}}"#)
                 }
+                // One stream, in order: once team-29's arrived, an event of "other" would have too.
                 try await collector.waitForChanges(2)
-                try await Task.sleep(for: .milliseconds(300))
                 let namespaces = await collector.changes().map { $0.metadata.namespace ?? "" }
                 #expect(namespaces == ["team-3", "team-29"])
                 let watches = try await cluster.server.openWatches().filter { $0.resource == "configmaps" }
@@ -210,8 +210,8 @@ struct InformerSupervisorTests {
                 _ = try await cluster.server.perform("POST", "/api/v1/namespaces/default/events", body: """
                     {"apiVersion":"v1","kind":"Event","metadata":{"name":"e1"},"involvedObject":{"kind":"Pod","name":"p"},"reason":"Started","message":"hi"}
                     """)
+                // Only core/v1/events is watched (above), so a second copy has no stream to come by.
                 try await collector.waitForChanges(1)
-                try await Task.sleep(for: .milliseconds(300))
                 let described = await collector.described()
                 #expect(described == ["added e1"])
             }
@@ -344,8 +344,10 @@ struct InformerSupervisorTests {
             }
             try await withSupervisor(cluster, options: options, collector: collector) { _ in
                 try await collector.waitForChanges(7)
-                // Several watch timeouts, rediscoveries and bookmarks later:
-                try await Task.sleep(for: .seconds(3))
+                // Several watch timeouts (each a new watch), rediscoveries and bookmarks later:
+                try await waitUntil {
+                    try await cluster.server.requestLog().filter { $0.contains("/configmaps") && $0.contains("watch=true") }.count >= 4
+                }
                 let described = await collector.described(TestCluster.configmaps)
                 #expect(described == ["synced a", "synced b", "synced c"])
                 let observed2 = await collector.changes().count
