@@ -183,7 +183,7 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
         var changes = ""
         let before = scopes
         for delta in deltas {
-            var state = scopes[delta.scope] ?? ScopeState()
+            var state = scopes.removeValue(forKey: delta.scope) ?? ScopeState()
             state.resourceVersion = delta.resourceVersion
             if state.apiVersion.isEmpty { state.apiVersion = delta.apiVersion }
             if state.kind.isEmpty { state.kind = delta.kind }
@@ -218,7 +218,9 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
         var changes = ""
         let before = scopes
         for object in objects {
-            var state = scopes[object.scope] ?? ScopeState()
+            // Taken out while it changes: a copy left in the dictionary would make the change copy
+            // the object's whole bucket, for every object.
+            var state = scopes.removeValue(forKey: object.scope) ?? ScopeState()
             if state.apiVersion.isEmpty { state.apiVersion = object.apiVersion }
             if state.kind.isEmpty { state.kind = object.kind }
             let bucket = Self.bucket(of: object.uid, count: state.buckets.count)
@@ -384,21 +386,22 @@ public actor ConfigMapCheckpointStore: CheckpointStore {
         for line in changes.split(separator: "\n") {
             let fields = line.split(separator: "\t", maxSplits: 2, omittingEmptySubsequences: false)
             guard fields.count == 3, let scope = Self.scope(String(fields[1])) else { continue }
-            var state = scopes[scope] ?? ScopeState()
             let rest = String(fields[2])
+            let change: (uid: String, entry: KnownObjects.Entry?)
             switch fields[0] {
             case "D":
-                let bucket = Self.bucket(of: rest, count: state.buckets.count)
-                state.buckets[bucket][rest] = nil
-                dirty[scope, default: []].insert(bucket)
+                change = (rest, nil)
             case "U", "N":
                 guard let (uid, entry) = Self.decode(rest).first else { continue }
-                let bucket = Self.bucket(of: uid, count: state.buckets.count)
-                if fields[0] == "U" || state.buckets[bucket][uid] == nil { state.buckets[bucket][uid] = entry }
-                dirty[scope, default: []].insert(bucket)
+                change = (uid, entry)
             default:
                 continue
             }
+            // Taken out while it changes (see `recordNow`).
+            var state = scopes.removeValue(forKey: scope) ?? ScopeState()
+            let bucket = Self.bucket(of: change.uid, count: state.buckets.count)
+            if fields[0] != "N" || state.buckets[bucket][change.uid] == nil { state.buckets[bucket][change.uid] = change.entry }
+            dirty[scope, default: []].insert(bucket)
             scopes[scope] = state
         }
     }
