@@ -217,7 +217,7 @@ let package = Package(
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
-            path: "Sources/KubeBridgeBench"
+            path: "Benchmarks/KubeBridgeBench"
         ),
         .testTarget(
             name: "KubeAPITests",

@@ -50,6 +50,9 @@ struct SlowConsumer: AsyncParsableCommand {
     @Option(help: "Fail when memory peaks more than this many MiB above the baseline while draining (the known-objects index grows with the objects).")
     var maxGrowthMib = 96
 
+    @Flag(help: "Also print the measurements as one JSON line (bytes), for a test to judge.")
+    var json = false
+
     func run() async throws {
         let server = try await ServerProcess(binary: server.kubebridge)
         do {
@@ -91,6 +94,11 @@ struct SlowConsumer: AsyncParsableCommand {
         let pendingGrowth = max(whilePending, stillPending) - baseline
         print("resident memory: baseline \(mib(baseline)), with \(pending) changes pending \(mib(whilePending)) then \(mib(stillPending)), peak while draining \(mib(peak)) (+\(mib(growth)))")
         print("delivered \(gate.received) changes in \(drained) once the consumer resumed")
+        if json {
+            let measured: [String: Int] = ["baseline": baseline, "whilePending": whilePending, "stillPending": stillPending, "peak": peak,
+                                           "delivered": gate.received, "pending": pending]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: measured, options: [.sortedKeys]), as: UTF8.self))
+        }
         if pendingGrowth > maxPendingGrowthMib * 1_048_576 {
             print("FAIL: memory grew by \(mib(pendingGrowth)) while the changes were pending, more than \(maxPendingGrowthMib) MiB")
             throw ExitCode(1)
