@@ -73,6 +73,7 @@ let package = Package(
                 "BridgeCore",
                 "CSQLite",
                 "KubeAPI",
+                "KubeModel",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
@@ -103,6 +104,7 @@ let package = Package(
         .target(
             name: "NATSSink",
             dependencies: [
+                "KubeModel",
                 "BridgeCore", "CNats", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -127,7 +129,7 @@ let package = Package(
             name: "KubeInformer",
             dependencies: [
                 "KubeAPI",
-                "BridgeCore",
+                "KubeModel",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
@@ -135,6 +137,7 @@ let package = Package(
         .target(
             name: "BridgeApp",
             dependencies: [
+                "KubeModel",
                 "BridgeCore",
                 "BridgeCheckpoint",
                 "FileSink",
@@ -171,6 +174,7 @@ let package = Package(
         .executableTarget(
             name: "kubebridge",
             dependencies: [
+                "KubeModel",
                 "BridgeApp",
                 "KubeAPI",
                 "KubeInformer",
@@ -187,6 +191,7 @@ let package = Package(
         .target(
             name: "TestSupport",
             dependencies: [
+                "KubeModel",
                 "BridgeCore",
                 "KubeTestServer",
                 "KubeAPI",
@@ -222,6 +227,7 @@ let package = Package(
         .testTarget(
             name: "KubeAPITests",
             dependencies: [
+                "KubeModel",
                 "KubeAPI", "KubeTestServer", "TestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "NIOHTTP2", package: "swift-nio-http2"),
             ]
@@ -243,7 +249,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "KubeInformerTests", dependencies: ["KubeInformer", "BridgeCore", "KubeTestServer", "TestSupport"]),
+        .testTarget(name: "KubeInformerTests", dependencies: ["KubeAPI", "KubeModel", "KubeInformer", "BridgeCore", "KubeTestServer", "TestSupport"]),
         .testTarget(name: "KubeTestServerTests", dependencies: ["KubeTestServer", "KubeAPI", "TestSupport"]),
         .testTarget(
             name: "EndToEndTests",

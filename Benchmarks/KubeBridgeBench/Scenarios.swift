@@ -3,6 +3,7 @@ import BridgeCore
 import Foundation
 import KubeAPI
 import KubeInformer
+import KubeModel
 import Logging
 import Synchronization
 

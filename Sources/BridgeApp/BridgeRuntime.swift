@@ -5,12 +5,13 @@ import Foundation
 import KafkaSink
 import KubeAPI
 import KubeInformer
+import KubeModel
 import Logging
 import NATSSink
-import Prometheus
-import WebhookSink
 import NIOCore
+import Prometheus
 import ServiceLifecycle
+import WebhookSink
 
 /// kubebridge assembled from its configuration: informers → bridge → pipelines → sinks, and the
 /// ledger. Services start in that dependency order and stop in reverse: on SIGTERM the watches

@@ -2,6 +2,7 @@ import BridgeCore
 import CoreMetrics
 import Foundation
 import KubeAPI
+import KubeModel
 import Logging
 import NIOCore
 import Prometheus

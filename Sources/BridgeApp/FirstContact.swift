@@ -1,5 +1,6 @@
 import BridgeCore
 import KubeAPI
+import KubeModel
 import Logging
 
 extension BridgeRuntime {

@@ -2,6 +2,7 @@ import BridgeCore
 import CoreMetrics
 import Foundation
 import KubeInformer
+import KubeModel
 import NIOCore
 import Prometheus
 import Synchronization

@@ -1,4 +1,5 @@
 import Foundation
+import KubeModel
 import NIOCore
 import NIOFoundationCompat
 

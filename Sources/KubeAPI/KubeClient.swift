@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import KubeModel
 import Logging
 import NIOCore
 import NIOFoundationCompat

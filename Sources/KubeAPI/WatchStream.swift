@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import KubeModel
 import NIOCore
 
 /// The frames of one watch, read from the response body as it arrives. The stream ends when the

@@ -1,4 +1,4 @@
-import BridgeCore
+import KubeModel
 import KubeAPI
 import Logging
 import Synchronization

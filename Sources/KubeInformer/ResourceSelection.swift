@@ -1,4 +1,3 @@
-import BridgeCore
 import KubeAPI
 import KubeModel
 

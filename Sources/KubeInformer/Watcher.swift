@@ -1,4 +1,3 @@
-import BridgeCore
 import CoreMetrics
 import KubeAPI
 import KubeModel

@@ -1,4 +1,4 @@
-import BridgeCore
+import KubeModel
 import KubeAPI
 
 /// The rules of one resource's list and watch, as a value: each step takes what happened and

@@ -99,6 +99,8 @@ final class APIServerState {
     var discoveryCache: [String: (body: [UInt8], etag: String)] = [:]
     let flowSchemaUIDs: [String: (String, String)]
     var allSessions: [ObjectIdentifier: WatchSession] = [:]
+    /// While true, bookmarks that fall due wait (see `KubeTestServer.pauseBookmarks`).
+    var bookmarksPaused = false
     var connections: [ObjectIdentifier: ServedConnection] = [:]
     var clock: @Sendable () -> Date = { Date() }
     /// Generation runs in progress (control API).

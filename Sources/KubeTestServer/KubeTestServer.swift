@@ -203,6 +203,16 @@ public final class KubeTestServer: Sendable {
         try await onLoop { $0.faults = [] }
     }
 
+    /// Holds back every bookmark that falls due (periodic or before a timeout) until called again
+    /// with false, when each watch that had one due sends it: a test that writes while a watch is
+    /// open then sees the bookmark after its writes, however slow the machine.
+    public func pauseBookmarks(_ paused: Bool) async throws {
+        try await onLoop { state in
+            state.bookmarksPaused = paused
+            if !paused { for session in state.allSessions.values { session.sendDueBookmark() } }
+        }
+    }
+
     /// Requests a `hold` fault stopped and that still wait.
     public func heldRequests() async throws -> Int {
         try await onLoop { $0.held.count }

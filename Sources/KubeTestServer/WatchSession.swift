@@ -17,6 +17,8 @@ final class WatchSession {
     private var malformedSent = false
     private var timers: [Scheduled<Void>] = []
     private var periodicBookmark: Scheduled<Void>?
+    /// A bookmark fell due while bookmarks were paused.
+    private var bookmarkDue = false
 
     init(state: APIServerState, plan: WatchPlan, context: ChannelHandlerContext, onEnd: @escaping () -> Void) {
         self.state = state
@@ -171,12 +173,23 @@ final class WatchSession {
     /// revision, and only when that revision is newer than where the watch started, as the real
     /// watch cache does.
     private func sendBookmarkIfDue() {
+        if state.bookmarksPaused, !finished {
+            bookmarkDue = true
+            return
+        }
         guard !finished, !isStalled, plan.allowBookmarks, pendingInitial.isEmpty, !pendingInitialEnd,
               cursor == plan.store.log.endSequence, state.revision > plan.startRevision, context.channel.isWritable
         else { return }
         var buffer = context.channel.allocator.buffer(capacity: 128)
         appendBookmark(revision: state.revision, initialEventsEnd: false, to: &buffer)
         write(buffer)
+    }
+
+    /// Bookmarks resumed: the one that fell due meanwhile goes out now.
+    func sendDueBookmark() {
+        guard bookmarkDue else { return }
+        bookmarkDue = false
+        sendBookmarkIfDue()
     }
 
     private func write(_ buffer: ByteBuffer) {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KubeAPI
+import KubeModel
 
 struct Discover: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,9 +1,10 @@
 import BridgeCheckpoint
 import BridgeCore
 import Foundation
-import Synchronization
 import KubeAPI
+import KubeModel
 import KubeTestServer
+import Synchronization
 import Testing
 import TestSupport
 

@@ -2,6 +2,7 @@ import BridgeApp
 import BridgeCore
 import Foundation
 import KubeAPI
+import KubeModel
 import KubeTestServer
 import Synchronization
 import Testing

@@ -1,6 +1,7 @@
 import BridgeCore
 import Foundation
 import KafkaSink
+import KubeModel
 import Logging
 import Synchronization
 import Testing

@@ -2,6 +2,7 @@ import BridgeCore
 import Foundation
 import KafkaSink
 import KubeAPI
+import KubeModel
 import NIOCore
 import Testing
 import TestSupport

@@ -1,5 +1,6 @@
 import Foundation
 import KubeAPI
+import KubeModel
 import KubeTestServer
 import NIOCore
 import Testing

@@ -1,4 +1,5 @@
 import KubeAPI
+import KubeModel
 import NIOCore
 import Testing
 import TestSupport

@@ -1,6 +1,7 @@
 import BridgeCore
 import KubeAPI
 import KubeInformer
+import KubeModel
 import NIOCore
 import Testing
 

@@ -2,6 +2,7 @@ import BridgeCore
 import Foundation
 import KubeAPI
 import KubeInformer
+import KubeModel
 import KubeTestServer
 import Testing
 import TestSupport

@@ -122,23 +122,28 @@ struct TranscriptReplayTests {
             38, target: "/api/v1/namespaces/demo/configmaps?allowWatchBookmarks=true&resourceVersion=\(listVersion)&timeoutSeconds=3&watch=true",
             readFor: .seconds(6), expectEnd: true
         ) {
+            // The recorded bookmark came after the writes: it waits for them, however slow they are.
+            try await server.pauseBookmarks(true)
             try await Task.sleep(for: .milliseconds(100))
             try await replay.write("POST", "/api/v1/namespaces/demo/configmaps", #"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"watched"},"data":{"v":"1"}}"#)
             for value in ["2", "3"] {
                 try await replay.write("PATCH", "/api/v1/namespaces/demo/configmaps/watched", #"{"data":{"v":"\#(value)"}}"#, contentType: "application/merge-patch+json")
             }
             try await replay.write("DELETE", "/api/v1/namespaces/demo/configmaps/watched")
+            try await server.pauseBookmarks(false)
         }
         try await replay.checkWatch(
             39, target: "/apis/example.com/v1/namespaces/demo/widgets?allowWatchBookmarks=true&resourceVersion=\(widgetListVersion)&timeoutSeconds=3&watch=true",
             readFor: .seconds(6), expectEnd: true
         ) {
+            try await server.pauseBookmarks(true)
             try await Task.sleep(for: .milliseconds(100))
             try await replay.write("POST", "/apis/example.com/v1/namespaces/demo/widgets", #"{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w-watched"},"spec":{"size":1}}"#)
             for size in ["2", "3"] {
                 try await replay.write("PATCH", "/apis/example.com/v1/namespaces/demo/widgets/w-watched", #"{"spec":{"size":\#(size)}}"#, contentType: "application/merge-patch+json")
             }
             try await replay.write("DELETE", "/apis/example.com/v1/namespaces/demo/widgets/w-watched")
+            try await server.pauseBookmarks(false)
         }
         for number in 40...44 {
             let target = try Transcript.load(number).target.replacingOccurrences(of: "timeoutSeconds=5", with: "timeoutSeconds=1")

@@ -1,10 +1,11 @@
 import BridgeCore
 import Foundation
-import Synchronization
 import KubeAPI
-import NATSSink
-import Testing
+import KubeModel
 import KubeTestServer
+import NATSSink
+import Synchronization
+import Testing
 import TestSupport
 
 @Suite("NATS subject tokens")

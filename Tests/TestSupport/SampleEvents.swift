@@ -1,6 +1,7 @@
 import BridgeCore
 import Foundation
 import KubeAPI
+import KubeModel
 import NIOCore
 
 /// Events of made-up objects, registered with an `DeliveryLedger`, for sink tests.

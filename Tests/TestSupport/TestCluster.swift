@@ -1,5 +1,6 @@
 import Foundation
 import KubeAPI
+import KubeModel
 import KubeTestServer
 
 /// A test API server and a client for it, over real sockets.

@@ -1,6 +1,7 @@
 import BridgeCore
 import Foundation
 import KubeAPI
+import KubeModel
 import KubeTestServer
 import Logging
 import NIOCore

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import BridgeCore
 import Foundation
+import KubeModel
 import Logging
 import NIOCore
 import NIOHTTP1

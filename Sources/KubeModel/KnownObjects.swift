@@ -1,4 +1,3 @@
-import KubeModel
 import NIOCore
 
 /// The objects of one resource the bridge has emitted, by uid: what a relist is compared with to

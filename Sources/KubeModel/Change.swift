@@ -1,4 +1,3 @@
-import KubeModel
 
 /// What happened to an object.
 public enum ChangeType: String, Sendable, Hashable, Codable, CaseIterable {
