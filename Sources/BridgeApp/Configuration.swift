@@ -91,14 +91,15 @@ public struct Configuration: Sendable {
     public init() {}
 
     /// Reads and validates a configuration file; every problem is reported with its line.
-    public static func load(path: String) throws -> Configuration {
+    /// `environment` is where `${NAME}` and the `...Env` keys are looked up.
+    public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Configuration {
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
             throw ConfigurationError(problems: ["\(path): cannot be read"])
         }
-        return try parse(text, file: path)
+        return try parse(text, file: path, environment: environment)
     }
 
-    public static func parse(_ text: String, file: String) throws -> Configuration {
+    public static func parse(_ text: String, file: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Configuration {
         let root: Node
         do {
             guard let node = try Yams.compose(yaml: text) else {
@@ -110,7 +111,7 @@ public struct Configuration: Sendable {
         } catch let error as YamlError {
             throw ConfigurationError(problems: ["\(file): not valid YAML: \(String(describing: error).split(separator: "\n").first ?? "")"])
         }
-        var reader = ConfigReader(file: file)
+        var reader = ConfigReader(file: file, environment: environment)
         let configuration = reader.configuration(root)
         if !reader.problems.isEmpty { throw ConfigurationError(problems: reader.problems) }
         return configuration
@@ -126,6 +127,7 @@ public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
 /// Walks the YAML tree, collecting problems rather than stopping at the first.
 struct ConfigReader {
     let file: String
+    let environment: [String: String]
     var problems: [String] = []
 
     func location(_ node: Node) -> String {
@@ -504,7 +506,7 @@ struct ConfigReader {
             }
         case (nil, .some(let envNode)):
             if let name = string(envNode, "\(key).signingSecretEnv") {
-                if let value = ProcessInfo.processInfo.environment[name], !value.isEmpty {
+                if let value = environment[name], !value.isEmpty {
                     options.signingSecret = value
                 } else {
                     problem(envNode, "\(key).signingSecretEnv", "the environment variable \(name) is not set")
@@ -561,7 +563,7 @@ struct ConfigReader {
                 return text
             }
             let name = String(rest[start.upperBound..<end])
-            if let value = ProcessInfo.processInfo.environment[name] {
+            if let value = environment[name] {
                 result += value
             } else {
                 problem(node, key, "the environment variable \(name) is not set")

@@ -72,7 +72,7 @@ struct ConfigurationTests {
 
     @Test("a Kafka sink: brokers as a list or a comma-separated string, librdkafka properties with ${ENV} from the environment")
     func kafka() throws {
-        setenv("KUBEBRIDGE_TEST_KAFKA_PASSWORD", "s3cret", 1)
+        let environment = ["KUBEBRIDGE_TEST_KAFKA_PASSWORD": "s3cret"]
         let configuration = try Configuration.parse("""
             sinks:
               - type: kafka
@@ -88,7 +88,7 @@ struct ConfigurationTests {
               - type: kafka
                 name: second
                 brokers: "a:9092, b:9092"
-            """, file: "bridge.yaml")
+            """, file: "bridge.yaml", environment: environment)
         guard case .kafka(let first) = configuration.sinks[0].kind, case .kafka(let second) = configuration.sinks[1].kind else {
             Issue.record("expected two Kafka sinks")
             return
@@ -106,7 +106,7 @@ struct ConfigurationTests {
 
     @Test("a NATS sink: servers, subject template, stream settings, credentials with ${ENV}")
     func nats() throws {
-        setenv("KUBEBRIDGE_TEST_NATS_TOKEN", "t0ken", 1)
+        let environment = ["KUBEBRIDGE_TEST_NATS_TOKEN": "t0ken"]
         let configuration = try Configuration.parse("""
             sinks:
               - type: nats
@@ -120,7 +120,7 @@ struct ConfigurationTests {
                 retention: interest
                 token: ${KUBEBRIDGE_TEST_NATS_TOKEN}
                 nkeySeedFile: /etc/nats/kubebridge.nk
-            """, file: "bridge.yaml")
+            """, file: "bridge.yaml", environment: environment)
         guard case .nats(let options) = configuration.sinks[0].kind else {
             Issue.record("expected a NATS sink")
             return
@@ -144,8 +144,7 @@ struct ConfigurationTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let secretFile = directory.appendingPathComponent("secret").path
         try "whsec_c2VjcmV0LW9uZQ==\n".write(toFile: secretFile, atomically: true, encoding: .utf8)
-        setenv("KUBEBRIDGE_TEST_WEBHOOK_SECRET", "whsec_c2VjcmV0LXR3bw==", 1)
-        setenv("KUBEBRIDGE_TEST_WEBHOOK_KEY", "k3y", 1)
+        let environment = ["KUBEBRIDGE_TEST_WEBHOOK_SECRET": "whsec_c2VjcmV0LXR3bw==", "KUBEBRIDGE_TEST_WEBHOOK_KEY": "k3y"]
         let configuration = try Configuration.parse("""
             sinks:
               - type: webhook
@@ -169,7 +168,7 @@ struct ConfigurationTests {
                 url: http://fn.default.svc/
                 signingSecretEnv: KUBEBRIDGE_TEST_WEBHOOK_SECRET
                 bearerTokenFile: \(secretFile)
-            """, file: "bridge.yaml")
+            """, file: "bridge.yaml", environment: environment)
         guard case .webhook(let audit) = configuration.sinks[0].kind, case .webhook(let fn) = configuration.sinks[1].kind else {
             Issue.record("expected two webhook sinks")
             return

@@ -229,12 +229,11 @@ struct FuzzTests {
         let corpus = try ["base", "overlays/kafka", "overlays/nats", "overlays/webhook"].map {
             Array(try String(contentsOf: deploy.appendingPathComponent("\($0)/kubebridge.yaml"), encoding: .utf8).utf8)
         }
-        setenv("KAFKA_PASSWORD", "x", 1)
-        setenv("WEBHOOK_SECRET", "whsec_" + Data("fuzz".utf8).base64EncodedString(), 1)
+        let environment = ["KAFKA_PASSWORD": "x", "WEBHOOK_SECRET": "whsec_" + Data("fuzz".utf8).base64EncodedString()]
         var refused = 0
         await Self.fuzz(corpus, seed: 3) { input in
             do {
-                _ = try Configuration.parse(String(decoding: input, as: UTF8.self), file: "fuzz.yaml")
+                _ = try Configuration.parse(String(decoding: input, as: UTF8.self), file: "fuzz.yaml", environment: environment)
             } catch let error as ConfigurationError {
                 refused += 1
                 #expect(!error.problems.isEmpty)
