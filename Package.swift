@@ -81,7 +81,7 @@ let package = Package(
         ),
         .target(
             name: "FileSink",
-            dependencies: ["BridgeCore", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["BridgeCore", "KubeModel", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             path: "sinks/file"
         ),
         .systemLibrary(
@@ -237,7 +237,7 @@ let package = Package(
             dependencies: ["BridgeCore", "BridgeCheckpoint", "CSQLite", "FileSink", "KubeModel", "TestSupport", .product(name: "NIOFoundationCompat", package: "swift-nio")]
         ),
         .testTarget(name: "BridgeAppTests", dependencies: ["BridgeApp", "BridgeCore", "BridgeCheckpoint", "KubeAPI", "KubeModel", "WebhookSink", "KubeTestServer", "TestSupport"]),
-        .testTarget(name: "KafkaSinkTests", dependencies: ["KafkaSink", "BridgeCore", "KubeAPI", "TestSupport"]),
+        .testTarget(name: "KafkaSinkTests", dependencies: ["KafkaSink", "BridgeCore", "FileSink", "KubeAPI", "TestSupport"]),
         .testTarget(name: "NATSSinkTests", dependencies: ["NATSSink", "BridgeCore", "KubeAPI", "KubeTestServer", "TestSupport"]),
         .testTarget(
             name: "WebhookSinkTests",

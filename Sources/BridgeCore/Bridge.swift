@@ -17,7 +17,7 @@ public final class Bridge: Sendable {
     public let pipelines: [Pipeline]
     let envelopes: EnvelopeBuilder
     public let ledger: Ledger
-    let deadLetters: DeadLetterFile?
+    let deadLetters: (any DeadLetters)?
     let logger: Logger
     let probe: (any BridgeProbe)?
     private let counts = Mutex<(received: Int, unencodable: Int)>((0, 0))
@@ -34,7 +34,7 @@ public final class Bridge: Sendable {
     /// made for as many sinks as `sinks` has, and run (`Ledger.run`) for as long as the bridge.
     public init(
         sinks: [(any Sink, Pipeline.Options)], envelopes: EnvelopeBuilder, ledger: Ledger,
-        deadLetters: DeadLetterFile?, logger: Logger, probe: (any BridgeProbe)? = nil
+        deadLetters: (any DeadLetters)?, logger: Logger, probe: (any BridgeProbe)? = nil
     ) {
         precondition(ledger.sinkCount == max(1, sinks.count), "a ledger for \(ledger.sinkCount) sinks, given \(sinks.count)")
         self.probe = probe

@@ -45,7 +45,7 @@ public final class Pipeline: Sendable {
     /// `options.filter`, or nil when it lets everything through (decided once, not per event).
     let filter: EventFilter?
     let buffer: BoundedBuffer<OutboundEvent>
-    let deadLetters: DeadLetterFile?
+    let deadLetters: (any DeadLetters)?
     let acknowledge: @Sendable ([DeliveryLedger.Token], Int) async -> Void
     let beforeDelivery: @Sendable ([OutboundEvent]) async -> Void
     let logger: Logger
@@ -102,7 +102,7 @@ public final class Pipeline: Sendable {
     /// `beforeDelivery` runs before each batch goes to the sink the first time. `timekeeper` is
     /// what the lingering and the retries sleep on, and what measures the delivery latency from
     /// the events' `receivedAt`.
-    public init(sink: any Sink, index: Int, options: Options = Options(), deadLetters: DeadLetterFile?, timekeeper: Timekeeper = .continuous(),
+    public init(sink: any Sink, index: Int, options: Options = Options(), deadLetters: (any DeadLetters)?, timekeeper: Timekeeper = .continuous(),
                 logger: Logger, beforeDelivery: @escaping @Sendable ([OutboundEvent]) async -> Void = { _ in },
                 acknowledge: @escaping @Sendable ([DeliveryLedger.Token], Int) async -> Void) {
         self.sink = sink

@@ -91,32 +91,11 @@ extension Sink {
     }
 }
 
-/// Where rejected events go, with the reason: never dropped silently.
-public final class DeadLetterFile: Sendable {
-    public let path: String
-    private let writer: DurableAppender
-
-    public init(path: String) throws {
-        self.path = path
-        writer = try DurableAppender(path: path)
-    }
-
-    public func write(_ event: OutboundEvent, sink: String, reason: String) async throws {
-        var line = ByteBuffer()
-        line.writeStaticString("{\"sink\":")
-        line.writeJSONString(sink)
-        line.writeStaticString(",\"reason\":")
-        line.writeJSONString(reason)
-        line.writeStaticString(",\"event\":")
-        var structured = event.envelope.structured()
-        line.writeBuffer(&structured)
-        line.writeStaticString("}\n")
-        try await writer.append([line])
-    }
-
-    public func close() async throws {
-        try await writer.close()
-    }
+/// Where rejected events go, with the reason: never dropped silently. `DeadLetterFile` (FileSink)
+/// appends them to a file, durable before `write` returns.
+public protocol DeadLetters: Sendable {
+    func write(_ event: OutboundEvent, sink: String, reason: String) async throws
+    func close() async throws
 }
 
 extension DeliveryOutcome {

@@ -1,4 +1,5 @@
 import BridgeCore
+import FileSink
 import Foundation
 import KafkaSink
 import KubeModel
