@@ -19,11 +19,8 @@ extension BridgeRuntime {
                 ? OperationsServer.Response(body: ByteBuffer(string: "ok\n"))
                 : OperationsServer.Response(status: .serviceUnavailable, body: ByteBuffer(string: problems.joined(separator: "\n") + "\n"))
         case "/metrics":
-            guard let registry = metricsRegistry else {
-                return OperationsServer.Response(status: .notFound, body: ByteBuffer(string: "metrics are not collected in this process\n"))
-            }
-            await sampleGauges()
-            return OperationsServer.Response(contentType: "text/plain; version=0.0.4; charset=utf-8", body: ByteBuffer(bytes: registry.emitToBuffer()))
+            if metricsRegistry != nil { await sampleGauges() }
+            return OperationsEndpoints.metricsResponse(metricsRegistry)
         case "/status":
             return OperationsServer.Response(contentType: "application/json", body: await statusDocument())
         default:
