@@ -44,8 +44,8 @@ public struct ObjectVersion: Sendable, Equatable {
 /// The rules, each in one place:
 /// - A scope's watermark is the resourceVersion of the newest watch event or progress whose
 ///   predecessors every sink has acknowledged; a checkpoint there loses nothing.
-/// - States a list found (`synced`) never move it, since a list is not in version order; the
-///   list's end (progress) does.
+/// - States a list found (`synced`) and deletions inferred from tombstones never move it: they
+///   have no place in the watch's order. The list's end (progress) does.
 /// - Progress (bookmarks, finished lists) enters acknowledged, so quiet scopes' checkpoints move.
 /// - An object no checkpoint row knows (`Change.unrecorded`) gets its row before the first sink
 ///   sees it; rows are written in rounds, one write in flight, the next round gathering meanwhile.
@@ -167,9 +167,12 @@ public struct DeliveryLedger: Sendable {
         case .change(let change):
             let object = ObjectVersion(change.metadata)
             // A list returns objects in name order, each at its own version: resuming a watch from
-            // one of them would replay older changes of objects already sent at newer versions.
+            // one of them would replay older changes of objects already sent at newer versions. A
+            // deletion inferred from a tombstone carries the last version known of its object, which
+            // may be an early row's, ahead of where the watch was: no position either.
+            let position = change.type == .synced || change.finalStateUnknown ? nil : object.resourceVersion
             states[slot].entries.append(Entry(
-                sequence: sequence, resourceVersion: change.type == .synced ? nil : object.resourceVersion, receivedAt: now,
+                sequence: sequence, resourceVersion: position, receivedAt: now,
                 pending: allPending, change: (change.type, object)))
             var receipt = Receipt(token: Token(scope: event.scope, sequence: sequence), recording: 0, actions: [])
             if change.unrecorded {

@@ -97,6 +97,19 @@ struct DeliveryLedgerTests {
         #expect(ledger.watermark(of: Self.scope) == "200")
     }
 
+    @Test("a deletion inferred from a tombstone (its CRD went away while kubebridge was down, or a relist found it gone) does not move the watermark: its version is the last one known, maybe an early row's, ahead of the watch")
+    func inferredDeletionsKeepTheWatermark() throws {
+        var ledger = DeliveryLedger(sinkCount: 1)
+        _ = ledger.received(.progress(Self.scope, resourceVersion: "100"), at: .zero)
+        guard case .change(var deletion) = Self.change("early", rv: "180", type: .deleted) else { return }
+        deletion.finalStateUnknown = true
+        _ = Self.acknowledgeAll(&ledger, Self.run(&ledger, [.change(deletion)]))
+        #expect(ledger.watermark(of: Self.scope) == "100", "changes between 100 and 180 were never received by this process")
+        #expect(Self.save(&ledger)[Self.scope]?.deletions == ["uid-early"], "the deletion is saved all the same")
+        _ = Self.acknowledgeAll(&ledger, Self.run(&ledger, [Self.change("watched", rv: "120", type: .deleted)]))
+        #expect(ledger.watermark(of: Self.scope) == "120", "a deletion the watch saw moves it")
+    }
+
     @Test("scopes are independent")
     func scopes() throws {
         var ledger = DeliveryLedger(sinkCount: 1)
