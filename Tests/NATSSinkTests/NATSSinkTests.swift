@@ -260,6 +260,14 @@ struct NATSFaultTests {
         let messages = try await JetStreamReader.read(url: server.url, stream: "KUBE")
         #expect(Set(messages.compactMap { $0.headers["Nats-Msg-Id"] }) == Set(events.map(\.envelope.id)))
         #expect(messages.count == events.count, "each change once: resent ones were dropped as duplicates")
+        // In the stream's order, each object's changes come in the order they were made.
+        var last: [String: Int] = [:]
+        for message in messages {
+            guard let id = message.headers["Nats-Msg-Id"], let slash = id.lastIndex(of: "/"), let version = Int(id[id.index(after: slash)...]) else { continue }
+            let object = String(id[..<slash])
+            #expect(version > last[object, default: 0], "\(object): \(version) stored after \(last[object, default: 0])")
+            last[object] = version
+        }
         await server.stop()
     }
 

@@ -203,6 +203,11 @@ final class JetStreamPublisher: Sendable {
         // A busy server (or machine) may take more than the library's 2 s to answer the handshake.
         try check("natsOptions_SetTimeout", natsOptions_SetTimeout(options, 10_000))
         try check("natsOptions_SetReconnectWait", natsOptions_SetReconnectWait(options, 500))
+        // No buffer for publishes while reconnecting (1 byte: the library's least): a message buffered
+        // then flushed to the new connection could be stored ahead of earlier changes of its object
+        // that were lost with the old one, and their resend would come after it. A publish while
+        // disconnected fails at once instead, and the pipeline sends it again in order.
+        try check("natsOptions_SetReconnectBufSize", natsOptions_SetReconnectBufSize(options, 1))
         if let token = settings.token { try check("token", natsOptions_SetToken(options, token)) }
         if let user = settings.user { try check("user", natsOptions_SetUserInfo(options, user, settings.password)) }
         if let file = settings.credentialsFile { try check("credentials \(file)", natsOptions_SetUserCredentialsFromFiles(options, file, nil)) }
