@@ -99,20 +99,18 @@ public struct BridgeRuntime: Sendable {
         let sinks = opened.sinks
         resumedFrom = checkpoints.compactMapValues(\.resourceVersion)
         self.sinks = sinks
-        // The server binds now and answers once the runtime is whole, at the end of this init.
-        let responder = ResponderBox()
-        if endpoints == nil, let address = configuration.operationsAddress {
-            do {
-                operations = try await OperationsServer(host: address.host, port: address.port, logger: logger) { path in
-                    await responder.respond(path)
-                }
-            } catch {
-                for sink in sinks { try? await sink.close() }
-                try? await store.close()
-                try? await client.shutdown()
-                throw error
-            }
+        // Without the process's endpoints, its own: they bind now and answer once the runtime is
+        // whole, at the end of this init.
+        let own: OperationsEndpoints?
+        do {
+            own = endpoints == nil ? try await OperationsEndpoints.bind(configuration, metrics: metrics, logger: logger) : nil
+        } catch {
+            for sink in sinks { try? await sink.close() }
+            try? await store.close()
+            try? await client.shutdown()
+            throw error
         }
+        operations = own?.server
         ledger = Ledger(store: store, sinkCount: sinks.count, saveInterval: configuration.checkpointInterval, logger: logger)
         bridge = Bridge(sinks: zip(sinks, configuration.sinks.map(\.pipeline)).map { ($0, $1) },
                         envelopes: EnvelopeBuilder(options: configuration.envelopes), ledger: ledger,
@@ -130,12 +128,7 @@ public struct BridgeRuntime: Sendable {
         }, checkpointedScopes: Array(checkpoints.keys), logger: logger)
         logger.info("resuming \(checkpoints.count) watch scopes from \(storeDescription)")
         let runtime = self
-        if let endpoints {
-            endpoints.answer { path in await runtime.respond(to: path) }
-        } else if let operations {
-            responder.set { path in await runtime.respond(to: path) }
-            logger.info("operations endpoints on http://\(configuration.operationsAddress!.host):\(operations.port) (/metrics /healthz /readyz /status)")
-        }
+        (endpoints ?? own)?.answer { path in await runtime.respond(to: path) }
     }
 
     /// Runs until SIGTERM or SIGINT (graceful), until `stopAfter` has passed (graceful too), or

@@ -70,10 +70,9 @@ public actor LeaderElector {
 
     static let leases = GroupVersionResource(group: "coordination.k8s.io", version: "v1", resource: "leases")
 
-    /// Time since this elector was made, on its clock: expiry is measured on it, never on the
-    /// lease's timestamps, so replicas' clocks need not agree.
-    private let elapsed: @Sendable () -> Duration
-    private let sleep: @Sendable (Duration) async throws -> Void
+    /// This replica's clock: expiry is measured on it, never on the lease's timestamps, so
+    /// replicas' clocks need not agree.
+    private let clock: Timekeeper
 
     public init<C: Clock>(client: KubeClient, options: LeaderElectionOptions, clock: C = ContinuousClock(), logger: Logger) throws
     where C.Duration == Duration {
@@ -81,9 +80,7 @@ public actor LeaderElector {
         self.client = client
         self.options = options
         self.logger = logger
-        let origin = clock.now
-        elapsed = { origin.duration(to: clock.now) }
-        sleep = { try await clock.sleep(for: $0) }
+        self.clock = Timekeeper(clock)
     }
 
     var leaseName: String { "\(options.namespace)/\(options.name)" }
@@ -106,17 +103,17 @@ public actor LeaderElector {
             } catch let error as KubeAPIError {
                 logger.warning("the lease \(leaseName) cannot be read or written: \(error)")
             }
-            try await sleep(jittered(options.retryPeriod))
+            try await clock.sleep(jittered(options.retryPeriod))
         }
     }
 
     /// Renews every `retryPeriod` until cancelled (then returns); throws `LeadershipLost` when it
     /// could not renew for `renewDeadline`.
     public func hold() async throws {
-        var renewed = elapsed()
+        var renewed = clock.now()
         while true {
             do {
-                try await sleep(options.retryPeriod)
+                try await clock.sleep(options.retryPeriod)
             } catch {
                 return
             }
@@ -130,8 +127,8 @@ public actor LeaderElector {
                 logger.warning("renewing the lease \(leaseName) failed: \(error)")
             }
             if succeeded {
-                renewed = elapsed()
-            } else if elapsed() - renewed >= options.renewDeadline {
+                renewed = clock.now()
+            } else if clock.now() - renewed >= options.renewDeadline {
                 isLeader = false
                 throw LeadershipLost(lease: leaseName)
             }
@@ -173,15 +170,15 @@ public actor LeaderElector {
             do {
                 let created = try await client.create(Self.leases, namespace: options.namespace, json: body(record))
                 resourceVersion = created.metadata.resourceVersion
-                observed = (record, elapsed())
+                observed = (record, clock.now())
                 return true
             } catch let error as KubeAPIError where error.isConflict {
                 return false
             }
         }
-        if observed?.record != current { observed = (current, elapsed()) }
+        if observed?.record != current { observed = (current, clock.now()) }
         let heldByOther = !current.holder.isEmpty && current.holder != options.identity
-        if heldByOther, let observed, elapsed() - observed.at < .seconds(max(current.leaseDurationSeconds, 1)) {
+        if heldByOther, let observed, clock.now() - observed.at < .seconds(max(current.leaseDurationSeconds, 1)) {
             return false
         }
         var next = current
@@ -195,7 +192,7 @@ public actor LeaderElector {
         do {
             let written = try await client.replace(Self.leases, namespace: options.namespace, name: options.name, json: body(next))
             resourceVersion = written.metadata.resourceVersion
-            observed = (next, elapsed())
+            observed = (next, clock.now())
             return true
         } catch let error as KubeAPIError where error.isConflict {
             return false

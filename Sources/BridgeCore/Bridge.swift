@@ -76,7 +76,7 @@ public final class Bridge: Sendable {
                 try await unencodable(change, error: error)
                 return
             }
-            let receipt = ledger.received(event)
+            let receipt = ledger.received(event, at: now)
             guard let token = receipt.token else { return }
             probe?.registered(token)
             let recording = receipt.recording

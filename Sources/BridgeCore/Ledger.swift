@@ -38,9 +38,10 @@ public final class Ledger: Sendable {
         state = Mutex(State(ledger: DeliveryLedger(sinkCount: max(1, sinkCount), saveInterval: saveInterval, saveEarlyAt: saveEarlyAt)))
     }
 
-    /// An informer's event, in arrival order per scope.
-    public func received(_ event: ResourceEvent) -> DeliveryLedger.Receipt {
-        let now = timekeeper.now()
+    /// An informer's event, in arrival order per scope, arrived `now` (on `timekeeper`; read here
+    /// when not given).
+    public func received(_ event: ResourceEvent, at now: Duration? = nil) -> DeliveryLedger.Receipt {
+        let now = now ?? timekeeper.now()
         let receipt = state.withLock { $0.ledger.received(event, at: now) }
         perform(receipt.actions)
         return receipt

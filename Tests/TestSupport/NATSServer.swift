@@ -164,7 +164,7 @@ public final class NonceProxy: @unchecked Sendable {
 
     public static func start(upstream: Int, nonce: String, refused: Int = 1) async throws -> NonceProxy {
         let proxy = NonceProxy(directory: try temporaryDirectory())
-        let script = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("nats/nonceproxy.py").path
+        let script = Fixtures.directory.appendingPathComponent("nats/nonceproxy.py").path
         let portFile = proxy.directory.appendingPathComponent("port").path
         proxy.port = try await proxy.child.start("/usr/bin/env", ["python3", script, String(upstream), nonce, String(refused), portFile, proxy.log.path],
                                                  portFile: portFile, failure: "the nonce proxy did not start")

@@ -29,7 +29,7 @@ public final class TansuBroker: @unchecked Sendable {
         try broker.run()
         let proxy = Process()
         proxy.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        let script = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("kafka/avproxy.py").path
+        let script = Fixtures.directory.appendingPathComponent("kafka/avproxy.py").path
         proxy.arguments = ["python3", script, String(advertised), String(upstream)]
         proxy.standardOutput = FileHandle.nullDevice
         try proxy.run()

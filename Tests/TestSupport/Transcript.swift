@@ -28,7 +28,7 @@ public struct Transcript: Sendable {
     /// Watch bodies: one event per line.
     public var lines: [String] { body.split(separator: "\n").map(String.init) }
 
-    public static let directory: URL = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("apiserver")
+    public static let directory: URL = Fixtures.directory.appendingPathComponent("apiserver")
 
     /// Loads `NN-name.http` by its number.
     public static func load(_ number: Int) throws -> Transcript {

@@ -70,7 +70,7 @@ public final class WebhookReceiver: @unchecked Sendable {
 
     /// Starts the receiver (again: its record survives), and waits until it accepts connections.
     public func run() async throws {
-        let script = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("webhook/receiver.py").path
+        let script = Fixtures.directory.appendingPathComponent("webhook/receiver.py").path
         let portFile = directory.appendingPathComponent("port").path
         port = try await child.start("/usr/bin/env", ["python3", script, "--port", String(port), "--port-file", portFile, "--out", recordPath]
                                      + (secret.map { ["--secret", $0] } ?? []) + (token.map { ["--token", $0] } ?? []),
