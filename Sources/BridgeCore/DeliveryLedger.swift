@@ -344,8 +344,6 @@ public struct DeliveryLedger: Sendable {
 
     /// A save is in flight.
     public var isSaving: Bool { saving != nil }
-    /// Something waits for the next save.
-    public var hasUnsaved: Bool { !gathered.isEmpty }
 }
 
 extension UnrecordedObject {
