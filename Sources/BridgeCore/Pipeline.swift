@@ -1,4 +1,5 @@
 import CoreMetrics
+import DequeModule
 import KubeModel
 import Logging
 import Synchronization
@@ -61,13 +62,11 @@ public final class Pipeline: Sendable {
             let arrived = Atomic(false)
         }
 
-        let batch: [OutboundEvent]
         let outcomes: Task<[DeliveryOutcome], Never>
         private let arrival: Arrival
 
-        init(_ batch: [OutboundEvent], _ pending: PendingDelivery, ring: AsyncStream<Void>.Continuation) {
+        init(_ pending: PendingDelivery, ring: AsyncStream<Void>.Continuation) {
             let arrival = Arrival()
-            self.batch = batch
             self.arrival = arrival
             outcomes = Task {
                 let outcomes = await pending.outcomes()
@@ -144,136 +143,78 @@ public final class Pipeline: Sendable {
     }
 
     /// Delivers until finished and drained, or cancelled; a fatal sink error ends it with
-    /// `SinkStopped`.
+    /// `SinkStopped`. What to send, settle, retry and when is the `PipelineStateMachine`'s to
+    /// decide; this does it.
     public func run() async throws {
-        var random = SystemRandomNumberGenerator()
-        var inFlight: [InFlight] = []
+        var machine = PipelineStateMachine(batchesInFlight: options.batchesInFlight, linger: options.linger, retry: options.retry)
+        var inFlight: Deque<InFlight> = []
         var doorbell = self.doorbell.makeAsyncIterator()
         while true {
             if let oldest = inFlight.first, oldest.isSettled {
                 inFlight.removeFirst()
-                // An object with a change to send again holds back its later changes, in this
-                // batch and in those sent after it, so that its last record is its latest change.
-                var held: Set<String> = []
-                var settled = try await settle(oldest.batch, await oldest.outcomes.value, held: &held)
-                guard !settled.again.isEmpty || settled.fatal != nil else { continue }
-                for later in inFlight {
-                    let laterSettled = try await settle(later.batch, await later.outcomes.value, held: &held)
-                    settled.again += laterSettled.again
-                    settled.fatal = settled.fatal ?? laterSettled.fatal
-                }
-                inFlight.removeAll()
-                var fatal = settled.fatal
-                if fatal == nil { fatal = try await retry(settled.again, random: &random) }
-                if let fatal {
-                    logger.error("the sink cannot go on: \(fatal). The checkpoint stays before the first event not delivered, so nothing is lost when kubebridge is started again")
-                    state.withLock { $0.status = .stopped(fatal) }
-                    throw SinkStopped(sink: sink.name, reason: fatal)
-                }
+                try await perform(machine.settle(await oldest.outcomes.value, at: timekeeper.now()))
                 continue
             }
-            if !Task.isCancelled, inFlight.count < max(1, options.batchesInFlight) {
-                if inFlight.isEmpty {
-                    guard let batch = await nextBatch() else { return }
-                    inFlight.append(InFlight(batch, await send(batch), ring: ring))
-                    continue
-                }
+            switch machine.next(cancelled: Task.isCancelled) {
+            case .takeBatch(let linger):
+                guard let batch = await nextBatch(linger: linger) else { return }
+                machine.sent(batch)
+                await beforeDelivery(batch)
+                inFlight.append(InFlight(await sink.send(batch), ring: ring))
+            case .takeAvailable:
                 // With batches in flight, what is there now goes at once: lingering would hold it
                 // back for nothing, since the sink is busy with those anyway.
                 let batch = buffer.takeAvailable(maxCount: options.batchSize, maxBytes: options.batchBytes)
-                if !batch.isEmpty {
-                    inFlight.append(InFlight(batch, await send(batch), ring: ring))
+                if batch.isEmpty {
+                    _ = await doorbell.next()
                     continue
                 }
-            }
-            guard !inFlight.isEmpty else { return }
-            // The oldest batch's outcomes, or (with room for another batch) events to send.
-            if Task.isCancelled || inFlight.count >= max(1, options.batchesInFlight) {
+                machine.sent(batch)
+                await beforeDelivery(batch)
+                inFlight.append(InFlight(await sink.send(batch), ring: ring))
+            case .awaitOutcomes:
                 _ = await inFlight[0].outcomes.value
-            } else {
-                _ = await doorbell.next()
+            case .waitUntil(let deadline):
+                try await timekeeper.sleep(deadline - timekeeper.now())
+                let retry = machine.deadlineReached()
+                metrics.retried.increment(by: retry.events.count)
+                inFlight.append(InFlight(await sink.send(retry.events), ring: ring))
+            case .finished:
+                return
             }
         }
     }
 
     /// The next batch: waits for its first event, then up to `linger` for it to fill up; nil once
     /// finished and drained.
-    private func nextBatch() async -> [OutboundEvent]? {
+    private func nextBatch(linger: Duration) async -> [OutboundEvent]? {
         guard var batch = await buffer.take(maxCount: options.batchSize, maxBytes: options.batchBytes) else { return nil }
-        if options.linger > .zero, batch.count < options.batchSize {
-            try? await timekeeper.sleep(options.linger)
+        if linger > .zero, batch.count < options.batchSize {
+            try? await timekeeper.sleep(linger)
             let bytes = batch.reduce(0) { $0 + $1.size }
             batch += buffer.takeAvailable(maxCount: options.batchSize - batch.count, maxBytes: options.batchBytes - bytes)
         }
         return batch
     }
 
-    private func send(_ batch: [OutboundEvent]) async -> PendingDelivery {
-        await beforeDelivery(batch)
-        return await sink.send(batch)
-    }
-
-    /// Sends `events` again (in order) after a backoff, until every one is delivered or
-    /// dead-lettered; the reason when the sink hit a fatal error.
-    private func retry(_ events: [OutboundEvent], random: inout SystemRandomNumberGenerator) async throws -> String? {
-        var remaining = events
-        var attempt = 0
-        while !remaining.isEmpty {
-            attempt += 1
-            try await timekeeper.sleep(options.retry.delay(attempt: attempt, using: &random))
-            metrics.retried.increment(by: remaining.count)
-            var held: Set<String> = []
-            let settled = try await settle(remaining, await sink.send(remaining).outcomes(), held: &held)
-            if let fatal = settled.fatal { return fatal }
-            remaining = settled.again
-        }
-        return nil
-    }
-
-    /// Acknowledges what a batch's outcomes confirm, dead-letters what they reject, and returns
-    /// what is to be sent again. `held` holds the objects with a change to send again: their later
-    /// changes are sent again too, confirmed or not.
-    private func settle(_ batch: [OutboundEvent], _ outcomes: [DeliveryOutcome], held: inout Set<String>) async throws
-        -> (again: [OutboundEvent], fatal: String?) {
-        precondition(outcomes.count == batch.count, "\(sink.name) returned \(outcomes.count) outcomes for \(batch.count) events")
-        var confirmed: [DeliveryLedger.Token] = []
-        confirmed.reserveCapacity(batch.count)
-        var again: [OutboundEvent] = []
-        var fatal: String?
-        let now = timekeeper.now()
-        var delivered = 0
-        for (event, outcome) in zip(batch, outcomes) {
-            var outcome = outcome
-            if !held.isEmpty, outcome == .delivered || outcome.isRejection, held.contains(event.envelope.partitionKey) {
-                outcome = .retriable("an earlier change of the same object was not confirmed")
-            }
-            switch outcome {
-            case .delivered:
-                delivered += 1
-                confirmed.append(event.token)
-                metrics.latency.recordNanoseconds(Self.nanoseconds(now - event.receivedAt))
-            case .rejected(let reason):
-                try await deadLetter(event, reason: reason)
-                confirmed.append(event.token)
-                metrics.latency.recordNanoseconds(Self.nanoseconds(now - event.receivedAt))
-            case .retriable(let reason):
-                if again.isEmpty { logger.warning("delivery failed, retrying: \(reason)") }
-                again.append(event)
-                held.insert(event.envelope.partitionKey)
-            case .fatal(let reason):
-                fatal = fatal ?? reason
-                again.append(event)
-                held.insert(event.envelope.partitionKey)
-            }
-        }
+    /// Writes a settlement's dead letters, then acknowledges and counts what it confirmed; throws
+    /// `SinkStopped` when the sink cannot go on.
+    private func perform(_ settlement: PipelineStateMachine.Settlement) async throws {
+        for (event, reason) in settlement.deadLetters { try await deadLetter(event, reason: reason) }
+        if let failure = settlement.failure { logger.warning("delivery failed, retrying: \(failure)") }
         state.withLock { state in
-            state.delivered += confirmed.count
-            state.retried += again.count
+            state.delivered += settlement.confirmed.count
+            state.retried += settlement.again
         }
-        if delivered > 0 { metrics.delivered.increment(by: delivered) }
-        if !again.isEmpty { metrics.failed.increment(by: again.count) }
-        if !confirmed.isEmpty { await acknowledge(confirmed, index) }
-        return (again, fatal)
+        if settlement.delivered > 0 { metrics.delivered.increment(by: settlement.delivered) }
+        if settlement.again > 0 { metrics.failed.increment(by: settlement.again) }
+        for latency in settlement.latencies { metrics.latency.recordNanoseconds(Self.nanoseconds(latency)) }
+        if !settlement.confirmed.isEmpty { await acknowledge(settlement.confirmed, index) }
+        if let stop = settlement.stop {
+            logger.error("the sink cannot go on: \(stop). The checkpoint stays before the first event not delivered, so nothing is lost when kubebridge is started again")
+            state.withLock { $0.status = .stopped(stop) }
+            throw SinkStopped(sink: sink.name, reason: stop)
+        }
     }
 
     static func nanoseconds(_ duration: Duration) -> Int64 {
