@@ -80,8 +80,15 @@ let package = Package(
             ]
         ),
         .target(
+            name: "ConfigReading",
+            dependencies: [.product(name: "Yams", package: "Yams")]
+        ),
+        .target(
             name: "FileSink",
-            dependencies: ["BridgeCore", "KubeModel", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: [
+                "BridgeCore", "ConfigReading", "KubeModel", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Yams", package: "Yams"),
+            ],
             path: "sinks/file"
         ),
         .systemLibrary(
@@ -92,7 +99,10 @@ let package = Package(
         ),
         .target(
             name: "KafkaSink",
-            dependencies: ["BridgeCore", "CRdKafka", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "BridgeCore", "ConfigReading", "CRdKafka", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ],
             path: "sinks/kafka/KafkaSink"
         ),
         .systemLibrary(
@@ -105,8 +115,8 @@ let package = Package(
             name: "NATSSink",
             dependencies: [
                 "KubeModel",
-                "BridgeCore", "CNats", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
-                .product(name: "Crypto", package: "swift-crypto"),
+                "BridgeCore", "CNats", "ConfigReading", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"), .product(name: "Yams", package: "Yams"),
             ],
             path: "sinks/nats/NATSSink"
         ),
@@ -114,6 +124,7 @@ let package = Package(
             name: "WebhookSink",
             dependencies: [
                 "BridgeCore",
+                "ConfigReading",
                 "KubeModel",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -122,6 +133,7 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
             ],
             path: "sinks/webhook"
         ),
@@ -140,6 +152,7 @@ let package = Package(
                 "KubeModel",
                 "BridgeCore",
                 "BridgeCheckpoint",
+                "ConfigReading",
                 "FileSink",
                 "KafkaSink",
                 "NATSSink",
@@ -176,6 +189,7 @@ let package = Package(
             dependencies: [
                 "KubeModel",
                 "BridgeApp",
+                "FileSink",
                 "KubeAPI",
                 "KubeInformer",
                 "BridgeCore",
@@ -207,6 +221,7 @@ let package = Package(
             name: "kubebridge-bench",
             dependencies: [
                 "BridgeApp",
+                "FileSink",
                 "KafkaSink",
                 "NATSSink",
                 "WebhookSink",

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BridgeApp
 import BridgeCore
+import FileSink
 import Foundation
 import Histogram
 import KubeModel
@@ -151,7 +152,7 @@ struct FileSinkBench: AsyncParsableCommand {
         try? FileManager.default.removeItem(at: directory)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let sink = Configuration.Sink(name: "file", kind: .file(Configuration.FileSinkConfiguration(path: directory.appendingPathComponent("events.jsonl").path)))
+        let sink = Configuration.Sink(name: "file", kind: .file(FileSink.Options(path: directory.appendingPathComponent("events.jsonl").path)))
         let measured = try await measureBridge(server: server, sink: sink, objects: run.objects, rate: run.rate, seconds: run.seconds,
                                                stateDirectory: directory.appendingPathComponent("state").path, store: run.store)
         await server.stop()

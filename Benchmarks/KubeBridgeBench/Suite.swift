@@ -1,6 +1,7 @@
 import ArgumentParser
 import BridgeApp
 import BridgeCore
+import FileSink
 import Foundation
 import KafkaSink
 import KubeAPI
@@ -161,7 +162,7 @@ struct SinkEndpoint {
         switch kind {
         case "file":
             let path = directory.appendingPathComponent("events.jsonl").path
-            return SinkEndpoint(sink: Configuration.Sink(name: "file", kind: .file(Configuration.FileSinkConfiguration(path: path))), stop: {})
+            return SinkEndpoint(sink: Configuration.Sink(name: "file", kind: .file(FileSink.Options(path: path))), stop: {})
         case "kafka":
             let broker = try MockBrokerProcess()
             var options = KafkaSinkOptions(brokers: [try broker.bootstrap()])
@@ -457,7 +458,7 @@ struct SuiteIdle: AsyncParsableCommand {
         var configuration = Configuration()
         configuration.cluster.kubeconfig = server.kubeconfig
         configuration.stateDirectory = directory.appendingPathComponent("state").path
-        configuration.sinks = [Configuration.Sink(name: "file", kind: .file(Configuration.FileSinkConfiguration(path: directory.appendingPathComponent("events.jsonl").path)))]
+        configuration.sinks = [Configuration.Sink(name: "file", kind: .file(FileSink.Options(path: directory.appendingPathComponent("events.jsonl").path)))]
         configuration.operationsAddress = nil
         let builtIns = configuration.selection.select(try await server.client.discover().resources).count
         _ = try await SuiteSink.prepareResources(server, count: resources - builtIns + 1)

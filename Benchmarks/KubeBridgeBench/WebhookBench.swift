@@ -1,5 +1,6 @@
 import ArgumentParser
 import BridgeApp
+import BridgeCore
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -33,7 +34,7 @@ struct WebhookSinkBench: AsyncParsableCommand {
     var url: String?
 
     func run() async throws {
-        guard let mode = WebhookSinkOptions.Mode(rawValue: mode) else { throw ValidationError("--mode: binary, structured or batch") }
+        guard let mode = ContentMode(rawValue: mode) else { throw ValidationError("--mode: binary, structured or batch") }
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kubebridge-bench-webhook-\(getpid())")
         try? FileManager.default.removeItem(at: directory)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

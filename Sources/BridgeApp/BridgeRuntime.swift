@@ -77,10 +77,7 @@ public struct BridgeRuntime: Sendable {
             deadLetters = try DeadLetterFile(path: "\(configuration.stateDirectory)/dead-letters.jsonl")
             for sink in configuration.sinks {
                 switch sink.kind {
-                case .file(let file):
-                    var options = FileSink.Options(path: file.path)
-                    options.maxFileBytes = file.maxFileBytes
-                    options.keepFiles = file.keepFiles
+                case .file(let options):
                     opened.sinks.append(FileSink(name: sink.name, options: options))
                 case .kafka(let options):
                     opened.sinks.append(try KafkaSink(name: sink.name, options: options, logger: logger))

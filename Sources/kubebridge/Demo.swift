@@ -1,6 +1,7 @@
 import ArgumentParser
 import BridgeApp
 import BridgeCore
+import FileSink
 import Foundation
 import KubeAPI
 import KubeTestServer
@@ -46,7 +47,7 @@ struct Demo: AsyncParsableCommand {
         configuration.envelopes.cluster = "demo"
         configuration.stateDirectory = root.appendingPathComponent("state").path
         let events = root.appendingPathComponent("events.jsonl").path
-        configuration.sinks = [Configuration.Sink(name: "demo-file", kind: .file(Configuration.FileSinkConfiguration(path: events)))]
+        configuration.sinks = [Configuration.Sink(name: "demo-file", kind: .file(FileSink.Options(path: events)))]
         // The demo's endpoints are on a free port, so that it runs beside anything on 8080.
         configuration.operationsAddress = ("127.0.0.1", 0)
         do {

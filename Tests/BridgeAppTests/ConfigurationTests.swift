@@ -234,6 +234,7 @@ struct ConfigurationTests {
         ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    path: x\n", ["bridge.yaml:4: sinks[0].path: unknown key; expected one of type, name, filter, buffer, batch, retry, brokers"]),
         ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    topic: kube/{resource}\n", ["which Kafka does not accept"]),
         ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    mode: binar\n", ["bridge.yaml:4: sinks[0].mode: expected binary or structured"]),
+        ("sinks:\n  - type: nats\n    servers: [nats://n:4222]\n    mode: batch\n", ["bridge.yaml:4: sinks[0].mode: expected binary or structured, got \"batch\""]),
         ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    properties:\n      acks: sometimes\n", ["sinks[0]: Kafka property acks=sometimes: Invalid value"]),
         ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    properties:\n      sasl.password: ${KUBEBRIDGE_TEST_UNSET}\n",
          ["bridge.yaml:5: sinks[0].properties.sasl.password: the environment variable KUBEBRIDGE_TEST_UNSET is not set"]),

@@ -7,8 +7,8 @@ import TestSupport
 @Suite("Kafka sink against librdkafka's mock cluster")
 struct KafkaSinkTests {
     @Test("binary and structured mode: every record parses with the CloudEvents Kafka binding; keys are uids; order holds per key",
-          arguments: KafkaSinkOptions.Mode.allCases)
-    func roundTrip(mode: KafkaSinkOptions.Mode) async throws {
+          arguments: KafkaSinkOptions.modes)
+    func roundTrip(mode: ContentMode) async throws {
         let cluster = try KafkaMockCluster()
         defer { cluster.close() }
         var options = KafkaSinkOptions(brokers: [cluster.bootstrapServers])

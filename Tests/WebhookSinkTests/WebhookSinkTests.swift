@@ -66,7 +66,7 @@ struct WebhookSinkTests {
                                      changes: changes, ledger: &ledger)
     }
 
-    static func options(_ receiver: WebhookReceiver, mode: WebhookSinkOptions.Mode = .binary) throws -> WebhookSinkOptions {
+    static func options(_ receiver: WebhookReceiver, mode: ContentMode = .binary) throws -> WebhookSinkOptions {
         var options = WebhookSinkOptions(url: receiver.url)
         options.mode = mode
         options.signingSecret = receiver.secret
@@ -92,8 +92,8 @@ struct WebhookSinkTests {
     }
 
     @Test("binary, structured and batch mode, signed and with a bearer token: every event parses with the CloudEvents SDK, attributes intact",
-          arguments: WebhookSinkOptions.Mode.allCases)
-    func roundTrip(mode: WebhookSinkOptions.Mode) async throws {
+          arguments: ContentMode.allCases)
+    func roundTrip(mode: ContentMode) async throws {
         let receiver = try await WebhookReceiver.start(secret: Self.secret, token: "s3cret-token")
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }

@@ -7,8 +7,8 @@ import Synchronization
 /// is acknowledged only after its line is written and the file fsynced. Files rotate by size.
 public final class FileSink: Sink {
     public struct Options: Sendable {
-        /// The file path; `{group}`, `{version}`, `{resource}` and `{namespace}` are replaced per event
-        /// (`core` for the core group, `_cluster` for cluster-scoped objects).
+        /// The file path; `{group}`, `{version}`, `{resource}`, `{namespace}` and `{name}` are replaced
+        /// per event (`core` for the core group, `_cluster` for cluster-scoped objects).
         public var path: String
         /// A file that reaches this size is renamed to `<path>.1` (older ones shift to `.2`, ...).
         public var maxFileBytes = 256 * 1024 * 1024
@@ -24,19 +24,19 @@ public final class FileSink: Sink {
     public let options: Options
     private let files = Mutex<[String: DurableAppender]>([:])
 
+    /// `options.path` as a template; nil when it has no placeholder.
+    private let pathTemplate: DestinationTemplate?
+
     public init(name: String = "file", options: Options) {
         self.name = name
         self.options = options
+        pathTemplate = options.path.contains("{") ? DestinationTemplate(options.path) : nil
     }
 
     /// The file of an event.
     func path(for event: OutboundEvent) -> String {
-        guard options.path.contains("{") else { return options.path }
-        return options.path
-            .replacingOccurrences(of: "{group}", with: event.resource.group.isEmpty ? "core" : event.resource.group)
-            .replacingOccurrences(of: "{version}", with: event.resource.version)
-            .replacingOccurrences(of: "{resource}", with: event.resource.resource)
-            .replacingOccurrences(of: "{namespace}", with: event.namespace ?? "_cluster")
+        guard let pathTemplate else { return options.path }
+        return pathTemplate.render(event, clusterScoped: "_cluster")
     }
 
     public func deliver(_ batch: [OutboundEvent]) async -> [DeliveryOutcome] {

@@ -10,19 +10,13 @@ import Synchronization
 
 /// Where and how the webhook sink posts events.
 public struct WebhookSinkOptions: Sendable {
-    /// The CloudEvents HTTP binding's three modes.
-    public enum Mode: String, Sendable, CaseIterable {
-        /// `ce-*` headers, the object JSON as the body.
-        case binary
-        /// One JSON event per request, `content-type: application/cloudevents+json`.
-        case structured
-        /// A JSON array of events per request, `content-type: application/cloudevents-batch+json`.
-        case batch
-    }
+    /// The modes of the CloudEvents HTTP binding: one event per request (binary, structured) or
+    /// a JSON array of them (batch).
+    public static let modes = ContentMode.allCases
 
     /// `http://` or `https://`.
     public var url: String
-    public var mode = Mode.binary
+    public var mode = ContentMode.binary
     /// The most events and bytes in one batched request.
     public var batchMaxEvents = 100
     public var batchMaxBytes = 1024 * 1024

@@ -5,20 +5,15 @@ import NIOCore
 
 /// How the Kafka sink connects and what it writes.
 public struct KafkaSinkOptions: Sendable {
-    /// The CloudEvents Kafka binding's two modes.
-    public enum Mode: String, Sendable, CaseIterable {
-        /// `ce_*` headers, the object JSON as the value.
-        case binary
-        /// The JSON event format as the value, `content-type: application/cloudevents+json`.
-        case structured
-    }
+    /// The modes of the CloudEvents Kafka binding.
+    public static let modes: [ContentMode] = [.binary, .structured]
 
     /// `host:port` of the brokers to bootstrap from.
     public var brokers: [String]
     /// The topic of each event: `{group}` (`core` for the core group), `{version}`, `{resource}`
     /// and `{namespace}` (`_cluster` for cluster-scoped objects) are replaced.
     public var topic = "kube.{group}.{resource}"
-    public var mode = Mode.binary
+    public var mode = ContentMode.binary
     /// librdkafka's `compression.codec`.
     public var compression = "lz4"
     /// Any librdkafka property (`security.protocol`, `sasl.*`, `ssl.*`, `linger.ms`, ...); these
@@ -79,6 +74,9 @@ public struct KafkaSinkOptions: Sendable {
         guard KafkaSink.isValidTopic(sample) else {
             throw KafkaConfigurationError(description: "topic \"\(topic)\" gives \"\(sample)\", which Kafka does not accept: a topic has 1 to 249 characters of a-z A-Z 0-9 . _ -")
         }
+        guard KafkaSinkOptions.modes.contains(mode) else {
+            throw KafkaConfigurationError(description: "mode: the CloudEvents Kafka binding has no \(mode.rawValue) mode; use binary or structured")
+        }
         guard !brokers.isEmpty else {
             throw KafkaConfigurationError(description: "brokers: at least one host:port is needed")
         }
@@ -122,7 +120,7 @@ public final class KafkaSink: Sink {
     }
 
     /// The headers of an event's record in `mode`.
-    public static func headers(of event: OutboundEvent, mode: KafkaSinkOptions.Mode) -> [(name: String, value: String)] {
+    public static func headers(of event: OutboundEvent, mode: ContentMode) -> [(name: String, value: String)] {
         var headers: [(name: String, value: String)] = []
         message(for: event, topic: "", mode: mode).headers.forEach { headers.append(($0, $1)) }
         return headers
@@ -139,13 +137,15 @@ public final class KafkaSink: Sink {
     }
 
     /// The record of an event in the binding's mode.
-    static func message(for event: OutboundEvent, topic: String, mode: KafkaSinkOptions.Mode) -> KafkaMessage {
+    static func message(for event: OutboundEvent, topic: String, mode: ContentMode) -> KafkaMessage {
         let envelope = event.envelope
         switch mode {
         case .structured:
             return KafkaMessage(topic: topic, key: envelope.partitionKey, value: envelope.structured(), headers: .list(structuredHeaders))
         case .binary:
             return KafkaMessage(topic: topic, key: envelope.partitionKey, value: envelope.data, headers: .attributes(envelope))
+        case .batch:
+            preconditionFailure("the Kafka binding has no batch mode, and KafkaSinkOptions.validate says so")
         }
     }
 

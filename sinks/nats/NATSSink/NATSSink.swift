@@ -7,13 +7,8 @@ import Synchronization
 
 /// How the NATS sink connects and what it publishes.
 public struct NATSSinkOptions: Sendable {
-    /// The CloudEvents NATS binding's two modes.
-    public enum Mode: String, Sendable, CaseIterable {
-        /// `ce-*` headers, the object JSON as the payload.
-        case binary
-        /// The JSON event format as the payload, `content-type: application/cloudevents+json`.
-        case structured
-    }
+    /// The modes of the CloudEvents NATS binding.
+    public static let modes: [ContentMode] = [.binary, .structured]
 
     /// When a stream drops messages (JetStream's retention policies).
     public enum Retention: String, Sendable, CaseIterable {
@@ -31,7 +26,7 @@ public struct NATSSinkOptions: Sendable {
     /// `{resource}`, `{namespace}` (`_` for cluster-scoped objects) and `{name}`, each escaped
     /// into one subject token (see `SubjectToken`).
     public var subject = "kube.{group}.{version}.{resource}.{namespace}.{name}"
-    public var mode = Mode.binary
+    public var mode = ContentMode.binary
     /// The JetStream stream the subjects belong to.
     public var stream = "KUBEBRIDGE"
     /// Create the stream when it is missing (subjects from the template, file storage).
@@ -63,6 +58,9 @@ public struct NATSSinkOptions: Sendable {
     /// Checks the template: known placeholders only, each one a whole token.
     public func validate() throws {
         guard !servers.isEmpty else { throw NATSError(description: "servers: at least one nats://host:port is needed") }
+        guard NATSSinkOptions.modes.contains(mode) else {
+            throw NATSError(description: "mode: the CloudEvents NATS binding has no \(mode.rawValue) mode; use binary or structured")
+        }
         let tokens = subject.split(separator: ".", omittingEmptySubsequences: false)
         let known = Set(DestinationTemplate.placeholders.map { Substring($0) })
         for token in tokens {
@@ -204,7 +202,7 @@ public final class NATSSink: Sink {
     }
 
     /// The headers of an event's message in `mode`, `Nats-Msg-Id` first.
-    public static func headers(of event: OutboundEvent, mode: NATSSinkOptions.Mode) -> [(name: String, value: String)] {
+    public static func headers(of event: OutboundEvent, mode: ContentMode) -> [(name: String, value: String)] {
         let envelope = event.envelope
         switch mode {
         case .structured:
@@ -216,6 +214,8 @@ public final class NATSSink: Sink {
             ]
             for (name, value) in envelope.extensions { headers.append(("ce-" + name, value)) }
             return headers
+        case .batch:
+            preconditionFailure("the NATS binding has no batch mode, and NATSSinkOptions.validate says so")
         }
     }
 

@@ -1,0 +1,228 @@
+import BridgeCore
+import ConfigReading
+import FileSink
+import Foundation
+import KafkaSink
+import KubeInformer
+import KubeModel
+import NATSSink
+import WebhookSink
+import Yams
+
+/// kubebridge's configuration as its YAML reads: the top-level sections here, each sink's own
+/// keys beside that sink.
+extension ConfigReader {
+    mutating func configuration(_ root: Node) -> Configuration {
+        var configuration = Configuration()
+        let top = mapping(root, "", allowed: ["cluster", "state", "resources", "events", "sinks", "checkpoint", "shutdown", "logging", "operations",
+                                              "leaderElection"])
+        if let cluster = top["cluster"] {
+            let fields = mapping(cluster, "cluster", allowed: ["name", "kubeconfig", "context"])
+            if let name = string(fields["name"], "cluster.name") { configuration.cluster.name = name }
+            configuration.cluster.kubeconfig = string(fields["kubeconfig"], "cluster.kubeconfig")
+            configuration.cluster.context = string(fields["context"], "cluster.context")
+        }
+        if let state = top["state"] {
+            let fields = mapping(state, "state", allowed: ["directory", "store", "namespace", "name"])
+            if let directory = string(fields["directory"], "state.directory") { configuration.stateDirectory = directory }
+            switch string(fields["store"], "state.store") {
+            case nil, "sqlite":
+                break
+            case "kubernetes":
+                configuration.checkpointStore = .kubernetes(namespace: string(fields["namespace"], "state.namespace") ?? LeaderElectionOptions.defaultNamespace,
+                                                            name: string(fields["name"], "state.name") ?? "kubebridge-checkpoint")
+            case let other?:
+                problem(fields["store"]!, "state.store", "expected sqlite or kubernetes, got \"\(other)\"")
+            }
+        }
+        if let election = top["leaderElection"] {
+            let fields = mapping(election, "leaderElection", allowed: ["enabled", "namespace", "name", "identity", "leaseDuration", "renewDeadline", "retryPeriod"])
+            if bool(fields["enabled"], "leaderElection.enabled") ?? true {
+                var options = LeaderElectionOptions(namespace: string(fields["namespace"], "leaderElection.namespace") ?? LeaderElectionOptions.defaultNamespace,
+                                                    identity: string(fields["identity"], "leaderElection.identity") ?? LeaderElectionOptions.defaultIdentity)
+                if let name = string(fields["name"], "leaderElection.name") { options.name = name }
+                if let duration = duration(fields["leaseDuration"], "leaderElection.leaseDuration") { options.leaseDuration = duration }
+                if let deadline = duration(fields["renewDeadline"], "leaderElection.renewDeadline") { options.renewDeadline = deadline }
+                if let period = duration(fields["retryPeriod"], "leaderElection.retryPeriod") { options.retryPeriod = period }
+                do {
+                    try options.validate()
+                    configuration.leaderElection = options
+                } catch let error as ConfigurationError {
+                    problems += error.problems.map { "\(location(election)): \($0)" }
+                } catch {}
+            }
+        }
+        if let resources = top["resources"] {
+            configuration.selection = selection(resources)
+        }
+        if let events = top["events"] {
+            let fields = mapping(events, "events", allowed: ["typePrefix", "dropManagedFields", "revealSecrets"])
+            if let prefix = string(fields["typePrefix"], "events.typePrefix") { configuration.envelopes.typePrefix = prefix }
+            if let drop = bool(fields["dropManagedFields"], "events.dropManagedFields") { configuration.envelopes.dropManagedFields = drop }
+            if let reveal = strings(fields["revealSecrets"], "events.revealSecrets") {
+                for (index, pattern) in reveal.enumerated() where pattern.split(separator: "/", omittingEmptySubsequences: false).count != 2 {
+                    problem(fields["revealSecrets"]!, "events.revealSecrets[\(index)]", "expected namespace/name (with * as a wildcard), got \"\(pattern)\"")
+                }
+                configuration.envelopes.revealSecrets = reveal
+            }
+        }
+        configuration.envelopes.cluster = configuration.cluster.name
+        if let checkpoint = top["checkpoint"] {
+            let fields = mapping(checkpoint, "checkpoint", allowed: ["interval"])
+            if let interval = duration(fields["interval"], "checkpoint.interval") { configuration.checkpointInterval = interval }
+        }
+        if let shutdown = top["shutdown"] {
+            let fields = mapping(shutdown, "shutdown", allowed: ["drainTimeout"])
+            if let timeout = duration(fields["drainTimeout"], "shutdown.drainTimeout") { configuration.drainTimeout = timeout }
+        }
+        if let operations = top["operations"] {
+            let fields = mapping(operations, "operations", allowed: ["address", "stalledDeliveryAfter"])
+            if let limit = duration(fields["stalledDeliveryAfter"], "operations.stalledDeliveryAfter") { configuration.stalledDeliveryAfter = limit }
+            if let address = string(fields["address"], "operations.address") {
+                if address.isEmpty || address == "off" {
+                    configuration.operationsAddress = nil
+                } else if let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) {
+                    let host = String(address[..<colon])
+                    configuration.operationsAddress = (host.isEmpty ? "0.0.0.0" : host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port)
+                } else {
+                    problem(fields["address"]!, "operations.address", "expected host:port (:8080 for every interface, off for none), got \"\(address)\"")
+                }
+            }
+        }
+        if let logging = top["logging"] {
+            let fields = mapping(logging, "logging", allowed: ["level", "format"])
+            if let format = choice(fields["format"], "logging.format", of: LogFormat.self) { configuration.logFormat = format }
+            if let level = string(fields["level"], "logging.level") {
+                if ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) {
+                    configuration.logLevel = level
+                } else {
+                    problem(fields["level"]!, "logging.level", "expected trace, debug, info, notice, warning, error or critical")
+                }
+            }
+        }
+        if let sinks = top["sinks"] {
+            if case .sequence(let list) = sinks {
+                configuration.sinks = list.enumerated().compactMap { sink($0.element, index: $0.offset) }
+                let names = configuration.sinks.map(\.name)
+                for name in Set(names) where names.filter({ $0 == name }).count > 1 {
+                    problem(sinks, "sinks", "the name \"\(name)\" is used twice; sink names must be unique")
+                }
+            } else {
+                problem(sinks, "sinks", "expected a list of sinks")
+            }
+        }
+        if configuration.leaderElection != nil, configuration.checkpointStore == .sqlite, problems.isEmpty {
+            problems.append("\(location(root)): leaderElection: replicas must share their checkpoint; set state.store: kubernetes")
+        }
+        if configuration.sinks.isEmpty, problems.isEmpty {
+            problems.append("\(location(root)): sinks: at least one sink is needed (for example: - type: file, path: events.jsonl)")
+        }
+        return configuration
+    }
+
+    mutating func selection(_ node: Node) -> ResourceSelection {
+        var selection = ResourceSelection()
+        let fields = mapping(node, "resources", allowed: ["include", "exclude", "namespaces", "labelSelector", "changeTypes", "specChangesOnly"])
+        let filter = eventFilter(fields, node: node, key: "resources")
+        selection.include = filter.include
+        selection.exclude = filter.exclude
+        selection.includeNamespaces = filter.includeNamespaces
+        selection.excludeNamespaces = filter.excludeNamespaces
+        selection.changeTypes = filter.changeTypes
+        selection.labelSelector = string(fields["labelSelector"], "resources.labelSelector")
+        if let specOnly = bool(fields["specChangesOnly"], "resources.specChangesOnly") { selection.specChangesOnly = specOnly }
+        return selection
+    }
+
+    /// A sink's `filter`: the same keys as `resources`, but for one sink.
+    mutating func eventFilter(_ node: Node, key: String) -> EventFilter {
+        eventFilter(mapping(node, key, allowed: ["include", "exclude", "namespaces", "changeTypes"]), node: node, key: key)
+    }
+
+    /// Resource patterns, namespaces and change types, under `key`.
+    mutating func eventFilter(_ fields: [String: Node], node: Node, key: String) -> EventFilter {
+        var filter = EventFilter()
+        if let include = strings(fields["include"], "\(key).include") { filter.include = include }
+        if let exclude = strings(fields["exclude"], "\(key).exclude") { filter.exclude = exclude }
+        for (field, patterns) in [("include", filter.include), ("exclude", filter.exclude)] {
+            for pattern in patterns where GVRPattern(pattern) == nil {
+                problem(fields[field] ?? node, "\(key).\(field)", "\"\(pattern)\" is not group/version/resource (core for the core group, * as a wildcard)")
+            }
+        }
+        if let namespaces = fields["namespaces"] {
+            let namespaceFields = mapping(namespaces, "\(key).namespaces", allowed: ["include", "exclude"])
+            if let include = strings(namespaceFields["include"], "\(key).namespaces.include") { filter.includeNamespaces = include }
+            if let exclude = strings(namespaceFields["exclude"], "\(key).namespaces.exclude") { filter.excludeNamespaces = exclude }
+        }
+        if let types = strings(fields["changeTypes"], "\(key).changeTypes") {
+            var set: Set<ChangeType> = []
+            for type in types {
+                if let changeType = ChangeType(rawValue: type) {
+                    set.insert(changeType)
+                } else {
+                    problem(fields["changeTypes"]!, "\(key).changeTypes", "unknown change type \"\(type)\"; expected added, modified, deleted or synced")
+                }
+            }
+            filter.changeTypes = set
+        }
+        return filter
+    }
+
+    /// The keys of each sink type's entry, besides those every sink has.
+    static let sinkKeys = [
+        "file": FileSink.Options.configurationKeys,
+        "kafka": KafkaSinkOptions.configurationKeys,
+        "nats": NATSSinkOptions.configurationKeys,
+        "webhook": WebhookSinkOptions.configurationKeys,
+    ]
+
+    mutating func sink(_ node: Node, index: Int) -> Configuration.Sink? {
+        let key = "sinks[\(index)]"
+        let known = Self.sinkKeys.keys.sorted().joined(separator: ", ")
+        let type = (node.mapping?["type"]).flatMap { $0.string }
+        let fields = mapping(node, key, allowed: ["type", "name", "filter", "buffer", "batch", "retry"] + (type.flatMap { Self.sinkKeys[$0] } ?? []))
+        guard let type else {
+            problem(node, "\(key).type", "missing; known sink types: \(known)")
+            return nil
+        }
+        var pipeline = switch type {
+        case "kafka": KafkaSinkOptions.defaultPipeline
+        case "webhook": WebhookSinkOptions.defaultPipeline
+        default: Pipeline.Options()
+        }
+        if let filter = fields["filter"] {
+            pipeline.filter = eventFilter(filter, key: "\(key).filter")
+        }
+        if let buffer = fields["buffer"] {
+            let bufferFields = mapping(buffer, "\(key).buffer", allowed: ["maxEvents", "maxBytes"])
+            if let events = int(bufferFields["maxEvents"], "\(key).buffer.maxEvents", minimum: 1) { pipeline.maxBufferedEvents = events }
+            if let bytes = int(bufferFields["maxBytes"], "\(key).buffer.maxBytes", minimum: 1024) { pipeline.maxBufferedBytes = bytes }
+        }
+        if let batch = fields["batch"] {
+            let batchFields = mapping(batch, "\(key).batch", allowed: ["size", "bytes", "linger", "inFlight"])
+            if let size = int(batchFields["size"], "\(key).batch.size", minimum: 1) { pipeline.batchSize = size }
+            if let bytes = int(batchFields["bytes"], "\(key).batch.bytes", minimum: 1024) { pipeline.batchBytes = bytes }
+            if let linger = duration(batchFields["linger"], "\(key).batch.linger") { pipeline.linger = linger }
+            if let inFlight = int(batchFields["inFlight"], "\(key).batch.inFlight", minimum: 1) { pipeline.batchesInFlight = inFlight }
+        }
+        if let retry = fields["retry"] {
+            let retryFields = mapping(retry, "\(key).retry", allowed: ["initial", "maximum"])
+            if let initial = duration(retryFields["initial"], "\(key).retry.initial") { pipeline.retry.initial = initial }
+            if let maximum = duration(retryFields["maximum"], "\(key).retry.maximum") { pipeline.retry.maximum = maximum }
+        }
+        let name = string(fields["name"], "\(key).name") ?? "\(type)-\(index)"
+        switch type {
+        case "file":
+            return fileSink(fields, node: node, key: key).map { Configuration.Sink(name: name, kind: .file($0), pipeline: pipeline) }
+        case "kafka":
+            return kafkaSink(fields, node: node, key: key).map { Configuration.Sink(name: name, kind: .kafka($0), pipeline: pipeline) }
+        case "nats":
+            return natsSink(fields, node: node, key: key).map { Configuration.Sink(name: name, kind: .nats($0), pipeline: pipeline) }
+        case "webhook":
+            return webhookSink(fields, node: node, key: key).map { Configuration.Sink(name: name, kind: .webhook($0), pipeline: pipeline) }
+        default:
+            problem(fields["type"]!, "\(key).type", "unknown sink type \"\(type)\"; known sink types: \(known)")
+            return nil
+        }
+    }
+}
