@@ -219,16 +219,18 @@ struct InformerService: Service {
     let bridge: Bridge
 
     func run() async throws {
-        let release = Task {
-            // Once every watch has listed and the sinks have confirmed (nearly) all of it.
-            while !supervisor.isSynced || supervisor.watchedScopes.reduce(0, { $0 + bridge.unconfirmed(in: $1) }) > 1000 {
-                try await Task.sleep(for: .milliseconds(500))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                // Once every watch has listed and the sinks have confirmed (nearly) all of it.
+                while !supervisor.isSynced || supervisor.watchedScopes.reduce(0, { $0 + bridge.unconfirmed(in: $1) }) > 1000 {
+                    try await Task.sleep(for: .milliseconds(500))
+                }
+                FreedMemory.release()
             }
-            FreedMemory.release()
-        }
-        defer { release.cancel() }
-        try await cancelWhenGracefulShutdown {
-            try await supervisor.run { try await bridge.accept($0) }
+            defer { group.cancelAll() }
+            try await cancelWhenGracefulShutdown {
+                try await supervisor.run { try await bridge.accept($0) }
+            }
         }
     }
 }

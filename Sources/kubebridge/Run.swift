@@ -57,9 +57,17 @@ struct Run: AsyncParsableCommand {
         } catch {
             throw fail(describe(error))
         }
-        // For the life of the process, whatever phase it is in.
-        let serving = Task { try await endpoints?.server.run() }
-        defer { serving.cancel() }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            // For the life of the process, whatever phase it is in.
+            if let endpoints { group.addTask { try await endpoints.server.run() } }
+            defer { group.cancelAll() }
+            try await bridge(configuration, endpoints: endpoints, metrics: registry, logger: logger)
+        }
+    }
+
+    /// From the first contact with the API server to the end: as the leader elected or alone.
+    private func bridge(_ configuration: Configuration, endpoints: OperationsEndpoints?, metrics registry: PrometheusCollectorRegistry,
+                        logger: Logger) async throws {
         endpoints?.answerNotReady("connecting to the API server", phase: "starting")
         do {
             try await BridgeRuntime.waitForFirstContact(configuration: configuration, logger: logger) { reason in

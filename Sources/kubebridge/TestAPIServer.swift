@@ -1,7 +1,7 @@
 import ArgumentParser
-import Dispatch
 import Foundation
 import KubeTestServer
+import UnixSignals
 
 struct TestAPIServer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -44,44 +44,11 @@ struct TestAPIServer: AsyncParsableCommand {
             try? await server.stop()
             throw fail("cannot write \(kubeconfigOut): \(error.localizedDescription)")
         }
+        // Trapped before the line below: a script may signal as soon as it reads it.
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
         // Written unbuffered: scripts wait for this line to know the server is up.
         FileHandle.standardOutput.write(Data("test API server listening on \(server.url); kubeconfig written to \(kubeconfigOut); Ctrl-C stops it\n".utf8))
-        await waitForTerminationSignal()
+        for await _ in signals { break }
         try await server.stop()
-    }
-}
-
-/// Returns when SIGINT or SIGTERM arrives.
-func waitForTerminationSignal() async {
-    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let queue = DispatchQueue(label: "kubebridge.signals")
-        nonisolated(unsafe) var sources: [DispatchSourceSignal] = []
-        let resumed = ManagedAtomicFlag()
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-            source.setEventHandler {
-                if resumed.setOnce() {
-                    for source in sources { source.cancel() }
-                    continuation.resume()
-                }
-            }
-            source.resume()
-            sources.append(source)
-        }
-    }
-}
-
-/// A flag set once, from the signal queue.
-final class ManagedAtomicFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var isSet = false
-
-    func setOnce() -> Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        if isSet { return false }
-        isSet = true
-        return true
     }
 }

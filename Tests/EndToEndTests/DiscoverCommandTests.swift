@@ -41,6 +41,32 @@ struct DiscoverCommandTests {
         }
     }
 
+    @Test("kubebridge test-apiserver serves what discover reads, and SIGTERM stops it with exit code 0")
+    func testAPIServerCommand() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let kubeconfig = directory.appendingPathComponent("test.kubeconfig").path
+        let output = directory.appendingPathComponent("server.log")
+        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: KubeBridgeBinary.path)
+        server.arguments = ["test-apiserver", "--kubeconfig-out", kubeconfig]
+        let handle = try FileHandle(forWritingTo: output)
+        server.standardOutput = handle
+        server.standardError = handle
+        try server.run()
+        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
+        try await waitUntil(timeout: .seconds(60), interval: .milliseconds(50)) {
+            ((try? String(contentsOf: output, encoding: .utf8)) ?? "").contains("listening on https://127.0.0.1:")
+        }
+        let discovered = try await KubeBridgeBinary.run(["discover", "--kubeconfig", kubeconfig], environment: ["HOME": directory.path])
+        #expect(discovered.status == 0, "\(discovered.stderr)")
+        #expect(rows(discovered.stdout).contains { $0.starts(with: ["core", "v1", "configmaps", "ConfigMap", "true"]) })
+        server.terminate()
+        try await waitUntil(timeout: .seconds(60), interval: .milliseconds(50)) { !server.isRunning }
+        #expect(server.terminationReason == .exit && server.terminationStatus == 0, "\((try? String(contentsOf: output, encoding: .utf8)) ?? "")")
+    }
+
     @Test("--output json is machine-readable")
     func jsonOutput() async throws {
         try await TestCluster.with { cluster in
