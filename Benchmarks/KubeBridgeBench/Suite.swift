@@ -287,13 +287,18 @@ struct SuiteSink: AsyncParsableCommand {
             let before = probe.acknowledged
             let count = rate * suite.seconds
             let version = try await server.status()["resourceVersion"] as? Int ?? 0
-            let source = Task { try await Self.bareWatch(server.client, namespace: "bench", from: version, events: count) }
-            try await Task.sleep(for: .milliseconds(300))
+            // The source's own watch runs in a process of its own: its CPU is not the bridge's.
+            let source = try BenchChild(["bare-watch", "--kubeconfig", server.kubeconfig, "--namespace", "bench", "--from", String(version),
+                                         "--events", String(count)])
+            _ = try source.firstLine()
             started = meter.start()
+            let startedAt = Date()
             _ = try await server.control("generate", query: churn(count: count, rate: rate, objects: perResource))
             try await meter.wait { probe.acknowledged >= before + count }
             (elapsed, cpu) = meter.lap(since: started)
-            let sourceElapsed = try await source.value - started.time
+            let sourceEnded = try source.firstLine()
+            source.stop()
+            let sourceElapsed = Duration.seconds((Double(sourceEnded) ?? 0) - startedAt.timeIntervalSince1970)
             (p50, p99, p999) = probe.percentiles()
             try emit(SuiteRow(sink: sink, scenario: "churn \(rate) events/s for \(suite.seconds) s", events: count, rate: Double(count) / elapsed,
                               sourceRate: Double(count) / sourceElapsed.seconds, p50: p50, p99: p99, p999: p999, peakRSS: meter.peak,
@@ -400,8 +405,10 @@ struct SuiteSink: AsyncParsableCommand {
 
     /// Watches a namespace's ConfigMaps from `version`, counting lines until `events`; returns when
     /// the last arrived.
-    static func bareWatch(_ client: KubeClient, namespace: String, from version: Int, events: Int) async throws -> ContinuousClock.Instant {
+    static func bareWatch(_ client: KubeClient, namespace: String, from version: Int, events: Int, opened: @Sendable () -> Void = {}) async throws
+        -> ContinuousClock.Instant {
         var seen = 0
+        opened()
         try await client.readBody("/api/v1/namespaces/\(namespace)/configmaps", query: [
             ("watch", "true"), ("resourceVersion", String(version)), ("allowWatchBookmarks", "false"),
         ]) { chunk in
@@ -409,6 +416,28 @@ struct SuiteSink: AsyncParsableCommand {
             return seen < events
         }
         return ContinuousClock.now
+    }
+}
+
+/// The suite's source: a bare watch of a namespace's ConfigMaps from a resourceVersion, in a process
+/// of its own. Prints `watching` once it is asked for, then, once `--events` events arrived, the
+/// time (seconds since 1970) they were all in.
+struct BareWatchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "bare-watch", abstract: "The suite's source watch, in a process of its own.",
+                                                    shouldDisplay: false)
+
+    @Option var kubeconfig: String
+    @Option var namespace: String
+    @Option var from: Int
+    @Option var events: Int
+
+    func run() async throws {
+        let client = try KubeClient(configuration: try KubeConfigLoader.load(kubeconfig: kubeconfig), logger: benchLogger())
+        _ = try await SuiteSink.bareWatch(client, namespace: namespace, from: from, events: events) {
+            FileHandle.standardOutput.write(Data("watching\n".utf8))
+        }
+        FileHandle.standardOutput.write(Data("\(Date().timeIntervalSince1970)\n".utf8))
+        try await client.shutdown()
     }
 }
 
