@@ -91,7 +91,8 @@ public struct EnvelopeBuilder: Sendable {
     }
 
     /// The extension attributes an envelope can carry, in their order.
-    public static let extensionNames = ["resourceversion", "kind", "name", "namespace", "uid", "partitionkey", "changetype", "finalstateunknown"]
+    public static let extensionNames = ["resourceversion", "kind", "name", "namespace", "uid", "partitionkey", "changetype", "finalstateunknown",
+                                        "changedby", "changeoperation", "changesubresource"]
 
     /// The deterministic id. A state of an object (added, modified or synced at a resourceVersion)
     /// is the same state whichever way the bridge learned of it, so all three share an id: a
@@ -109,7 +110,8 @@ public struct EnvelopeBuilder: Sendable {
         if resource.group.isEmpty, resource.resource == "secrets", !revealed(meta) {
             edits.redactDataWith = EnvelopeOptions.redactionMarker
         }
-        let data = try ObjectRewriter.apply(edits, to: change.object.bytes)
+        // A deleted object's managedFields name its last writer, not whoever deleted it.
+        let rewritten = try ObjectRewriter.rewrite(edits, change.object.bytes, readingManagedFields: change.type != .deleted)
         var subject = "\(resource.resource)/\(meta.name)"
         if let namespace = meta.namespace { subject = "namespaces/\(namespace)/\(subject)" }
         var extensions: [(name: String, value: String)] = []
@@ -122,11 +124,27 @@ public struct EnvelopeBuilder: Sendable {
         extensions.append(("partitionkey", meta.uid))
         extensions.append(("changetype", change.type.rawValue))
         if change.finalStateUnknown { extensions.append(("finalstateunknown", "true")) }
+        Self.appendWriter(of: rewritten.managedFields, to: &extensions)
         return Envelope(
             id: Self.id(uid: meta.uid, resourceVersion: meta.resourceVersion, type: change.type),
             source: "/kubebridge/\(options.cluster)\(resource.collectionPath(namespace: meta.namespace))",
             type: "\(options.typePrefix).\(group).\(resource.version).\(resource.resource).\(change.type.rawValue)",
-            subject: subject, time: Self.timestamp(receivedAt), data: data, extensions: extensions, partitionKey: meta.uid)
+            subject: subject, time: Self.timestamp(receivedAt), data: rewritten.bytes, extensions: extensions, partitionKey: meta.uid)
+    }
+
+    /// `changedby`, `changeoperation` and `changesubresource` from the newest managedFields
+    /// entries. Entries tied within the same second all name their managers (comma-separated),
+    /// and the operation and subresource are given only when they agree.
+    static func appendWriter(of managedFields: [ManagedFieldsEntry], to extensions: inout [(name: String, value: String)]) {
+        let newest = ManagedFieldsEntry.newest(managedFields)
+        guard let first = newest.first, !first.manager.isEmpty else { return }
+        extensions.append(("changedby", newest.count == 1 ? first.manager : newest.map(\.manager).joined(separator: ",")))
+        if !first.operation.isEmpty, newest.allSatisfy({ $0.operation == first.operation }) {
+            extensions.append(("changeoperation", first.operation))
+        }
+        if let subresource = first.subresource, !subresource.isEmpty, newest.allSatisfy({ $0.subresource == subresource }) {
+            extensions.append(("changesubresource", subresource))
+        }
     }
 
     func revealed(_ meta: ObjectMeta) -> Bool {

@@ -22,17 +22,32 @@ public enum ObjectRewriter {
 
     /// The object with the edits applied; the same bytes when there is nothing to change.
     public static func apply(_ edits: Edits, to object: ByteBuffer) throws -> ByteBuffer {
-        guard !edits.isEmpty else { return object }
+        try rewrite(edits, object, readingManagedFields: false).bytes
+    }
+
+    /// An object after its edits, and what it said of its writers.
+    public struct Rewritten: Sendable {
+        public var bytes: ByteBuffer
+        /// The entries of `metadata.managedFields`, in their order (read only when asked for).
+        public var managedFields: [ManagedFieldsEntry]
+    }
+
+    /// The object with the edits applied, and with `readingManagedFields` the entries of its
+    /// `metadata.managedFields`, in the same pass (before they are dropped).
+    public static func rewrite(_ edits: Edits, _ object: ByteBuffer, readingManagedFields: Bool) throws -> Rewritten {
+        guard !edits.isEmpty || readingManagedFields else { return Rewritten(bytes: object, managedFields: []) }
         var cuts: [(range: Range<Int>, replacement: [UInt8])] = []
+        var managedFields: [ManagedFieldsEntry] = []
         try object.withUnsafeReadableBytes { raw in
             var scanner = JSONScanner(raw)
             // Objects arrive checked (`WatchFrame`, `ObjectList`): what follows the last member
             // to change need not be read.
             try scanner.visitMembers { key, scanner in
-                if key == "metadata", edits.dropManagedFields {
+                if key == "metadata", edits.dropManagedFields || readingManagedFields {
                     scanner.skipWhitespace()
                     guard try scanner.peek() == UInt8(ascii: "{") else { return .skip }
-                    try collectMemberCuts(&scanner, removing: "managedFields", into: &cuts)
+                    let reader: ((inout JSONScanner) throws -> Void)? = readingManagedFields ? { managedFields = try ManagedFieldsEntry.scan(&$0) } : nil
+                    try collectMemberCuts(&scanner, member: "managedFields", removing: edits.dropManagedFields, reading: reader, into: &cuts)
                     return edits.redactDataWith == nil ? .stop : .consumed
                 }
                 if key == "data" || key == "stringData", let marker = edits.redactDataWith {
@@ -54,7 +69,7 @@ public enum ObjectRewriter {
                 return .skip
             }
         }
-        guard !cuts.isEmpty else { return object }
+        guard !cuts.isEmpty else { return Rewritten(bytes: object, managedFields: managedFields) }
         var out = ByteBuffer()
         out.reserveCapacity(object.readableBytes)
         var position = 0
@@ -71,26 +86,34 @@ public enum ObjectRewriter {
             var rest = object.getSlice(at: base + position, length: object.readableBytes - position)!
             out.writeBuffer(&rest)
         }
-        return out
+        return Rewritten(bytes: out, managedFields: managedFields)
     }
 
-    /// Finds the member `name` of the object at the scanner and records the cut that removes it
-    /// together with one adjacent comma, so the object stays valid JSON.
-    private static func collectMemberCuts(_ scanner: inout JSONScanner, removing name: StaticString,
+    /// Finds the member `member` of the object at the scanner; `reading` reads its value (else it
+    /// is skipped) and with `removing` the cut that removes it together with one adjacent comma
+    /// is recorded, so the object stays valid JSON.
+    private static func collectMemberCuts(_ scanner: inout JSONScanner, member name: StaticString, removing: Bool,
+                                          reading: ((inout JSONScanner) throws -> Void)?,
                                           into cuts: inout [(range: Range<Int>, replacement: [UInt8])]) throws {
         scanner.skipWhitespace()
         let open = scanner.index
         var members: [(keyStart: Int, valueEnd: Int, matches: Bool)] = []
         var keyStart = open + 1
         try scanner.forEachMember(depth: 1) { key, scanner in
-            try scanner.skipValue(depth: 2)
-            members.append((keyStart, scanner.index, key == name))
+            let matches = key == name
+            if matches, let reading {
+                try reading(&scanner)
+            } else {
+                try scanner.skipValue(depth: 2)
+            }
+            members.append((keyStart, scanner.index, matches))
             // The next key starts after the comma that follows this value.
             var probe = scanner
             probe.skipWhitespace()
             keyStart = probe.index + 1
             return true
         }
+        guard removing else { return }
         guard let index = members.firstIndex(where: \.matches) else { return }
         let member = members[index]
         // The key's opening quote: skip whitespace before it.
@@ -107,5 +130,53 @@ public enum ObjectRewriter {
         } else {
             cuts.append((start..<member.valueEnd, []))
         }
+    }
+}
+
+/// One entry of `metadata.managedFields`: a field manager, how it wrote (`Update`, `Apply`), to
+/// which subresource, and when (RFC 3339 in whole seconds, as the API server writes it).
+public struct ManagedFieldsEntry: Sendable, Equatable {
+    public var manager: String
+    public var operation: String
+    public var subresource: String?
+    public var time: String?
+
+    public init(manager: String, operation: String, subresource: String? = nil, time: String? = nil) {
+        self.manager = manager
+        self.operation = operation
+        self.subresource = subresource
+        self.time = time
+    }
+
+    /// The entries of a `managedFields` array at the scanner (skipping `fieldsV1`, the bulk).
+    static func scan(_ scanner: inout JSONScanner) throws -> [ManagedFieldsEntry] {
+        scanner.skipWhitespace()
+        guard try scanner.peek() == UInt8(ascii: "[") else {
+            try scanner.skipValue(depth: 2)
+            return []
+        }
+        var entries: [ManagedFieldsEntry] = []
+        try scanner.forEachElement(depth: 2) { scanner in
+            guard try scanner.peek() == UInt8(ascii: "{") else { return try scanner.skipValue(depth: 3) }
+            var entry = ManagedFieldsEntry(manager: "", operation: "")
+            try scanner.forEachMember(depth: 3) { key, scanner in
+                if key == "manager" { entry.manager = try scanner.readOptionalString() ?? ""; return true }
+                if key == "operation" { entry.operation = try scanner.readOptionalString() ?? ""; return true }
+                if key == "subresource" { entry.subresource = try scanner.readOptionalString(); return true }
+                if key == "time" { entry.time = try scanner.readOptionalString(); return true }
+                return false
+            }
+            entries.append(entry)
+        }
+        return entries
+    }
+
+    /// Who made the object's latest write, as far as its `managedFields` tell: the entries with
+    /// the newest `time`. Times have whole seconds, so two writers within one second tie, and
+    /// then every one of them is returned (in the order the API server keeps them): the object
+    /// alone cannot say which of them wrote last.
+    public static func newest(_ entries: [ManagedFieldsEntry]) -> [ManagedFieldsEntry] {
+        guard let newest = entries.compactMap(\.time).max() else { return entries.count == 1 ? entries : [] }
+        return entries.filter { $0.time == newest }
     }
 }

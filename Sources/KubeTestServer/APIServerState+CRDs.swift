@@ -45,9 +45,9 @@ extension APIServerState {
                     ("k:{\"type\":\"NamesAccepted\"}", Self.conditionFields),
                 ])),
             ]))])
-            fields.insert(ObjectRules.managedFieldsEntry(manager: "kube-apiserver", apiVersion: "apiextensions.k8s.io/v1", time: time,
-                                                         fields: statusFields, subresource: "status"), at: 0)
-            value["metadata"]?["managedFields"] = .array(fields)
+            fields.append(ObjectRules.managedFieldsEntry(manager: "kube-apiserver", apiVersion: "apiextensions.k8s.io/v1", time: time,
+                                                         fields: statusFields, subresource: "status"))
+            value["metadata"]?["managedFields"] = .array(ObjectRules.sortedManagedFields(fields))
             commit(.modified, value: value, store: store, definition: crdDefinition, previous: current)
             if let stale = stores[Self.storageOfCRD(value)], stale.isRemoved { stores[stale.storage] = nil }
             rebuildServed()

@@ -2,7 +2,9 @@ import Foundation
 
 /// Writes: create, update, patch, delete, deletecollection, and the commit that feeds the watches.
 extension APIServerState {
+    /// The field manager of a write: `?fieldManager=`, else the User-Agent up to its first `/`.
     func manager(of request: APIRequest) -> String {
+        if let named = request.query["fieldManager"], !named.isEmpty { return named }
         let agent = request.headers.first(name: "user-agent") ?? ""
         let manager = agent.split(separator: "/", maxSplits: 1).first.map(String.init) ?? ""
         return manager.isEmpty ? "unknown" : manager
@@ -228,9 +230,7 @@ extension APIServerState {
         }
         entries.append(ObjectRules.managedFieldsEntry(manager: manager, apiVersion: definition.apiVersion,
                                                       time: ObjectRules.timestamp(now), fields: fields, subresource: subresource))
-        value["metadata"]?["managedFields"] = .array(entries.sorted {
-            ($0["manager"]?.stringValue ?? "") < ($1["manager"]?.stringValue ?? "")
-        })
+        value["metadata"]?["managedFields"] = .array(ObjectRules.sortedManagedFields(entries))
         let object = commit(.modified, value: value, store: store, definition: definition, previous: current)
         if definition.resource == "customresourcedefinitions" { rebuildServed() }
         return APIResponse(code: 200, body: render(object, as: definition) + [0x0A])

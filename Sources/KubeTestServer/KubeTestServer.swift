@@ -180,6 +180,13 @@ public final class KubeTestServer: Sendable {
         try await onLoop { $0.compact(rollWatchCache: rollWatchCache) }
     }
 
+    /// The server's wall clock from now on: what timestamps (`creationTimestamp`, managedFields'
+    /// `time`, events) are read from. managedFields times have whole seconds, so a test that
+    /// needs two writes in two seconds sets the clock rather than waiting.
+    public func setClock(_ clock: @escaping @Sendable () -> Date) async throws {
+        try await onLoop { $0.clock = clock }
+    }
+
     /// The newest resourceVersion (etcd revision).
     public func currentResourceVersion() async throws -> String {
         try await onLoop { String($0.revision) }

@@ -99,6 +99,18 @@ enum ObjectRules {
         return .object(result)
     }
 
+    /// The order kube-apiserver keeps managedFields in: by operation (`Apply` before `Update`),
+    /// then time (whole seconds, oldest first), then manager, then subresource.
+    static func sortedManagedFields(_ entries: [JSON]) -> [JSON] {
+        entries.sorted { p, q in
+            let key = { (entry: JSON) in
+                [entry["operation"]?.stringValue ?? "", entry["time"]?.stringValue ?? "", entry["manager"]?.stringValue ?? "",
+                 entry["subresource"]?.stringValue ?? ""]
+            }
+            return key(p).lexicographicallyPrecedes(key(q))
+        }
+    }
+
     static func managedFieldsEntry(manager: String, apiVersion: String, time: String, fields: JSON, subresource: String?) -> JSON {
         var entry: [(String, JSON)] = [
             ("manager", .string(manager)), ("operation", .string("Update")), ("apiVersion", .string(apiVersion)),

@@ -155,3 +155,77 @@ struct TimestampTests {
         #expect(Timestamp.rfc3339(Date(timeIntervalSince1970: 1_795_600_805.1234567), fractionDigits: digits) == expected)
     }
 }
+
+@Suite("Who changed it, from managedFields")
+struct ChangedByTests {
+    struct NotAChange: Error {
+        var frame: String
+    }
+
+    /// The watch lines a real kube-apiserver v1.36.2 sent while alice (User-Agent `alice-cli/1.0`)
+    /// and the service account robot (`robot-controller/2.0`, and `robot-apply` as the field
+    /// manager of its server-side apply) wrote one ConfigMap and one Widget; `join.md` beside it
+    /// names the writer of each resourceVersion from the audit log.
+    static func recordedEnvelopes() throws -> [(type: ChangeType, name: String, rv: String, envelope: Envelope)] {
+        let url = Fixtures.directory.appendingPathComponent("apiserver/audit/requestresponse-blocking/watch.jsonl")
+        return try String(contentsOf: url, encoding: .utf8).split(separator: "\n").map { record in
+            let parsed = try #require(try JSONSerialization.jsonObject(with: Data(record.utf8)) as? [String: Any])
+            let line = try JSONSerialization.data(withJSONObject: try #require(parsed["line"]))
+            let type: ChangeType
+            let object: KubeObject
+            switch try WatchFrame.decode(line: ByteBuffer(data: line)) {
+            case .added(let added): (type, object) = (.added, added)
+            case .modified(let modified): (type, object) = (.modified, modified)
+            case .deleted(let deleted): (type, object) = (.deleted, deleted)
+            case let other: throw NotAChange(frame: "\(other)")
+            }
+            let gvr = GroupVersionResource(object.metadata.kind == "Widget" ? "example.com/v1/widgets" : "core/v1/configmaps")!
+            let change = Change(type: type, scope: WatchScope(gvr, namespace: "demo"), object: object)
+            return (type, object.metadata.name, object.metadata.resourceVersion, try EnvelopeBuilder().envelope(for: change, receivedAt: Date()))
+        }
+    }
+
+    @Test("the newest managedFields entry names the writer the audit log names; writers within one second are all named; a deletion names nobody")
+    func recorded() throws {
+        // From join.md: the user behind each resourceVersion, as its field manager.
+        let writers = ["420": "alice-cli", "421": "alice-cli", "422": "robot-controller", "423": "alice-cli", "424": "robot-apply", "425": "robot-controller",
+                       "426": "alice-cli", "427": "alice-cli", "428": "robot-controller", "430": "robot-controller", "431": "alice-cli",
+                       "434": "alice-cli", "435": "robot-controller", "436": "robot-controller", "438": "alice-cli", "439": "alice-cli", "440": "alice-cli"]
+        let envelopes = try Self.recordedEnvelopes()
+        #expect(envelopes.count == 22)
+        var named: [String: String] = [:]
+        for (type, name, rv, envelope) in envelopes {
+            let extensions = Dictionary(envelope.extensions.map { ($0.name, $0.value) }, uniquingKeysWith: { first, _ in first })
+            guard type != .deleted else {
+                #expect(extensions["changedby"] == nil, "\(name)@\(rv): a deletion's managedFields are its last writer's, not the deleter's")
+                continue
+            }
+            let changedBy = try #require(extensions["changedby"], "\(name)@\(rv)")
+            let writer = try #require(writers[rv])
+            #expect(changedBy.split(separator: ",").contains(Substring(writer)), "\(name)@\(rv): \(changedBy) does not name \(writer)")
+            named[rv] = changedBy
+            if name == "w1", rv != "434" { #expect(extensions["changesubresource"] == "status") } else { #expect(extensions["changesubresource"] == nil) }
+        }
+        // One writer in the newest second: named alone. Two within it: both, in the server's order.
+        #expect(named["422"] == "robot-controller" && named["425"] == "robot-controller" && named["427"] == "alice-cli")
+        #expect(named["423"] == "alice-cli,robot-controller" && named["431"] == "alice-cli,robot-controller")
+        #expect(named["424"] == "robot-apply,alice-cli,robot-controller")
+        let extensions424 = try #require(envelopes.first { $0.rv == "424" }).envelope.extensions
+        #expect(!extensions424.contains { $0.name == "changeoperation" }, "Apply and Update tie: no single operation")
+        let extensions427 = try #require(envelopes.first { $0.rv == "427" }).envelope.extensions
+        #expect(extensions427.contains { $0 == ("changeoperation", "Update") })
+    }
+
+    @Test("managedFields are read whether they are dropped or kept, and the kept bytes are untouched", arguments: [true, false])
+    func keptOrDropped(drop: Bool) throws {
+        let object = ByteBuffer(string: #"{"kind":"ConfigMap","metadata":{"name":"a","managedFields":[{"manager":"helm","operation":"Update","time":"2026-12-03T08:00:00Z","fieldsV1":{"f:data":{}}},{"manager":"kubectl-client-side-apply","operation":"Update","time":"2026-12-03T09:00:00Z","subresource":""}],"uid":"u"},"data":{"x":"1"}}"#)
+        let rewritten = try ObjectRewriter.rewrite(ObjectRewriter.Edits(dropManagedFields: drop), object, readingManagedFields: true)
+        #expect(rewritten.managedFields.map(\.manager) == ["helm", "kubectl-client-side-apply"])
+        #expect(ManagedFieldsEntry.newest(rewritten.managedFields).map(\.manager) == ["kubectl-client-side-apply"])
+        if drop {
+            #expect(String(buffer: rewritten.bytes) == #"{"kind":"ConfigMap","metadata":{"name":"a","uid":"u"},"data":{"x":"1"}}"#)
+        } else {
+            #expect(rewritten.bytes == object)
+        }
+    }
+}

@@ -1,6 +1,7 @@
 import Foundation
 import KubeAPI
 import KubeTestServer
+import Synchronization
 import Testing
 import TestSupport
 
@@ -241,6 +242,49 @@ struct RunCommandTests {
         #expect(String(decoding: check.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "\(events.count)")
         try await server.stop()
     }
+
+    @Test("changedby names the field manager of each write, changesubresource a status write; writers within one second are all named; a deletion names nobody")
+    func changedBy() async throws {
+        let server = try await Self.server()
+        let now = Mutex(Date(timeIntervalSince1970: 1_800_000_000))
+        try await server.setClock { now.withLock { $0 } }
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let bridge = try BridgeProcess(server: server, directory: directory, include: ["core/v1/configmaps", "apps/v1/deployments"])
+        try bridge.start()
+        try await bridge.waitUntilWatching()
+        func perform(_ method: String, _ path: String, body: String? = nil, contentType: String = "application/json", at second: Double) async throws {
+            now.withLock { $0 = Date(timeIntervalSince1970: 1_800_000_000 + second) }
+            let (status, answer) = try await server.perform(method, path, body: body, contentType: contentType)
+            #expect((200...201).contains(status), "\(method) \(path): \(answer)")
+        }
+        let configMaps = "/api/v1/namespaces/default/configmaps"
+        try await perform("POST", configMaps + "?fieldManager=deploy-bot", body: #"{"metadata":{"name":"a"},"data":{"v":"1"}}"#, at: 0)
+        try await perform("PATCH", configMaps + "/a?fieldManager=tuner", body: #"{"data":{"v":"2"}}"#, contentType: "application/merge-patch+json", at: 1)
+        try await perform("PATCH", configMaps + "/a?fieldManager=deploy-bot", body: #"{"data":{"w":"3"}}"#, contentType: "application/merge-patch+json", at: 1)
+        let deployments = "/apis/apps/v1/namespaces/default/deployments"
+        try await perform("POST", deployments + "?fieldManager=kubectl-create", body: Self.deployment, at: 2)
+        try await perform("PATCH", deployments + "/web/status?fieldManager=deployment-controller", body: #"{"status":{"replicas":1}}"#,
+                          contentType: "application/merge-patch+json", at: 3)
+        try await perform("DELETE", configMaps + "/a", at: 4)
+        try await bridge.waitForEvents(6)
+        #expect(await bridge.stop() == 0)
+        let seen = bridge.events().map { event in
+            ["changetype", "name", "changedby", "changeoperation", "changesubresource"].map { event[$0] as? String ?? "-" }.joined(separator: " ")
+        }
+        #expect(seen == [
+            "added a deploy-bot Update -", "modified a tuner Update -", "modified a deploy-bot,tuner Update -",
+            "added web kubectl-create Update -", "modified web deployment-controller Update status", "deleted a - - -",
+        ])
+        let check = try await ProcessRunner.runBinary("/usr/bin/env", ["python3", "-c", Self.cloudEventsCheck, bridge.outputPath], timeout: 120)
+        #expect(check.status == 0, "\(String(decoding: check.stderr, as: UTF8.self))")
+        try await server.stop()
+    }
+
+    static let deployment = """
+        {"metadata":{"name":"web"},"spec":{"replicas":1,"selector":{"matchLabels":{"app":"web"}},
+         "template":{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"name":"web","image":"nginx"}]}}}}
+        """
 
     static let cloudEventsCheck = """
         import json, sys
