@@ -88,7 +88,7 @@ package struct JSONScanner {
         }
     }
 
-    private mutating func skipLiteral(_ literal: StaticString) throws {
+    package mutating func skipLiteral(_ literal: StaticString) throws {
         let bytes = literal.utf8Start
         for i in 0..<literal.utf8CodeUnitCount {
             guard index < base.count, base[index] == bytes[i] else { throw error("invalid literal") }
