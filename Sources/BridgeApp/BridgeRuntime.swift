@@ -111,7 +111,7 @@ public struct BridgeRuntime: Sendable {
         ledger = Ledger(store: store, sinkCount: sinks.count, saveInterval: configuration.checkpointInterval, logger: logger)
         bridge = Bridge(sinks: zip(sinks, configuration.sinks.map(\.pipeline)).map { ($0, $1) },
                         envelopes: EnvelopeBuilder(options: configuration.envelopes), ledger: ledger,
-                        deadLetters: deadLetters, logger: logger, probe: probe)
+                        deadLetters: deadLetters, logger: logger, probe: probe, changedPaths: configuration.changedPaths)
         var informerOptions = InformerOptions()
         informerOptions.selection = configuration.selection
         if case .kubernetes(let namespace, _) = configuration.checkpointStore {

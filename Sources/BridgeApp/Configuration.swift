@@ -61,6 +61,8 @@ public struct Configuration: Sendable {
     /// Set: replicas elect a leader on a Lease, and only the leader bridges.
     public var leaderElection: LeaderElectionOptions?
     public var selection = ResourceSelection()
+    /// `resources.changedPaths`: a change whose paths it refuses goes to no sink.
+    public var changedPaths: ChangedPathFilter?
     public var envelopes = EnvelopeOptions()
     public var sinks: [Sink] = []
     public var checkpointInterval: Duration = .seconds(1)

@@ -14,6 +14,7 @@ import Yams
 extension ConfigReader {
     mutating func configuration(_ root: Node) -> Configuration {
         var configuration = Configuration()
+        var comparesStatesGiven: Node?
         let top = mapping(root, "", allowed: ["cluster", "state", "resources", "events", "sinks", "checkpoint", "shutdown", "logging", "operations",
                                               "leaderElection"])
         if let cluster = top["cluster"] {
@@ -53,10 +54,14 @@ extension ConfigReader {
             }
         }
         if let resources = top["resources"] {
-            configuration.selection = selection(resources)
+            configuration.selection = selection(resources, changedPaths: &configuration.changedPaths)
         }
         if let events = top["events"] {
-            let fields = mapping(events, "events", allowed: ["typePrefix", "dropManagedFields", "revealSecrets"])
+            let fields = mapping(events, "events", allowed: ["typePrefix", "dropManagedFields", "revealSecrets", "changedPaths"])
+            if let compare = bool(fields["changedPaths"], "events.changedPaths") {
+                configuration.envelopes.changedPaths = compare
+                comparesStatesGiven = fields["changedPaths"]
+            }
             if let prefix = string(fields["typePrefix"], "events.typePrefix") { configuration.envelopes.typePrefix = prefix }
             if let drop = bool(fields["dropManagedFields"], "events.dropManagedFields") { configuration.envelopes.dropManagedFields = drop }
             if let reveal = strings(fields["revealSecrets"], "events.revealSecrets") {
@@ -111,6 +116,18 @@ extension ConfigReader {
                 problem(sinks, "sinks", "expected a list of sinks")
             }
         }
+        // Sent states are kept by the SQLite store only; compared by default where they are.
+        if case .kubernetes = configuration.checkpointStore {
+            if let given = comparesStatesGiven, configuration.envelopes.changedPaths {
+                problem(given, "events.changedPaths", "the ConfigMap store (state.store: kubernetes) keeps no object states to compare with; changedpaths needs state.store: sqlite")
+            }
+            configuration.envelopes.changedPaths = false
+            if configuration.changedPaths != nil || configuration.sinks.contains(where: { $0.pipeline.filter.changedPaths != nil }), problems.isEmpty {
+                problems.append("\(location(root)): changedPaths filters need changedpaths, which the ConfigMap store (state.store: kubernetes) cannot give; use state.store: sqlite")
+            }
+        } else if comparesStatesGiven == nil {
+            configuration.envelopes.changedPaths = true
+        }
         if configuration.leaderElection != nil, configuration.checkpointStore == .sqlite, problems.isEmpty {
             problems.append("\(location(root)): leaderElection: replicas must share their checkpoint; set state.store: kubernetes")
         }
@@ -120,9 +137,10 @@ extension ConfigReader {
         return configuration
     }
 
-    mutating func selection(_ node: Node) -> ResourceSelection {
+    mutating func selection(_ node: Node, changedPaths: inout ChangedPathFilter?) -> ResourceSelection {
         var selection = ResourceSelection()
-        let fields = mapping(node, "resources", allowed: ["include", "exclude", "namespaces", "labelSelector", "changeTypes", "specChangesOnly"])
+        let fields = mapping(node, "resources", allowed: ["include", "exclude", "namespaces", "labelSelector", "changeTypes", "specChangesOnly", "changedPaths"])
+        if let paths = fields["changedPaths"] { changedPaths = changedPathFilter(paths, key: "resources.changedPaths") }
         let filter = eventFilter(fields, node: node, key: "resources")
         selection.include = filter.include
         selection.exclude = filter.exclude
@@ -136,7 +154,24 @@ extension ConfigReader {
 
     /// A sink's `filter`: the same keys as `resources`, but for one sink.
     mutating func eventFilter(_ node: Node, key: String) -> EventFilter {
-        eventFilter(mapping(node, key, allowed: ["include", "exclude", "namespaces", "changeTypes"]), node: node, key: key)
+        let fields = mapping(node, key, allowed: ["include", "exclude", "namespaces", "changeTypes", "changedPaths"])
+        var filter = eventFilter(fields, node: node, key: key)
+        if let paths = fields["changedPaths"] { filter.changedPaths = changedPathFilter(paths, key: "\(key).changedPaths") }
+        return filter
+    }
+
+    /// `changedPaths: {include: [/spec], exclude: [/status]}`: JSON Pointer prefixes.
+    mutating func changedPathFilter(_ node: Node, key: String) -> ChangedPathFilter {
+        let fields = mapping(node, key, allowed: ["include", "exclude"])
+        var filter = ChangedPathFilter()
+        for (field, target) in [("include", \ChangedPathFilter.include), ("exclude", \.exclude)] {
+            guard let prefixes = strings(fields[field], "\(key).\(field)") else { continue }
+            for prefix in prefixes where !prefix.hasPrefix("/") {
+                problem(fields[field]!, "\(key).\(field)", "\"\(prefix)\" is not a JSON Pointer; write it from the object's root, such as /spec or /metadata/labels")
+            }
+            filter[keyPath: target] = prefixes
+        }
+        return filter
     }
 
     /// Resource patterns, namespaces and change types, under `key`.

@@ -2,6 +2,7 @@ import BridgeCore
 import CSQLite
 import Foundation
 import KubeModel
+import NIOCore
 import NIOPosix
 import Synchronization
 
@@ -15,8 +16,11 @@ import Synchronization
 /// takes each new object at a random page of its b-tree: a batch of 2,000 new objects rewrote
 /// about as many pages, each into the WAL and back. Appended rows fill the last pages, and a
 /// change of a known object updates its row where it is.
-public final class SQLiteCheckpointStore: CheckpointStore {
+public final class SQLiteCheckpointStore: CheckpointStore, SentStates {
     private let connection: Mutex<Connection>
+    /// A second connection, for reading sent states while the first writes: in WAL mode a
+    /// reader sees the last committed transaction and never waits for a writer.
+    private let reader: Mutex<Reader>
     private let thread: NIOThreadPool
     public let path: String
 
@@ -42,12 +46,26 @@ public final class SQLiteCheckpointStore: CheckpointStore {
         }
     }
 
+    /// The reading connection and its one statement.
+    private struct Reader: @unchecked Sendable {
+        var handle: OpaquePointer?
+        var sentState: OpaquePointer?
+
+        mutating func close() {
+            sqlite3_finalize(sentState)
+            sentState = nil
+            sqlite3_close(handle)
+            handle = nil
+        }
+    }
+
     /// The statements the store runs per object or per save, prepared once.
     private enum Statement: Hashable {
         case begin, commit, rollback
         case upsertScope, recordScope
         case insertObject, updateObject, deleteObject
         case scopes, objects, rowIndex
+        case upsertState, deleteState
 
         var sql: String {
             switch self {
@@ -73,6 +91,8 @@ public final class SQLiteCheckpointStore: CheckpointStore {
             case .scopes: "SELECT scope, resource, namespace, resource_version, api_version, kind FROM scopes"
             case .objects: "SELECT id, scope, uid, namespace, name, resource_version, generation, confirmed FROM known_objects ORDER BY id"
             case .rowIndex: "SELECT id, scope, uid FROM known_objects ORDER BY id"
+            case .upsertState: "INSERT INTO sent_states(scope, uid, state) VALUES(?1, ?2, ?3) ON CONFLICT(scope, uid) DO UPDATE SET state = ?3"
+            case .deleteState: "DELETE FROM sent_states WHERE scope = ?1 AND uid = ?2"
             }
         }
     }
@@ -81,6 +101,7 @@ public final class SQLiteCheckpointStore: CheckpointStore {
     private enum Value {
         case text(String?)
         case integer(Int64?)
+        case blob(ByteBuffer)
     }
 
     /// Opens (or creates) the store at `path`; a store written with the earlier layout (objects
@@ -95,6 +116,7 @@ public final class SQLiteCheckpointStore: CheckpointStore {
             throw Error(message: "cannot open the checkpoint store \(path): \(message)")
         }
         connection = Mutex(Connection(handle: handle))
+        reader = Mutex(Reader())
         thread = NIOThreadPool(numberOfThreads: 1)
         thread.start()
         try execute("""
@@ -106,8 +128,10 @@ public final class SQLiteCheckpointStore: CheckpointStore {
             CREATE TABLE IF NOT EXISTS known_objects(
                 id INTEGER PRIMARY KEY, scope TEXT NOT NULL, uid TEXT NOT NULL, namespace TEXT, name TEXT NOT NULL,
                 resource_version TEXT NOT NULL, generation INTEGER, confirmed INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS sent_states(scope TEXT NOT NULL, uid TEXT NOT NULL, state BLOB NOT NULL, PRIMARY KEY(scope, uid));
             """)
         try migrateObjectsTable()
+        try openReader()
     }
 
     /// Moves the rows of the earlier `objects` table (keyed by scope and uid; without `confirmed`
@@ -126,6 +150,48 @@ public final class SQLiteCheckpointStore: CheckpointStore {
             DROP TABLE objects;
             COMMIT;
             """)
+    }
+
+    private func openReader() throws {
+        try reader.withLock { reader in
+            var handle: OpaquePointer?
+            guard sqlite3_open_v2(path, &handle, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK, let handle else {
+                let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+                sqlite3_close(handle)
+                throw Error(message: "cannot open the checkpoint store \(path) for reading: \(message)")
+            }
+            reader.handle = handle
+            reader.sentState = try Self.prepare(handle, "SELECT state FROM sent_states WHERE scope = ?1 AND uid = ?2", path: path)
+        }
+    }
+
+    public func sentState(of uid: String, in scope: WatchScope) throws -> ByteBuffer? {
+        try reader.withLock { reader in
+            guard let statement = reader.sentState else { throw Error(message: "checkpoint store \(path): closed") }
+            defer { sqlite3_reset(statement) }
+            var key = Self.key(scope)
+            var uid = uid
+            key.withUTF8 { bytes in
+                sqlite3_bind_text(statement, 1, UnsafeRawPointer(bytes.baseAddress!).assumingMemoryBound(to: CChar.self), Int32(bytes.count), Self.transient)
+            }
+            uid.withUTF8 { bytes in
+                let pointer = bytes.baseAddress.map { UnsafeRawPointer($0) } ?? UnsafeRawPointer(("" as StaticString).utf8Start)
+                sqlite3_bind_text(statement, 2, pointer.assumingMemoryBound(to: CChar.self), Int32(bytes.count), Self.transient)
+            }
+            switch sqlite3_step(statement) {
+            case SQLITE_ROW:
+                let count = Int(sqlite3_column_bytes(statement, 0))
+                var buffer = ByteBuffer()
+                if count > 0, let bytes = sqlite3_column_blob(statement, 0) {
+                    buffer.writeBytes(UnsafeRawBufferPointer(start: bytes, count: count))
+                }
+                return buffer
+            case SQLITE_DONE:
+                return nil
+            case let code:
+                throw Error(message: "checkpoint store \(path): reading a sent state: \(String(cString: sqlite3_errstr(code)))")
+            }
+        }
     }
 
     private func execute(_ sql: String) throws {
@@ -154,11 +220,13 @@ public final class SQLiteCheckpointStore: CheckpointStore {
     }
 
     public func close() async throws {
+        reader.withLock { $0.close() }
         connection.withLock { $0.close() }
         try await thread.shutdownGracefully()
     }
 
     deinit {
+        reader.withLock { $0.close() }
         connection.withLock { $0.close() }
         thread.shutdownGracefully { _ in }
     }
@@ -223,8 +291,12 @@ public final class SQLiteCheckpointStore: CheckpointStore {
                     try Self.run(&connection, .upsertScope, [.text(key), .text(delta.scope.resource.description), .text(delta.scope.namespace),
                                                              .text(delta.resourceVersion), .text(delta.apiVersion), .text(delta.kind)], path: path)
                     for uid in delta.deletions {
+                        try Self.run(&connection, .deleteState, [.text(key), .text(uid)], path: path)
                         guard let id = connection.rows?[key]?.removeValue(forKey: uid) else { continue }
                         try Self.run(&connection, .deleteObject, [.integer(id)], path: path)
+                    }
+                    for (uid, state) in delta.states {
+                        try Self.run(&connection, .upsertState, [.text(key), .text(uid), .blob(state)], path: path)
                     }
                     for (uid, entry) in delta.upserts {
                         if let id = connection.rows?[key]?[uid] {
@@ -325,6 +397,10 @@ public final class SQLiteCheckpointStore: CheckpointStore {
                     sqlite3_bind_text(prepared, position, pointer.assumingMemoryBound(to: CChar.self), Int32(bytes.count), Self.transient)
                 }
             case .integer(let number?): sqlite3_bind_int64(prepared, position, number)
+            case .blob(let buffer):
+                buffer.withUnsafeReadableBytes { bytes in
+                    _ = sqlite3_bind_blob(prepared, position, bytes.baseAddress ?? UnsafeRawPointer(("" as StaticString).utf8Start), Int32(bytes.count), Self.transient)
+                }
             case .text(nil), .integer(nil): sqlite3_bind_null(prepared, position)
             }
         }

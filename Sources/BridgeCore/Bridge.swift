@@ -2,6 +2,7 @@ import CoreMetrics
 import Foundation
 import KubeModel
 import Logging
+import NIOCore
 import Synchronization
 
 /// Watches the bridge's flow, for benchmarks: each change registered, and each acknowledgement.
@@ -20,6 +21,10 @@ public final class Bridge: Sendable {
     let deadLetters: (any DeadLetters)?
     let logger: Logger
     let probe: (any BridgeProbe)?
+    /// `resources.changedPaths`: changes whose paths it refuses go to no sink.
+    let changedPaths: ChangedPathFilter?
+    /// Whether each change is compared with the state last sent of its object.
+    let comparesStates: Bool
     private let counts = Mutex<(received: Int, unencodable: Int)>((0, 0))
     private struct Received: Hashable, Sendable {
         var resource: GroupVersionResource
@@ -34,8 +39,10 @@ public final class Bridge: Sendable {
     /// made for as many sinks as `sinks` has, and run (`Ledger.run`) for as long as the bridge.
     public init(
         sinks: [(any Sink, Pipeline.Options)], envelopes: EnvelopeBuilder, ledger: Ledger,
-        deadLetters: (any DeadLetters)?, logger: Logger, probe: (any BridgeProbe)? = nil
+        deadLetters: (any DeadLetters)?, logger: Logger, probe: (any BridgeProbe)? = nil, changedPaths: ChangedPathFilter? = nil
     ) {
+        self.changedPaths = changedPaths
+        comparesStates = envelopes.options.changedPaths && ledger.keepsSentStates
         precondition(ledger.sinkCount == max(1, sinks.count), "a ledger for \(ledger.sinkCount) sinks, given \(sinks.count)")
         self.probe = probe
         self.ledger = ledger
@@ -71,18 +78,24 @@ public final class Bridge: Sendable {
             }
             let envelope: Envelope
             do {
-                envelope = try envelopes.envelope(for: change, receivedAt: Date())
+                envelope = try envelopes.envelope(for: change, receivedAt: Date(), previous: previousState(of: change))
             } catch {
                 try await unencodable(change, error: error)
                 return
             }
-            let receipt = ledger.received(event, at: now)
+            let receipt = ledger.received(event, at: now, sentState: comparesStates && change.type != .deleted ? envelope.data : nil)
             guard let token = receipt.token else { return }
             probe?.registered(token)
             let recording = receipt.recording
+            if let changedPaths, let paths = envelope.changedPaths, !changedPaths.accepts(paths) {
+                filteredCounters.increment("resources") { [("sink", $0)] }
+                acknowledge(token, sinks: Array(0..<max(1, pipelines.count)))
+                return
+            }
             var skipping: [Int] = []
             for pipeline in pipelines {
-                if let filter = pipeline.filter, !filter.accepts(resource: change.resource, namespace: change.metadata.namespace, type: change.type) {
+                if let filter = pipeline.filter,
+                   !filter.accepts(resource: change.resource, namespace: change.metadata.namespace, type: change.type, changedPaths: envelope.changedPaths) {
                     skipping.append(pipeline.index)
                     filteredCounters.increment(pipeline.sink.name) { [("sink", $0)] }
                     continue
@@ -91,6 +104,18 @@ public final class Bridge: Sendable {
                                                          recording: recording, receivedAt: now))
             }
             if !skipping.isEmpty { acknowledge(token, sinks: skipping) }
+        }
+    }
+
+    /// The state last sent of the object a `modified` or `synced` change is of, when states are
+    /// compared. A store that cannot be read costs the event its paths, not the event.
+    private func previousState(of change: Change) -> ByteBuffer? {
+        guard comparesStates, change.type == .modified || change.type == .synced else { return nil }
+        do {
+            return try ledger.sentState(of: change.metadata.uid, in: change.scope)
+        } catch {
+            logger.error("cannot read the state last sent of \(change.resource) \(change.metadata.namespace ?? "")/\(change.metadata.name): \(error); it goes without changedpaths")
+            return nil
         }
     }
 

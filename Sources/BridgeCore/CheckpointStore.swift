@@ -1,4 +1,5 @@
 import KubeModel
+import NIOCore
 
 /// Where a watch scope resumes: the watermark and the objects confirmed up to it.
 public struct Checkpoint: Sendable, Equatable {
@@ -19,15 +20,19 @@ public struct CheckpointDelta: Sendable, Equatable {
     public var kind: String
     public var upserts: [String: KnownObjects.Entry]
     public var deletions: Set<String>
+    /// The state last sent of upserted objects (the event's `data`), for a store that keeps
+    /// them (`SentStates`): the next change of the object is compared with it.
+    public var states: [String: ByteBuffer]
 
     public init(scope: WatchScope, resourceVersion: String, apiVersion: String = "", kind: String = "",
-                upserts: [String: KnownObjects.Entry] = [:], deletions: Set<String> = []) {
+                upserts: [String: KnownObjects.Entry] = [:], deletions: Set<String> = [], states: [String: ByteBuffer] = [:]) {
         self.scope = scope
         self.resourceVersion = resourceVersion
         self.apiVersion = apiVersion
         self.kind = kind
         self.upserts = upserts
         self.deletions = deletions
+        self.states = states
     }
 }
 
@@ -50,6 +55,14 @@ public struct UnrecordedObject: Sendable, Equatable {
     public init(_ change: Change) {
         self.init(scope: change.scope, object: ObjectVersion(change.metadata))
     }
+}
+
+/// A checkpoint store that also keeps the state last sent of each object it knows, written in
+/// the same transaction as the object's row (`CheckpointDelta.states`), and read back one object
+/// at a time while saves go on.
+public protocol SentStates: Sendable {
+    /// The state saved for the object; nil when none is.
+    func sentState(of uid: String, in scope: WatchScope) throws -> ByteBuffer?
 }
 
 /// Durable storage of checkpoints. `save` is atomic across all the deltas given and durable when

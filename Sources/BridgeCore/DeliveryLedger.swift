@@ -1,4 +1,5 @@
 import KubeModel
+import NIOCore
 
 /// One object at one version, as the delivery core carries it from the change that brought it to
 /// the checkpoint that remembers it: the row written before a sink sees a new object, the entry a
@@ -88,6 +89,18 @@ public struct DeliveryLedger: Sendable {
         /// Bit i set: sink i has not acknowledged yet.
         var pending: UInt64
         var change: (type: ChangeType, object: ObjectVersion)?
+        /// The state sent, kept for the checkpoint when sent states are kept.
+        var state: ByteBuffer?
+    }
+
+    /// The state last sent of an object, as far as the ledger knows it.
+    public enum SentState: Sendable, Equatable {
+        /// Sent, and not yet in a saved checkpoint.
+        case unsaved(ByteBuffer)
+        /// Deleted since the last save: there is no previous state.
+        case deleted
+        /// Nothing newer than the saved checkpoint: ask the store.
+        case saved
     }
 
     struct ScopeState {
@@ -135,6 +148,11 @@ public struct DeliveryLedger: Sendable {
     private var gatheredChanges = 0
     private var gatheredCoveredUntil: [WatchScope: Duration] = [:]
     private var saving: (deltas: [CheckpointDelta], coveredUntil: [WatchScope: Duration])?
+    /// Per scope and uid, the state last sent (nil: deleted) until a save holds it: what the next
+    /// change of the object is compared with. Only objects changed since the last save are here.
+    private var unsavedStates: [WatchScope: [String: (resourceVersion: String, state: ByteBuffer?)]] = [:]
+    /// States were given: deletions are noted too.
+    private var keepsStates = false
     private var lastSaveAt: Duration?
     /// Per scope, when the newest change or progress the saved checkpoint covers arrived.
     public private(set) var savedCoveredUntil: [WatchScope: Duration] = [:]
@@ -158,8 +176,10 @@ public struct DeliveryLedger: Sendable {
 
     // MARK: Receiving and acknowledging
 
-    /// An event from an informer, in arrival order per scope.
-    public mutating func received(_ event: ResourceEvent, at now: Duration) -> Receipt {
+    /// An event from an informer, in arrival order per scope. `state` is the object as it was sent
+    /// (the event's data), given when sent states are kept: the checkpoint saves it, and until
+    /// then `sentState` answers with it.
+    public mutating func received(_ event: ResourceEvent, at now: Duration, state: ByteBuffer? = nil) -> Receipt {
         let slot = slot(event.scope)
         let sequence = states[slot].nextSequence
         states[slot].nextSequence += 1
@@ -173,7 +193,11 @@ public struct DeliveryLedger: Sendable {
             let position = change.type == .synced || change.finalStateUnknown ? nil : object.resourceVersion
             states[slot].entries.append(Entry(
                 sequence: sequence, resourceVersion: position, receivedAt: now,
-                pending: allPending, change: (change.type, object)))
+                pending: allPending, change: (change.type, object), state: change.type == .deleted ? nil : state))
+            if state != nil { keepsStates = true }
+            if keepsStates, state != nil || change.type == .deleted {
+                unsavedStates[change.scope, default: [:]][object.uid] = (object.resourceVersion, change.type == .deleted ? nil : state)
+            }
             var receipt = Receipt(token: Token(scope: event.scope, sequence: sequence), recording: 0, actions: [])
             if change.unrecorded {
                 unwritten.append(UnrecordedObject(scope: change.scope, object: object))
@@ -216,10 +240,12 @@ public struct DeliveryLedger: Sendable {
                 if delta.kind.isEmpty { delta.kind = object.kind }
                 if type == .deleted {
                     delta.upserts[object.uid] = nil
+                    delta.states[object.uid] = nil
                     delta.deletions.insert(object.uid)
                 } else {
                     delta.deletions.remove(object.uid)
                     delta.upserts[object.uid] = object.entry()
+                    delta.states[object.uid] = entry.state
                 }
             }
             if let resourceVersion = entry.resourceVersion { states[slot].watermark = resourceVersion }
@@ -241,6 +267,12 @@ public struct DeliveryLedger: Sendable {
         gatheredCoveredUntil[scope] = newest
         gatheredChanges += confirmed
         return gatheredChanges >= saveEarlyAt ? startSave() : []
+    }
+
+    /// What the ledger knows of the state last sent of an object.
+    public func sentState(of uid: String, in scope: WatchScope) -> SentState {
+        guard let unsaved = unsavedStates[scope]?[uid] else { return .saved }
+        return unsaved.state.map { .unsaved($0) } ?? .deleted
     }
 
     public func watermark(of scope: WatchScope) -> String? {
@@ -313,6 +345,16 @@ public struct DeliveryLedger: Sendable {
         self.saving = nil
         saves += 1
         savedCoveredUntil.merge(saving.coveredUntil) { max($0, $1) }
+        // What the store now holds needs no copy here; a newer state received meanwhile stays.
+        for delta in saving.deltas where unsavedStates[delta.scope] != nil {
+            for (uid, entry) in delta.upserts where delta.states[uid] != nil && unsavedStates[delta.scope]?[uid]?.resourceVersion == entry.resourceVersion {
+                unsavedStates[delta.scope]?[uid] = nil
+            }
+            for uid in delta.deletions where unsavedStates[delta.scope]?[uid].map({ $0.state == nil }) == true {
+                unsavedStates[delta.scope]?[uid] = nil
+            }
+            if unsavedStates[delta.scope]?.isEmpty == true { unsavedStates[delta.scope] = nil }
+        }
         return gatheredChanges >= saveEarlyAt ? startSave() : []
     }
 
@@ -329,8 +371,8 @@ public struct DeliveryLedger: Sendable {
             }
             var merged = older
             merged.resourceVersion = newer.resourceVersion
-            for uid in newer.deletions { merged.upserts[uid] = nil; merged.deletions.insert(uid) }
-            for (uid, entry) in newer.upserts { merged.deletions.remove(uid); merged.upserts[uid] = entry }
+            for uid in newer.deletions { merged.upserts[uid] = nil; merged.states[uid] = nil; merged.deletions.insert(uid) }
+            for (uid, entry) in newer.upserts { merged.deletions.remove(uid); merged.upserts[uid] = entry; merged.states[uid] = newer.states[uid] }
             if merged.apiVersion.isEmpty { merged.apiVersion = newer.apiVersion }
             if merged.kind.isEmpty { merged.kind = newer.kind }
             gathered[older.scope] = merged

@@ -20,9 +20,13 @@ public final class Envelope: Sendable {
     /// The object's uid (the `partitionkey` extension): a broker's partition key, so that an
     /// object's changes stay in one partition, in order.
     public let partitionKey: String
+    /// The JSON Pointers of what changed since the state last sent of the object (the
+    /// `changedpaths` extension); nil when there was none to compare with.
+    public let changedPaths: [String]?
 
     init(id: String, source: String, type: String, subject: String, time: String, data: ByteBuffer,
-         extensions: [(name: String, value: String)], partitionKey: String) {
+         extensions: [(name: String, value: String)], partitionKey: String, changedPaths: [String]? = nil) {
+        self.changedPaths = changedPaths
         self.id = id
         self.source = source
         self.type = type
@@ -77,6 +81,9 @@ public struct EnvelopeOptions: Sendable {
     /// Secrets whose `data` and `stringData` may pass unredacted, as `namespace/name` patterns
     /// (`*` matches within a part); none by default.
     public var revealSecrets: [String] = []
+    /// Compare each `modified` and `synced` event with the state last sent of its object and say
+    /// what changed (`changedpaths`); needs a store that keeps sent states.
+    public var changedPaths = false
     public static let redactionMarker = "REDACTED"
 
     public init() {}
@@ -92,7 +99,7 @@ public struct EnvelopeBuilder: Sendable {
 
     /// The extension attributes an envelope can carry, in their order.
     public static let extensionNames = ["resourceversion", "kind", "name", "namespace", "uid", "partitionkey", "changetype", "finalstateunknown",
-                                        "changedby", "changeoperation", "changesubresource"]
+                                        "changedby", "changeoperation", "changesubresource", "changedpaths"]
 
     /// The deterministic id. A state of an object (added, modified or synced at a resourceVersion)
     /// is the same state whichever way the bridge learned of it, so all three share an id: a
@@ -102,7 +109,9 @@ public struct EnvelopeBuilder: Sendable {
         type == .deleted ? "\(uid)/\(resourceVersion)/deleted" : "\(uid)/\(resourceVersion)"
     }
 
-    public func envelope(for change: Change, receivedAt: Date) throws -> Envelope {
+    /// `previous` is the state last sent of the object (an earlier envelope's `data`), for a
+    /// `modified` or `synced` change: what changed since is said in `changedpaths`.
+    public func envelope(for change: Change, receivedAt: Date, previous: ByteBuffer? = nil) throws -> Envelope {
         let meta = change.metadata
         let resource = change.resource
         let group = resource.group.isEmpty ? "core" : resource.group
@@ -125,11 +134,19 @@ public struct EnvelopeBuilder: Sendable {
         extensions.append(("changetype", change.type.rawValue))
         if change.finalStateUnknown { extensions.append(("finalstateunknown", "true")) }
         Self.appendWriter(of: rewritten.managedFields, to: &extensions)
+        var changedPaths: [String]?
+        // A previous state that does not parse (written by something else) is no reason to hold
+        // the event back: it goes without its paths.
+        if let previous, change.type == .modified || change.type == .synced, let paths = try? Self.changedPaths(from: previous, to: rewritten.bytes) {
+            changedPaths = paths
+            if !paths.isEmpty { extensions.append(("changedpaths", Self.changedPathsValue(paths))) }
+        }
         return Envelope(
             id: Self.id(uid: meta.uid, resourceVersion: meta.resourceVersion, type: change.type),
             source: "/kubebridge/\(options.cluster)\(resource.collectionPath(namespace: meta.namespace))",
             type: "\(options.typePrefix).\(group).\(resource.version).\(resource.resource).\(change.type.rawValue)",
-            subject: subject, time: Self.timestamp(receivedAt), data: rewritten.bytes, extensions: extensions, partitionKey: meta.uid)
+            subject: subject, time: Self.timestamp(receivedAt), data: rewritten.bytes, extensions: extensions, partitionKey: meta.uid,
+            changedPaths: changedPaths)
     }
 
     /// `changedby`, `changeoperation` and `changesubresource` from the newest managedFields
@@ -145,6 +162,29 @@ public struct EnvelopeBuilder: Sendable {
         if let subresource = first.subresource, !subresource.isEmpty, newest.allSatisfy({ $0.subresource == subresource }) {
             extensions.append(("changesubresource", subresource))
         }
+    }
+
+    /// What differs between two states sent of an object; none when their bytes are the same.
+    static func changedPaths(from previous: ByteBuffer, to current: ByteBuffer) throws -> [String] {
+        guard previous != current else { return [] }
+        return JSONDiff.changedPaths(from: try JSONValue(parsing: previous), to: try JSONValue(parsing: current))
+    }
+
+    /// The pointers, comma-separated; a `%` or `,` within one (no Kubernetes field name has
+    /// either) is percent-encoded, so that the list splits at its commas.
+    static func changedPathsValue(_ paths: [String]) -> String {
+        paths.map { path in
+            guard path.utf8.contains(where: { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "%") }) else { return path }
+            var escaped = ""
+            for character in path {
+                switch character {
+                case "%": escaped += "%25"
+                case ",": escaped += "%2C"
+                default: escaped.append(character)
+                }
+            }
+            return escaped
+        }.joined(separator: ",")
     }
 
     func revealed(_ meta: ObjectMeta) -> Bool {

@@ -1,6 +1,7 @@
 import CoreMetrics
 import KubeModel
 import Logging
+import NIOCore
 import Synchronization
 
 /// Does what a `DeliveryLedger` decides, against a checkpoint store: writes the rows of new
@@ -38,11 +39,14 @@ public final class Ledger: Sendable {
         state = Mutex(State(ledger: DeliveryLedger(sinkCount: max(1, sinkCount), saveInterval: saveInterval, saveEarlyAt: saveEarlyAt)))
     }
 
+    /// Whether the store keeps the state last sent of each object (`SentStates`).
+    public var keepsSentStates: Bool { store is any SentStates }
+
     /// An informer's event, in arrival order per scope, arrived `now` (on `timekeeper`; read here
-    /// when not given).
-    public func received(_ event: ResourceEvent, at now: Duration? = nil) -> DeliveryLedger.Receipt {
+    /// when not given). `sentState` is the object as sent, when sent states are kept.
+    public func received(_ event: ResourceEvent, at now: Duration? = nil, sentState: ByteBuffer? = nil) -> DeliveryLedger.Receipt {
         let now = now ?? timekeeper.now()
-        let receipt = state.withLock { $0.ledger.received(event, at: now) }
+        let receipt = state.withLock { $0.ledger.received(event, at: now, state: sentState) }
         perform(receipt.actions)
         return receipt
     }
@@ -62,6 +66,16 @@ public final class Ledger: Sendable {
                 return false
             }
             if ready { continuation.resume() }
+        }
+    }
+
+    /// The state last sent of an object: the ledger's when it is newer than the saved checkpoint,
+    /// else the store's; nil when there is none (never sent, deleted, or a store that keeps none).
+    public func sentState(of uid: String, in scope: WatchScope) throws -> ByteBuffer? {
+        switch state.withLock({ $0.ledger.sentState(of: uid, in: scope) }) {
+        case .unsaved(let sent): return sent
+        case .deleted: return nil
+        case .saved: return try (store as? any SentStates)?.sentState(of: uid, in: scope)
         }
     }
 

@@ -1,6 +1,7 @@
 import BridgeApp
 import BridgeCore
 import Foundation
+import KubeModel
 import Testing
 import TestSupport
 import WebhookSink
@@ -68,6 +69,45 @@ struct ConfigurationTests {
         guard case .file(let file) = sink.kind else { Issue.record("expected a file sink"); return }
         #expect(file.maxFileBytes == 1_000_000)
         #expect(file.keepFiles == 3)
+    }
+
+    @Test("changed paths: compared by default with SQLite, filters in resources and per sink, off with the ConfigMap store")
+    func changedPaths() throws {
+        let configuration = try Configuration.parse("""
+            resources:
+              changedPaths: {exclude: [/status]}
+            sinks:
+              - type: file
+                path: x
+                filter:
+                  changedPaths: {include: [/spec, /metadata/labels/]}
+            """, file: "bridge.yaml")
+        #expect(configuration.envelopes.changedPaths)
+        #expect(configuration.changedPaths == ChangedPathFilter(exclude: ["/status"]))
+        #expect(configuration.sinks.first?.pipeline.filter.changedPaths == ChangedPathFilter(include: ["/spec", "/metadata/labels/"]))
+        let off = try Configuration.parse("events: {changedPaths: false}\nsinks:\n  - {type: file, path: x}\n", file: "bridge.yaml")
+        #expect(!off.envelopes.changedPaths)
+        let configMaps = try Configuration.parse("state: {store: kubernetes}\nsinks:\n  - {type: file, path: x}\n", file: "bridge.yaml")
+        #expect(!configMaps.envelopes.changedPaths, "the ConfigMap store keeps no states to compare with")
+    }
+
+    @Test("a filter's changed paths pass a change when one path is under an include and none of it under an exclude", arguments: [
+        (["/spec/replicas"], ["/spec"], [String](), true),
+        (["/status/replicas"], ["/spec"], [], false),
+        (["/specs"], ["/spec"], [], false),
+        (["/spec"], ["/spec/replicas"], [], true),  // a parent standing for children too many to list
+        (["/status/replicas", "/metadata/labels/app"], [], ["/status"], true),
+        (["/status/replicas"], [], ["/status"], false),
+        (["/spec/paused"], ["/spec"], ["/spec/paused"], false),
+        ([""], ["/spec"], ["/status"], true),  // the whole object, its paths too many
+    ])
+    func pathFilter(paths: [String], include: [String], exclude: [String], passes: Bool) {
+        #expect(ChangedPathFilter(include: include, exclude: exclude).accepts(paths) == passes)
+        var filter = EventFilter()
+        filter.changedPaths = ChangedPathFilter(include: include, exclude: exclude)
+        let resource = GroupVersionResource("apps/v1/deployments")!
+        #expect(filter.accepts(resource: resource, namespace: "a", type: .modified, changedPaths: paths) == passes)
+        #expect(filter.accepts(resource: resource, namespace: "a", type: .modified, changedPaths: nil), "a change with nothing to compare with passes")
     }
 
     @Test("a Kafka sink: brokers as a list or a comma-separated string, librdkafka properties with ${ENV} from the environment")
@@ -235,6 +275,11 @@ struct ConfigurationTests {
         ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    topic: kube/{resource}\n", ["which Kafka does not accept"]),
         ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    mode: binar\n", ["bridge.yaml:4: sinks[0].mode: expected binary or structured"]),
         ("sinks:\n  - type: nats\n    servers: [nats://n:4222]\n    mode: batch\n", ["bridge.yaml:4: sinks[0].mode: expected binary or structured, got \"batch\""]),
+        ("resources:\n  changedPaths: {include: [spec]}\nsinks:\n  - {type: file, path: x}\n", ["bridge.yaml:2: resources.changedPaths.include: \"spec\" is not a JSON Pointer"]),
+        ("state: {store: kubernetes}\nleaderElection: {namespace: ops}\nevents: {changedPaths: true}\nsinks:\n  - {type: file, path: x}\n",
+         ["bridge.yaml:3: events.changedPaths: the ConfigMap store (state.store: kubernetes) keeps no object states"]),
+        ("state: {store: kubernetes}\nsinks:\n  - {type: file, path: x, filter: {changedPaths: {include: [/spec]}}}\n",
+         ["changedPaths filters need changedpaths, which the ConfigMap store (state.store: kubernetes) cannot give"]),
         ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    properties:\n      acks: sometimes\n", ["sinks[0]: Kafka property acks=sometimes: Invalid value"]),
         ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    properties:\n      sasl.password: ${KUBEBRIDGE_TEST_UNSET}\n",
          ["bridge.yaml:5: sinks[0].properties.sasl.password: the environment variable KUBEBRIDGE_TEST_UNSET is not set"]),

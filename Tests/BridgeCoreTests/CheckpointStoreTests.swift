@@ -3,6 +3,7 @@ import BridgeCore
 import CSQLite
 import Foundation
 import KubeModel
+import NIOCore
 import Testing
 import TestSupport
 
@@ -36,6 +37,28 @@ struct CheckpointStoreTests {
         #expect(loaded[Self.configmaps]?.known.kind == "ConfigMap", "an empty kind in a later delta keeps the stored one")
         #expect(loaded[Self.teamA]?.resourceVersion == "11")
         #expect(loaded[Self.teamA]?.known.entries["u3"]?.name == "s")
+        try await reopened.close()
+    }
+
+    @Test("sent states are saved with their rows, read back while the store writes, replaced by newer ones and gone with their objects")
+    func sentStates() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("checkpoints.sqlite").path
+        let store = try SQLiteCheckpointStore(path: path)
+        #expect(try store.sentState(of: "u1", in: Self.configmaps) == nil)
+        try await store.save([CheckpointDelta(scope: Self.configmaps, resourceVersion: "5", upserts: ["u1": Self.entry("a", rv: "5"), "u2": Self.entry("b", rv: "5")],
+                                              states: ["u1": ByteBuffer(string: #"{"v":1}"#), "u2": ByteBuffer(string: #"{"w":1}"#)])])
+        #expect(try store.sentState(of: "u1", in: Self.configmaps) == ByteBuffer(string: #"{"v":1}"#))
+        #expect(try store.sentState(of: "u1", in: Self.teamA) == nil, "states are per scope")
+        try await store.save([CheckpointDelta(scope: Self.configmaps, resourceVersion: "6", upserts: ["u1": Self.entry("a", rv: "6")],
+                                              deletions: ["u2"], states: ["u1": ByteBuffer(string: #"{"v":2}"#)])])
+        #expect(try store.sentState(of: "u1", in: Self.configmaps) == ByteBuffer(string: #"{"v":2}"#))
+        #expect(try store.sentState(of: "u2", in: Self.configmaps) == nil)
+        try await store.close()
+        let reopened = try SQLiteCheckpointStore(path: path)
+        #expect(try reopened.sentState(of: "u1", in: Self.configmaps) == ByteBuffer(string: #"{"v":2}"#))
+        #expect(try await reopened.load()[Self.configmaps]?.known.entries.keys.sorted() == ["u1"])
         try await reopened.close()
     }
 

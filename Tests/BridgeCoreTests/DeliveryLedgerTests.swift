@@ -211,6 +211,48 @@ struct DeliveryLedgerTests {
         #expect(ledger.savedCoveredUntil == [Self.scope: .seconds(3), Self.other: .seconds(4)])
     }
 
+    @Test("the state last sent of an object: the ledger's until a save holds it, the store's after; a newer one received meanwhile stays; a deletion has none")
+    func sentStates() throws {
+        var ledger = DeliveryLedger(sinkCount: 1)
+        let v1 = ByteBuffer(string: #"{"v":1}"#), v2 = ByteBuffer(string: #"{"v":2}"#)
+        #expect(ledger.sentState(of: "uid-a", in: Self.scope) == .saved, "nothing known: ask the store")
+        let first = try #require(ledger.received(Self.change("a", rv: "1"), at: .zero, state: v1).token)
+        #expect(ledger.sentState(of: "uid-a", in: Self.scope) == .unsaved(v1))
+        _ = ledger.acknowledged(first, sink: 0)
+        var save = try #require(ledger.tick(at: .seconds(10)).first)
+        guard case .save(let deltas) = save else { Issue.record("\(save)"); return }
+        #expect(deltas.first?.states == ["uid-a": v1], "the state goes with the object's row")
+        let second = try #require(ledger.received(Self.change("a", rv: "2"), at: .seconds(10), state: v2).token)
+        _ = ledger.saveSucceeded()
+        #expect(ledger.sentState(of: "uid-a", in: Self.scope) == .unsaved(v2), "received while v1 was being saved: v2 stays")
+        _ = ledger.acknowledged(second, sink: 0)
+        save = try #require(ledger.tick(at: .seconds(20)).first)
+        ledger.saveFailed()
+        #expect(ledger.sentState(of: "uid-a", in: Self.scope) == .unsaved(v2))
+        save = try #require(ledger.tick(at: .seconds(30)).first)
+        guard case .save(let retried) = save else { Issue.record("\(save)"); return }
+        #expect(retried.first?.states == ["uid-a": v2], "a failed save's states are saved with the next")
+        _ = ledger.saveSucceeded()
+        #expect(ledger.sentState(of: "uid-a", in: Self.scope) == .saved)
+        let gone = try #require(ledger.received(Self.change("a", rv: "3", type: .deleted), at: .seconds(30), state: nil).token)
+        #expect(ledger.sentState(of: "uid-a", in: Self.scope) == .deleted)
+        _ = ledger.acknowledged(gone, sink: 0)
+        save = try #require(ledger.tick(at: .seconds(40)).first)
+        guard case .save(let deletion) = save else { Issue.record("\(save)"); return }
+        #expect(deletion.first?.deletions == ["uid-a"] && deletion.first?.states.isEmpty == true)
+        _ = ledger.saveSucceeded()
+        #expect(ledger.sentState(of: "uid-a", in: Self.scope) == .saved)
+    }
+
+    @Test("without states given, the ledger keeps none")
+    func noStates() throws {
+        var ledger = DeliveryLedger(sinkCount: 1)
+        let token = try #require(ledger.received(Self.change("a", rv: "1"), at: .zero).token)
+        _ = ledger.acknowledged(token, sink: 0)
+        #expect(ledger.sentState(of: "uid-a", in: Self.scope) == .saved)
+        #expect(Self.save(&ledger)[Self.scope]?.states.isEmpty == true)
+    }
+
     @Test("a step the state does not allow stops the process, naming the state", arguments: ["recorded", "recordFailed", "retryRecording", "saveSucceeded", "saveFailed"])
     func illegalSteps(step: String) async {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) { [step] in

@@ -267,7 +267,7 @@ struct RunCommandTests {
         try await perform("PATCH", deployments + "/web/status?fieldManager=deployment-controller", body: #"{"status":{"replicas":1}}"#,
                           contentType: "application/merge-patch+json", at: 3)
         try await perform("DELETE", configMaps + "/a", at: 4)
-        try await bridge.waitForEvents(6)
+        try await bridge.waitForEvents(7)
         #expect(await bridge.stop() == 0)
         let seen = bridge.events().map { event in
             ["changetype", "name", "changedby", "changeoperation", "changesubresource"].map { event[$0] as? String ?? "-" }.joined(separator: " ")
@@ -276,6 +276,65 @@ struct RunCommandTests {
             "added a deploy-bot Update -", "modified a tuner Update -", "modified a deploy-bot,tuner Update -",
             "added web kubectl-create Update -", "modified web deployment-controller Update status", "deleted a - - -",
         ])
+        let check = try await ProcessRunner.runBinary("/usr/bin/env", ["python3", "-c", Self.cloudEventsCheck, bridge.outputPath], timeout: 120)
+        #expect(check.status == 0, "\(String(decoding: check.stderr, as: UTF8.self))")
+        try await server.stop()
+    }
+
+    @Test("changedpaths: a scale says /spec/replicas, a status write its status; a sink filtered on /spec takes the first only; changes while down and a compaction come as synced events with exactly their paths")
+    func changedPaths() async throws {
+        let server = try await Self.server()
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let specOnly = directory.appendingPathComponent("out/spec.jsonl").path
+        let bridge = try BridgeProcess(server: server, directory: directory, include: ["apps/v1/deployments", "core/v1/configmaps"], extraSinks: """
+              - type: file
+                name: spec
+                path: \(specOnly)
+                batch: {linger: 1ms}
+                filter:
+                  changedPaths: {include: [/spec], exclude: [/spec/paused]}
+            """)
+        let deployments = "/apis/apps/v1/namespaces/default/deployments"
+        func perform(_ method: String, _ path: String, _ body: String) async throws {
+            let (status, answer) = try await server.perform(method, path, body: body, contentType: method == "PATCH" ? "application/merge-patch+json" : "application/json")
+            #expect((200...201).contains(status), "\(method) \(path): \(answer)")
+        }
+        try await perform("POST", deployments, Self.deployment)
+        try await create(server, "settings")
+        try bridge.start()
+        try await bridge.waitForEvents(2)
+        try await perform("PATCH", deployments + "/web", #"{"spec":{"replicas":3}}"#)
+        try await perform("PATCH", deployments + "/web/status", #"{"status":{"replicas":3,"readyReplicas":2}}"#)
+        try await perform("PATCH", deployments + "/web/status", #"{"status":{"readyReplicas":3}}"#)
+        try await perform("PATCH", deployments + "/web", #"{"spec":{"paused":true}}"#)
+        try await patch(server, "settings", value: "2")
+        try await bridge.waitForEvents(6)
+        #expect(await bridge.stop() == 0)
+        func paths(_ events: some Sequence<[String: Any]>) -> [String] {
+            events.map { "\($0["changetype"] as? String ?? "?") \($0["name"] as? String ?? "?") \($0["changedpaths"] as? String ?? "-")" }
+        }
+        // Each resource is its own watch: order holds per object, not across them.
+        func of(_ name: String, _ events: [[String: Any]]) -> [String] { paths(events.filter { $0["name"] as? String == name }) }
+        #expect(of("web", bridge.events()) == [
+            "synced web -", "modified web /spec/replicas", "modified web /status", "modified web /status/readyReplicas", "modified web /spec/paused",
+        ], "the first sight of an object has nothing to compare with; a new member is one path, a changed leaf its own")
+        #expect(of("settings", bridge.events()) == ["synced settings -", "modified settings /data/v"])
+        let spec = (try String(contentsOfFile: specOnly, encoding: .utf8)).split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        #expect(of("web", spec) == ["synced web -", "modified web /spec/replicas"],
+                "the sink filtered on /spec takes the scale, and neither the status nor /spec/paused, which it excludes")
+        #expect(of("settings", spec) == ["synced settings -"], "nor a ConfigMap's data")
+
+        // While the bridge is down: a change, then a compaction (so the restart relists).
+        try await perform("PATCH", deployments + "/web", #"{"spec":{"replicas":5,"template":{"metadata":{"labels":{"app":"web","tier":"front"}}}}}"#)
+        try await server.compact()
+        try bridge.start()
+        try await bridge.waitForEvents(8)
+        #expect(await bridge.stop() == 0)
+        #expect(paths(bridge.events().dropFirst(7)) == ["synced web /spec/replicas,/spec/template/metadata/labels/tier"],
+                "compared with the state sent before the gap")
         let check = try await ProcessRunner.runBinary("/usr/bin/env", ["python3", "-c", Self.cloudEventsCheck, bridge.outputPath], timeout: 120)
         #expect(check.status == 0, "\(String(decoding: check.stderr, as: UTF8.self))")
         try await server.stop()
