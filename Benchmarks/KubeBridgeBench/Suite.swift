@@ -47,8 +47,12 @@ struct SuiteOptions: ParsableArguments {
     @Option(help: "Seconds of the sink outage (at 1,000 events/s); 0 to skip.")
     var outage = 60
 
+    @Flag(help: "Compare each change with the state last sent of its object (changedpaths), as a configuration file does by default.")
+    var changedPaths = false
+
     var arguments: [String] {
         ["--objects", String(objects), "--resources", String(resources), "--rates", rates, "--seconds", String(seconds), "--outage", String(outage)]
+            + (changedPaths ? ["--changed-paths"] : [])
     }
 }
 
@@ -263,6 +267,7 @@ struct SuiteSink: AsyncParsableCommand {
         configuration.stateDirectory = directory.appendingPathComponent("state").path
         configuration.selection.include = resources.map(\.description)
         configuration.sinks = [endpoint.sink]
+        configuration.envelopes.changedPaths = suite.changedPaths
         configuration.operationsAddress = nil
         let probe = LatencyProbe()
         let meter = Meter()

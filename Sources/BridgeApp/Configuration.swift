@@ -44,6 +44,16 @@ public struct Configuration: Sendable {
             self.kind = kind
             self.pipeline = pipeline ?? kind.defaultPipeline
         }
+
+        /// `diff: mergePatch`: its events carry the merge patch from the state sent before.
+        public var mergePatch: Bool {
+            switch kind {
+            case .file(let options): options.mergePatch
+            case .kafka(let options): options.mergePatch
+            case .nats(let options): options.mergePatch
+            case .webhook(let options): options.mergePatch
+            }
+        }
     }
 
     /// Where checkpoints are kept.

@@ -128,6 +128,10 @@ extension ConfigReader {
         } else if comparesStatesGiven == nil {
             configuration.envelopes.changedPaths = true
         }
+        configuration.envelopes.mergePatch = configuration.sinks.contains { $0.mergePatch }
+        if configuration.envelopes.mergePatch, !configuration.envelopes.changedPaths, problems.isEmpty {
+            problems.append("\(location(root)): diff: mergePatch compares each change with the state last sent of its object, which needs state.store: sqlite and events.changedPaths on")
+        }
         if configuration.leaderElection != nil, configuration.checkpointStore == .sqlite, problems.isEmpty {
             problems.append("\(location(root)): leaderElection: replicas must share their checkpoint; set state.store: kubernetes")
         }
@@ -215,7 +219,7 @@ extension ConfigReader {
         let key = "sinks[\(index)]"
         let known = Self.sinkKeys.keys.sorted().joined(separator: ", ")
         let type = (node.mapping?["type"]).flatMap { $0.string }
-        let fields = mapping(node, key, allowed: ["type", "name", "filter", "buffer", "batch", "retry"] + (type.flatMap { Self.sinkKeys[$0] } ?? []))
+        let fields = mapping(node, key, allowed: ["type", "name", "filter", "buffer", "batch", "retry", "diff"] + (type.flatMap { Self.sinkKeys[$0] } ?? []))
         guard let type else {
             problem(node, "\(key).type", "missing; known sink types: \(known)")
             return nil
@@ -246,18 +250,23 @@ extension ConfigReader {
             if let maximum = duration(retryFields["maximum"], "\(key).retry.maximum") { pipeline.retry.maximum = maximum }
         }
         let name = string(fields["name"], "\(key).name") ?? "\(type)-\(index)"
+        let mergePatch = choice(fields["diff"], "\(key).diff", of: SinkDiff.self) == .mergePatch
+        let kind: Configuration.SinkKind?
         switch type {
-        case "file":
-            return fileSink(fields, node: node, key: key).map { Configuration.Sink(name: name, kind: .file($0), pipeline: pipeline) }
-        case "kafka":
-            return kafkaSink(fields, node: node, key: key).map { Configuration.Sink(name: name, kind: .kafka($0), pipeline: pipeline) }
-        case "nats":
-            return natsSink(fields, node: node, key: key).map { Configuration.Sink(name: name, kind: .nats($0), pipeline: pipeline) }
-        case "webhook":
-            return webhookSink(fields, node: node, key: key).map { Configuration.Sink(name: name, kind: .webhook($0), pipeline: pipeline) }
+        case "file": kind = fileSink(fields, node: node, key: key).map { var options = $0; options.mergePatch = mergePatch; return .file(options) }
+        case "kafka": kind = kafkaSink(fields, node: node, key: key).map { var options = $0; options.mergePatch = mergePatch; return .kafka(options) }
+        case "nats": kind = natsSink(fields, node: node, key: key).map { var options = $0; options.mergePatch = mergePatch; return .nats(options) }
+        case "webhook": kind = webhookSink(fields, node: node, key: key).map { var options = $0; options.mergePatch = mergePatch; return .webhook(options) }
         default:
             problem(fields["type"]!, "\(key).type", "unknown sink type \"\(type)\"; known sink types: \(known)")
             return nil
         }
+        return kind.map { Configuration.Sink(name: name, kind: $0, pipeline: pipeline) }
+    }
+
+    /// A sink's `diff`: what it carries of each change beside `changedpaths`.
+    enum SinkDiff: String, CaseIterable {
+        case none
+        case mergePatch
     }
 }

@@ -23,10 +23,14 @@ public final class Envelope: Sendable {
     /// The JSON Pointers of what changed since the state last sent of the object (the
     /// `changedpaths` extension); nil when there was none to compare with.
     public let changedPaths: [String]?
+    /// The RFC 7386 merge patch from the state last sent of the object to this one (compact
+    /// JSON), when asked for (`EnvelopeOptions.mergePatch`) and there was a state to compare with.
+    public let mergePatch: String?
 
     init(id: String, source: String, type: String, subject: String, time: String, data: ByteBuffer,
-         extensions: [(name: String, value: String)], partitionKey: String, changedPaths: [String]? = nil) {
+         extensions: [(name: String, value: String)], partitionKey: String, changedPaths: [String]? = nil, mergePatch: String? = nil) {
         self.changedPaths = changedPaths
+        self.mergePatch = mergePatch
         self.id = id
         self.source = source
         self.type = type
@@ -39,20 +43,50 @@ public final class Envelope: Sendable {
 
     /// `specversion`, `id`, `source`, `type`, `subject`, `time`, `datacontenttype` and the
     /// extensions: every attribute but `data`, as a protocol binding's headers carry them.
-    public var attributes: [(name: String, value: String)] {
+    public var attributes: [(name: String, value: String)] { attributes(patch: .none) }
+
+    /// The attributes with the merge patch where `patch` says (see `extensions(patch:)`).
+    public func attributes(patch: PatchPlacement) -> [(name: String, value: String)] {
         [("specversion", "1.0"), ("id", id), ("source", source), ("type", type), ("subject", subject), ("time", time),
-         ("datacontenttype", Self.dataContentType)] + extensions
+         ("datacontenttype", Self.dataContentType)] + extensions(patch: patch)
     }
 
     /// Extensions whose CloudEvents type is Boolean (`true` or `false`).
-    static let booleanAttributes: Set<String> = ["finalstateunknown"]
+    static let booleanAttributes: Set<String> = ["finalstateunknown", "patchomitted"]
 
-    /// The JSON event format (structured mode): the attributes, then `data` spliced in.
-    public func structured() -> ByteBuffer {
+    /// Where a sink carries the merge patch.
+    public enum PatchPlacement: Sendable, Equatable {
+        /// Nowhere: the sink did not ask for it.
+        case none
+        /// As the `mergepatch` extension, whatever its size (the JSON event format).
+        case whole
+        /// As the `mergepatch` extension (a header, in binary mode) while it has at most this
+        /// many bytes; beyond, `patchomitted` says it was left out.
+        case upTo(Int)
+    }
+
+    /// The bytes a binary mode's `mergepatch` header may have (HTTP servers commonly take 8 KiB
+    /// of headers in all).
+    public static let patchHeaderLimit = 4096
+
+    /// The extensions as a sink sends them, with the merge patch where `patch` says.
+    public func extensions(patch: PatchPlacement) -> [(name: String, value: String)] {
+        guard let mergePatch else { return extensions }
+        switch patch {
+        case .none: return extensions
+        case .whole: return extensions + [("mergepatch", mergePatch)]
+        case .upTo(let limit): return extensions + [mergePatch.utf8.count <= limit ? ("mergepatch", mergePatch) : ("patchomitted", "true")]
+        }
+    }
+
+    /// The JSON event format (structured mode): the attributes, then `data` spliced in; with
+    /// `patch`, the merge patch as the `mergepatch` extension (a JSON string holding the patch,
+    /// since extension values are strings).
+    public func structured(patch: Bool = false) -> ByteBuffer {
         var out = ByteBuffer()
-        out.reserveCapacity(data.readableBytes + 512)
+        out.reserveCapacity(data.readableBytes + 512 + (patch ? mergePatch?.utf8.count ?? 0 : 0))
         out.writeStaticString("{")
-        for (index, attribute) in attributes.enumerated() {
+        for (index, attribute) in attributes(patch: patch ? .whole : .none).enumerated() {
             if index > 0 { out.writeStaticString(",") }
             out.writeJSONString(attribute.name)
             out.writeStaticString(":")
@@ -84,6 +118,8 @@ public struct EnvelopeOptions: Sendable {
     /// Compare each `modified` and `synced` event with the state last sent of its object and say
     /// what changed (`changedpaths`); needs a store that keeps sent states.
     public var changedPaths = false
+    /// Build the merge patch from that state too (`Envelope.mergePatch`), for sinks that send it.
+    public var mergePatch = false
     public static let redactionMarker = "REDACTED"
 
     public init() {}
@@ -99,7 +135,7 @@ public struct EnvelopeBuilder: Sendable {
 
     /// The extension attributes an envelope can carry, in their order.
     public static let extensionNames = ["resourceversion", "kind", "name", "namespace", "uid", "partitionkey", "changetype", "finalstateunknown",
-                                        "changedby", "changeoperation", "changesubresource", "changedpaths"]
+                                        "changedby", "changeoperation", "changesubresource", "changedpaths", "mergepatch", "patchomitted"]
 
     /// The deterministic id. A state of an object (added, modified or synced at a resourceVersion)
     /// is the same state whichever way the bridge learned of it, so all three share an id: a
@@ -135,18 +171,21 @@ public struct EnvelopeBuilder: Sendable {
         if change.finalStateUnknown { extensions.append(("finalstateunknown", "true")) }
         Self.appendWriter(of: rewritten.managedFields, to: &extensions)
         var changedPaths: [String]?
+        var mergePatch: String?
         // A previous state that does not parse (written by something else) is no reason to hold
         // the event back: it goes without its paths.
-        if let previous, change.type == .modified || change.type == .synced, let paths = try? Self.changedPaths(from: previous, to: rewritten.bytes) {
-            changedPaths = paths
-            if !paths.isEmpty { extensions.append(("changedpaths", Self.changedPathsValue(paths))) }
+        if let previous, change.type == .modified || change.type == .synced,
+           let difference = try? Self.difference(from: previous, to: rewritten.bytes, patch: options.mergePatch) {
+            changedPaths = difference.paths
+            mergePatch = difference.patch
+            if !difference.paths.isEmpty { extensions.append(("changedpaths", Self.changedPathsValue(difference.paths))) }
         }
         return Envelope(
             id: Self.id(uid: meta.uid, resourceVersion: meta.resourceVersion, type: change.type),
             source: "/kubebridge/\(options.cluster)\(resource.collectionPath(namespace: meta.namespace))",
             type: "\(options.typePrefix).\(group).\(resource.version).\(resource.resource).\(change.type.rawValue)",
             subject: subject, time: Self.timestamp(receivedAt), data: rewritten.bytes, extensions: extensions, partitionKey: meta.uid,
-            changedPaths: changedPaths)
+            changedPaths: changedPaths, mergePatch: mergePatch)
     }
 
     /// `changedby`, `changeoperation` and `changesubresource` from the newest managedFields
@@ -164,10 +203,12 @@ public struct EnvelopeBuilder: Sendable {
         }
     }
 
-    /// What differs between two states sent of an object; none when their bytes are the same.
-    static func changedPaths(from previous: ByteBuffer, to current: ByteBuffer) throws -> [String] {
-        guard previous != current else { return [] }
-        return JSONDiff.changedPaths(from: try JSONValue(parsing: previous), to: try JSONValue(parsing: current))
+    /// What differs between two states sent of an object, and with `patch` the merge patch (`{}`
+    /// when they are the same); nothing when their bytes are the same.
+    static func difference(from previous: ByteBuffer, to current: ByteBuffer, patch: Bool) throws -> (paths: [String], patch: String?) {
+        guard previous != current else { return ([], patch ? "{}" : nil) }
+        let (before, after) = (try JSONValue(parsing: previous), try JSONValue(parsing: current))
+        return (JSONDiff.changedPaths(from: before, to: after), patch ? JSONDiff.mergePatch(from: before, to: after)?.text ?? "{}" : nil)
     }
 
     /// The pointers, comma-separated; a `%` or `,` within one (no Kubernetes field name has

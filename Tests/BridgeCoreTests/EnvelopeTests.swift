@@ -229,3 +229,37 @@ struct ChangedByTests {
         }
     }
 }
+
+@Suite("The merge patch in an event")
+struct MergePatchTests {
+    static func envelope(patchBytes: Int) throws -> Envelope {
+        var meta = ObjectMeta()
+        (meta.apiVersion, meta.kind, meta.name, meta.namespace, meta.uid, meta.resourceVersion) = ("v1", "ConfigMap", "a", "default", "u", "2")
+        let previous = ByteBuffer(string: #"{"kind":"ConfigMap","data":{"v":"1"}}"#)
+        let object = KubeObject(metadata: meta, bytes: ByteBuffer(string: #"{"kind":"ConfigMap","data":{"v":"\#(String(repeating: "x", count: patchBytes))"}}"#))
+        var options = EnvelopeOptions()
+        options.changedPaths = true
+        options.mergePatch = true
+        return try EnvelopeBuilder(options: options).envelope(for: Change(type: .modified, resource: GroupVersionResource("core/v1/configmaps")!, object: object),
+                                                              receivedAt: Date(), previous: previous)
+    }
+
+    @Test("a sink that asks for it gets the patch: whole in the JSON event format, as a header up to the limit, else patchomitted")
+    func placement() throws {
+        let small = try Self.envelope(patchBytes: 3)
+        #expect(small.mergePatch == #"{"data":{"v":"xxx"}}"#)
+        #expect(!small.extensions.contains { $0.name == "mergepatch" }, "a sink that does not ask gets none")
+        #expect(small.extensions(patch: .upTo(Envelope.patchHeaderLimit)).contains { $0 == ("mergepatch", #"{"data":{"v":"xxx"}}"#) })
+        let event = try #require(try JSONSerialization.jsonObject(with: Data(buffer: small.structured(patch: true))) as? [String: Any])
+        #expect(event["mergepatch"] as? String == #"{"data":{"v":"xxx"}}"#, "a JSON string holding the patch")
+        #expect(event["changedpaths"] as? String == "/data/v")
+        #expect(try JSONSerialization.jsonObject(with: Data(buffer: small.structured())) as? [String: Any] != nil)
+
+        let large = try Self.envelope(patchBytes: Envelope.patchHeaderLimit)
+        let headers = large.extensions(patch: .upTo(Envelope.patchHeaderLimit))
+        #expect(!headers.contains { $0.name == "mergepatch" })
+        #expect(headers.contains { $0 == ("patchomitted", "true") })
+        let whole = try #require(try JSONSerialization.jsonObject(with: Data(buffer: large.structured(patch: true))) as? [String: Any])
+        #expect((whole["mergepatch"] as? String)?.count == Envelope.patchHeaderLimit + 17, "the JSON event format carries it whole")
+    }
+}

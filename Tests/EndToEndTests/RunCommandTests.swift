@@ -287,6 +287,7 @@ struct RunCommandTests {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let specOnly = directory.appendingPathComponent("out/spec.jsonl").path
+        let patched = directory.appendingPathComponent("out/patched.jsonl").path
         let bridge = try BridgeProcess(server: server, directory: directory, include: ["apps/v1/deployments", "core/v1/configmaps"], extraSinks: """
               - type: file
                 name: spec
@@ -294,6 +295,11 @@ struct RunCommandTests {
                 batch: {linger: 1ms}
                 filter:
                   changedPaths: {include: [/spec], exclude: [/spec/paused]}
+              - type: file
+                name: patched
+                path: \(patched)
+                batch: {linger: 1ms}
+                diff: mergePatch
             """)
         let deployments = "/apis/apps/v1/namespaces/default/deployments"
         func perform(_ method: String, _ path: String, _ body: String) async throws {
@@ -335,9 +341,40 @@ struct RunCommandTests {
         #expect(await bridge.stop() == 0)
         #expect(paths(bridge.events().dropFirst(7)) == ["synced web /spec/replicas,/spec/template/metadata/labels/tier"],
                 "compared with the state sent before the gap")
+        // The merge patches: each turns the object sent before into the one sent with it, so a
+        // consumer holding the first state can follow with patches alone.
+        let withPatches = (try String(contentsOfFile: patched, encoding: .utf8)).split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        for name in ["web", "settings"] {
+            let events = withPatches.filter { $0["name"] as? String == name }
+            #expect(events.first?["mergepatch"] == nil, "nothing to compare the first with")
+            #expect(events.count == (name == "web" ? 6 : 2))
+            for (previous, event) in zip(events, events.dropFirst()) {
+                let text = try #require(event["mergepatch"] as? String, "\(event)")
+                let patch = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+                let rebuilt = Self.mergePatched(previous["data"] as? [String: Any] ?? [:], with: patch)
+                #expect(NSDictionary(dictionary: rebuilt).isEqual(to: event["data"] as? [String: Any] ?? [:]), "\(text)")
+            }
+        }
         let check = try await ProcessRunner.runBinary("/usr/bin/env", ["python3", "-c", Self.cloudEventsCheck, bridge.outputPath], timeout: 120)
         #expect(check.status == 0, "\(String(decoding: check.stderr, as: UTF8.self))")
         try await server.stop()
+    }
+
+    /// RFC 7386, as a consumer applies it.
+    static func mergePatched(_ target: [String: Any], with patch: [String: Any]) -> [String: Any] {
+        var result = target
+        for (key, value) in patch {
+            if value is NSNull {
+                result[key] = nil
+            } else if let object = value as? [String: Any] {
+                result[key] = mergePatched(result[key] as? [String: Any] ?? [:], with: object)
+            } else {
+                result[key] = value
+            }
+        }
+        return result
     }
 
     static let deployment = """

@@ -35,4 +35,24 @@ struct KafkaSinkTests {
             #expect(record.contentType == (mode == .binary ? "application/json" : "application/cloudevents+json; charset=UTF-8"))
         }
     }
+
+    @Test("with diff: mergePatch, each change after an object's first carries its merge patch, read back by the CloudEvents SDK",
+          arguments: KafkaSinkOptions.modes)
+    func mergePatch(mode: ContentMode) async throws {
+        let cluster = try KafkaMockCluster()
+        defer { cluster.close() }
+        var options = KafkaSinkOptions(brokers: [cluster.bootstrapServers])
+        (options.mode, options.mergePatch, options.topic) = (mode, true, "kube.{group}.{resource}")
+        cluster.createTopic("kube.apps.deployments", partitions: 1)
+        let sink = try KafkaSink(options: options)
+        var ledger = DeliveryLedger(sinkCount: 1)
+        let events = try SampleEvents.make(scope: KafkaTestSupport.scope, kind: "Deployment", namespace: "shop", names: ["web"], changes: 3,
+                                           ledger: &ledger, comparing: true)
+        #expect(await sink.deliver(events).allSatisfy { $0 == .delivered })
+        try await sink.close()
+        let records = try await KafkaTopicReader.read(bootstrap: cluster.bootstrapServers, topics: ["kube.apps.deployments"])
+        #expect(records.map { $0.attributes["mergepatch"] } == [nil, #"{"metadata":{"resourceVersion":"102"},"spec":{"replicas":1}}"#,
+                                                                 #"{"metadata":{"resourceVersion":"103"},"spec":{"replicas":2}}"#])
+        #expect(records.map { $0.attributes["changedpaths"] } == [nil, "/spec/replicas", "/spec/replicas"])
+    }
 }

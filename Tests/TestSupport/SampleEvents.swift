@@ -7,10 +7,15 @@ import NIOCore
 /// Events of made-up objects, registered with an `DeliveryLedger`, for sink tests.
 public enum SampleEvents {
     /// `objects` objects with `changes` changes each, interleaved (each object's first change is
-    /// `added`), with versions counting up from `firstVersion`.
+    /// `added`), with versions counting up from `firstVersion`. With `comparing`, each change after
+    /// an object's first is compared with the one before (`changedpaths` and the merge patch).
     public static func make(scope: WatchScope, kind: String, namespace: String?, names: [String], changes: Int, ledger: inout DeliveryLedger,
-                            payload: Int = 200, firstVersion: Int = 100) throws -> [OutboundEvent] {
+                            payload: Int = 200, firstVersion: Int = 100, comparing: Bool = false) throws -> [OutboundEvent] {
         var events: [OutboundEvent] = []
+        var options = EnvelopeOptions()
+        (options.changedPaths, options.mergePatch) = (comparing, comparing)
+        let builder = EnvelopeBuilder(options: options)
+        var previous: [String: ByteBuffer] = [:]
         var version = firstVersion
         let apiVersion = scope.resource.group.isEmpty ? scope.resource.version : "\(scope.resource.group)/\(scope.resource.version)"
         for change in 0..<changes {
@@ -27,8 +32,9 @@ public enum SampleEvents {
                 let json = #"{"kind":"\#(kind)","apiVersion":"\#(apiVersion)","metadata":{"name":"\#(name)"\#(namespaceField),"uid":"uid-\#(index)","resourceVersion":"\#(version)"},"spec":{"replicas":\#(change),"pad":"\#(String(repeating: "x", count: payload))"}}"#
                 let changeValue = Change(type: change == 0 ? .added : .modified, scope: scope, object: KubeObject(metadata: meta, bytes: ByteBuffer(string: json)))
                 guard let token = ledger.received(.change(changeValue), at: .zero).token else { throw TestFailure(message: "no token for a change") }
-                events.append(OutboundEvent(envelope: try EnvelopeBuilder().envelope(for: changeValue, receivedAt: Date()), token: token,
-                                            resource: changeValue.resource, namespace: namespace))
+                let envelope = try builder.envelope(for: changeValue, receivedAt: Date(), previous: comparing ? previous[name] : nil)
+                previous[name] = envelope.data
+                events.append(OutboundEvent(envelope: envelope, token: token, resource: changeValue.resource, namespace: namespace))
             }
         }
         return events

@@ -14,6 +14,8 @@ public final class FileSink: Sink {
         public var maxFileBytes = 256 * 1024 * 1024
         /// Rotated files kept; older ones are removed.
         public var keepFiles = 5
+        /// Each event carries its merge patch (`mergepatch`), when there is one.
+        public var mergePatch = false
 
         public init(path: String) {
             self.path = path
@@ -47,7 +49,7 @@ public final class FileSink: Sink {
             do {
                 let file = try appender(for: path)
                 let lines: [ByteBuffer] = indices.map { index in
-                    var line = batch[index].envelope.structured()
+                    var line = batch[index].envelope.structured(patch: options.mergePatch)
                     line.writeStaticString("\n")
                     return line
                 }

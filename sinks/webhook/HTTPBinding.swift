@@ -13,27 +13,27 @@ struct WebhookMessage {
     var headers: [(name: String, value: String)]
     var body: ByteBuffer
 
-    static func binary(_ event: OutboundEvent) -> WebhookMessage {
+    static func binary(_ event: OutboundEvent, patch: Bool = false) -> WebhookMessage {
         let envelope = event.envelope
         var headers: [(name: String, value: String)] = [("content-type", Envelope.dataContentType)]
-        for (name, value) in envelope.attributes where name != "datacontenttype" {
+        for (name, value) in envelope.attributes(patch: patch ? .upTo(Envelope.patchHeaderLimit) : .none) where name != "datacontenttype" {
             headers.append(("ce-" + name, percentEncoded(value)))
         }
         return WebhookMessage(id: envelope.id, headers: headers, body: envelope.data)
     }
 
-    static func structured(_ event: OutboundEvent) -> WebhookMessage {
+    static func structured(_ event: OutboundEvent, patch: Bool = false) -> WebhookMessage {
         WebhookMessage(id: event.envelope.id, headers: [("content-type", "application/cloudevents+json; charset=utf-8")],
-                       body: event.envelope.structured())
+                       body: event.envelope.structured(patch: patch))
     }
 
-    static func batch(_ events: [OutboundEvent]) -> WebhookMessage {
+    static func batch(_ events: [OutboundEvent], patch: Bool = false) -> WebhookMessage {
         var body = ByteBuffer()
         body.writeStaticString("[")
         var digest = SHA256()
         for (index, event) in events.enumerated() {
             if index > 0 { body.writeStaticString(",") }
-            var structured = event.envelope.structured()
+            var structured = event.envelope.structured(patch: patch)
             body.writeBuffer(&structured)
             digest.update(data: Array(event.envelope.id.utf8) + [0x0A])
         }

@@ -17,6 +17,9 @@ public struct WebhookSinkOptions: Sendable {
     /// `http://` or `https://`.
     public var url: String
     public var mode = ContentMode.binary
+    /// Each event carries its merge patch (`mergepatch`), when there is one; in binary mode as
+    /// the `ce-mergepatch` header up to `Envelope.patchHeaderLimit` bytes, else `ce-patchomitted`.
+    public var mergePatch = false
     /// The most events and bytes in one batched request.
     public var batchMaxEvents = 100
     public var batchMaxBytes = 1024 * 1024
@@ -154,8 +157,9 @@ public final class WebhookSink: Sink {
         while next < requests.count {
             let request = requests[next]
             next += 1
-            let message = options.mode == .batch ? WebhookMessage.batch(request.map { batch[$0] })
-                : options.mode == .structured ? WebhookMessage.structured(batch[request[0]]) : WebhookMessage.binary(batch[request[0]])
+            let patch = options.mergePatch
+            let message = options.mode == .batch ? WebhookMessage.batch(request.map { batch[$0] }, patch: patch)
+                : options.mode == .structured ? WebhookMessage.structured(batch[request[0]], patch: patch) : WebhookMessage.binary(batch[request[0]], patch: patch)
             switch await send(message) {
             case .delivered:
                 results += request.map { ($0, .delivered) }

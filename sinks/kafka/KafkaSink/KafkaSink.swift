@@ -14,6 +14,9 @@ public struct KafkaSinkOptions: Sendable {
     /// and `{namespace}` (`_cluster` for cluster-scoped objects) are replaced.
     public var topic = "kube.{group}.{resource}"
     public var mode = ContentMode.binary
+    /// Each event carries its merge patch (`mergepatch`), when there is one; in binary mode as
+    /// the `ce_mergepatch` header up to `Envelope.patchHeaderLimit` bytes, else `ce_patchomitted`.
+    public var mergePatch = false
     /// librdkafka's `compression.codec`.
     public var compression = "lz4"
     /// Any librdkafka property (`security.protocol`, `sasl.*`, `ssl.*`, `linger.ms`, ...); these
@@ -120,9 +123,9 @@ public final class KafkaSink: Sink {
     }
 
     /// The headers of an event's record in `mode`.
-    public static func headers(of event: OutboundEvent, mode: ContentMode) -> [(name: String, value: String)] {
+    public static func headers(of event: OutboundEvent, mode: ContentMode, mergePatch: Bool = false) -> [(name: String, value: String)] {
         var headers: [(name: String, value: String)] = []
-        message(for: event, topic: "", mode: mode).headers.forEach { headers.append(($0, $1)) }
+        message(for: event, topic: "", mode: mode, mergePatch: mergePatch).headers.forEach { headers.append(($0, $1)) }
         return headers
     }
 
@@ -137,13 +140,14 @@ public final class KafkaSink: Sink {
     }
 
     /// The record of an event in the binding's mode.
-    static func message(for event: OutboundEvent, topic: String, mode: ContentMode) -> KafkaMessage {
+    static func message(for event: OutboundEvent, topic: String, mode: ContentMode, mergePatch: Bool) -> KafkaMessage {
         let envelope = event.envelope
         switch mode {
         case .structured:
-            return KafkaMessage(topic: topic, key: envelope.partitionKey, value: envelope.structured(), headers: .list(structuredHeaders))
+            return KafkaMessage(topic: topic, key: envelope.partitionKey, value: envelope.structured(patch: mergePatch), headers: .list(structuredHeaders))
         case .binary:
-            return KafkaMessage(topic: topic, key: envelope.partitionKey, value: envelope.data, headers: .attributes(envelope))
+            return KafkaMessage(topic: topic, key: envelope.partitionKey, value: envelope.data,
+                                headers: .attributes(envelope, envelope.extensions(patch: mergePatch ? .upTo(Envelope.patchHeaderLimit) : .none)))
         case .batch:
             preconditionFailure("the Kafka binding has no batch mode, and KafkaSinkOptions.validate says so")
         }
@@ -168,8 +172,10 @@ public final class KafkaSink: Sink {
             }
             produced.append((index, topic))
         }
-        let mode = options.mode
-        let reports = await producer.produce(count: produced.count) { Self.message(for: batch[produced[$0].index], topic: produced[$0].topic, mode: mode) }
+        let (mode, mergePatch) = (options.mode, options.mergePatch)
+        let reports = await producer.produce(count: produced.count) {
+            Self.message(for: batch[produced[$0].index], topic: produced[$0].topic, mode: mode, mergePatch: mergePatch)
+        }
         let producer = producer
         return PendingDelivery { [invalid] in
             var produced = await reports.wait().makeIterator()
@@ -203,20 +209,20 @@ public final class KafkaSink: Sink {
 /// A record's headers: in binary mode the envelope's attributes, read from it as they are handed
 /// to librdkafka (which copies them) rather than gathered in an array per record first.
 enum KafkaHeaders: Sendable {
-    case attributes(Envelope)
+    case attributes(Envelope, [(name: String, value: String)])
     case list([(name: String, value: String)])
 
     /// How many `forEach` hands over: librdkafka's list is made with room for them.
     var count: Int {
         switch self {
-        case .attributes(let envelope): 7 + envelope.extensions.count
+        case .attributes(_, let extensions): 7 + extensions.count
         case .list(let headers): headers.count
         }
     }
 
     func forEach(_ body: (_ name: String, _ value: String) -> Void) {
         switch self {
-        case .attributes(let envelope):
+        case .attributes(let envelope, let extensions):
             body("content-type", Envelope.dataContentType)
             body("ce_specversion", "1.0")
             body("ce_id", envelope.id)
@@ -224,7 +230,7 @@ enum KafkaHeaders: Sendable {
             body("ce_type", envelope.type)
             body("ce_subject", envelope.subject)
             body("ce_time", envelope.time)
-            for (name, value) in envelope.extensions { body(KafkaSink.headerName(name), value) }
+            for (name, value) in extensions { body(KafkaSink.headerName(name), value) }
         case .list(let headers):
             for (name, value) in headers { body(name, value) }
         }

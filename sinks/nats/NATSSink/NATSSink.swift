@@ -27,6 +27,9 @@ public struct NATSSinkOptions: Sendable {
     /// into one subject token (see `SubjectToken`).
     public var subject = "kube.{group}.{version}.{resource}.{namespace}.{name}"
     public var mode = ContentMode.binary
+    /// Each event carries its merge patch (`mergepatch`), when there is one; in binary mode as
+    /// the `ce-mergepatch` header up to `Envelope.patchHeaderLimit` bytes, else `ce-patchomitted`.
+    public var mergePatch = false
     /// The JetStream stream the subjects belong to.
     public var stream = "KUBEBRIDGE"
     /// Create the stream when it is missing (subjects from the template, file storage).
@@ -202,7 +205,7 @@ public final class NATSSink: Sink {
     }
 
     /// The headers of an event's message in `mode`, `Nats-Msg-Id` first.
-    public static func headers(of event: OutboundEvent, mode: ContentMode) -> [(name: String, value: String)] {
+    public static func headers(of event: OutboundEvent, mode: ContentMode, mergePatch: Bool = false) -> [(name: String, value: String)] {
         let envelope = event.envelope
         switch mode {
         case .structured:
@@ -212,7 +215,7 @@ public final class NATSSink: Sink {
                 ("Nats-Msg-Id", envelope.id), ("content-type", Envelope.dataContentType), ("ce-specversion", "1.0"), ("ce-id", envelope.id),
                 ("ce-source", envelope.source), ("ce-type", envelope.type), ("ce-subject", envelope.subject), ("ce-time", envelope.time),
             ]
-            for (name, value) in envelope.extensions { headers.append(("ce-" + name, value)) }
+            for (name, value) in envelope.extensions(patch: mergePatch ? .upTo(Envelope.patchHeaderLimit) : .none) { headers.append(("ce-" + name, value)) }
             return headers
         case .batch:
             preconditionFailure("the NATS binding has no batch mode, and NATSSinkOptions.validate says so")
@@ -239,8 +242,9 @@ public final class NATSSink: Sink {
         var waiters: [PublishWaiter] = []
         waiters.reserveCapacity(batch.count)
         for event in batch {
-            let payload = options.mode == .structured ? event.envelope.structured() : event.envelope.data
-            waiters.append(publisher.publish(subject: subject(for: event), headers: Self.headers(of: event, mode: options.mode), data: payload))
+            let payload = options.mode == .structured ? event.envelope.structured(patch: options.mergePatch) : event.envelope.data
+            waiters.append(publisher.publish(subject: subject(for: event), headers: Self.headers(of: event, mode: options.mode, mergePatch: options.mergePatch),
+                                             data: payload))
         }
         return PendingDelivery { [waiters] in await Self.outcomes(of: batch, waiters: waiters) }
     }
