@@ -214,18 +214,7 @@ public struct EnvelopeBuilder: Sendable {
     /// The pointers, comma-separated; a `%` or `,` within one (no Kubernetes field name has
     /// either) is percent-encoded, so that the list splits at its commas.
     static func changedPathsValue(_ paths: [String]) -> String {
-        paths.map { path in
-            guard path.utf8.contains(where: { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "%") }) else { return path }
-            var escaped = ""
-            for character in path {
-                switch character {
-                case "%": escaped += "%25"
-                case ",": escaped += "%2C"
-                default: escaped.append(character)
-                }
-            }
-            return escaped
-        }.joined(separator: ",")
+        paths.map { escaping($0, ["%": "%25", ",": "%2C"]) }.joined(separator: ",")
     }
 
     func revealed(_ meta: ObjectMeta) -> Bool {

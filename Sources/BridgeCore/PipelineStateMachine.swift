@@ -86,7 +86,7 @@ public struct PipelineStateMachine: Sendable {
     private let batchesInFlight: Int
     private let linger: Duration
     private let retry: Backoff
-    private var jitter: Jitter
+    private var jitter: SplitMix64
     private var phase = Phase.delivering
     /// The batches out at the sink, oldest first.
     private var inFlight: Deque<[OutboundEvent]> = []
@@ -97,7 +97,7 @@ public struct PipelineStateMachine: Sendable {
         self.linger = linger
         self.retry = retry
         var system = SystemRandomNumberGenerator()
-        jitter = Jitter(seed: seed ?? system.next())
+        jitter = SplitMix64(seed: seed ?? system.next())
     }
 
     public var batchesOut: Int { inFlight.count }
@@ -215,20 +215,5 @@ public struct PipelineStateMachine: Sendable {
             }
         }
         return fatal
-    }
-}
-
-/// SplitMix64: the retry jitter's numbers, repeatable from a seed.
-struct Jitter: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

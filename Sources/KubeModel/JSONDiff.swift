@@ -52,16 +52,7 @@ public enum JSONDiff {
 
     /// `~` and `/` in a member name, as RFC 6901 escapes them.
     public static func escaped(_ key: String) -> String {
-        guard key.utf8.contains(where: { $0 == UInt8(ascii: "~") || $0 == UInt8(ascii: "/") }) else { return key }
-        var out = ""
-        for character in key {
-            switch character {
-            case "~": out += "~0"
-            case "/": out += "~1"
-            default: out.append(character)
-            }
-        }
-        return out
+        escaping(key, ["~": "~0", "/": "~1"])
     }
 
     /// The RFC 7386 merge patch from `old` to `new`; nil when they are equal. Objects are patched

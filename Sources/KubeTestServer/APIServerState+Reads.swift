@@ -64,18 +64,26 @@ extension APIServerState {
         return ContinueToken(revision: rv, start: start)
     }
 
+    /// A request's label and field selectors, or the 400 kube-apiserver answers a malformed one with.
+    func selectors(_ query: [String: String]) -> Result<(label: LabelSelector?, field: FieldSelector?), APIResponse> {
+        do {
+            let label = try query["labelSelector"].flatMap { $0.isEmpty ? nil : try LabelSelector(parsing: $0) }
+            let field = try query["fieldSelector"].flatMap { $0.isEmpty ? nil : try FieldSelector(parsing: $0) }
+            return .success((label, field))
+        } catch let error as SelectorError {
+            return .failure(.status(400, reason: "BadRequest", message: "unable to parse requirement: \(ObjectRules.quoted(error.text))"))
+        } catch {
+            return .failure(.status(400, reason: "BadRequest", message: "\(error)"))
+        }
+    }
+
     func list(_ target: ResourceTarget, query: [String: String]) -> APIResponse {
         let definition = target.definition
         let store = store(for: definition)
-        var labelSelector: LabelSelector?
-        var fieldSelector: FieldSelector?
-        do {
-            if let text = query["labelSelector"], !text.isEmpty { labelSelector = try LabelSelector(parsing: text) }
-            if let text = query["fieldSelector"], !text.isEmpty { fieldSelector = try FieldSelector(parsing: text) }
-        } catch let error as SelectorError {
-            return .status(400, reason: "BadRequest", message: "unable to parse requirement: \(ObjectRules.quoted(error.text))")
-        } catch {
-            return .status(400, reason: "BadRequest", message: "\(error)")
+        let labelSelector: LabelSelector?, fieldSelector: FieldSelector?
+        switch selectors(query) {
+        case .success(let parsed): (labelSelector, fieldSelector) = parsed
+        case .failure(let response): return response
         }
         let limit = query["limit"].flatMap(Int.init).flatMap { $0 > 0 ? $0 : nil }
         var snapshotRevision = revision
@@ -185,15 +193,10 @@ extension APIServerState {
     func watch(_ target: ResourceTarget, query: [String: String], fault: FaultAction?) -> Outcome {
         let definition = target.definition
         let store = store(for: definition)
-        var labelSelector: LabelSelector?
-        var fieldSelector: FieldSelector?
-        do {
-            if let text = query["labelSelector"], !text.isEmpty { labelSelector = try LabelSelector(parsing: text) }
-            if let text = query["fieldSelector"], !text.isEmpty { fieldSelector = try FieldSelector(parsing: text) }
-        } catch let error as SelectorError {
-            return .respond(.status(400, reason: "BadRequest", message: "unable to parse requirement: \(ObjectRules.quoted(error.text))"))
-        } catch {
-            return .respond(.status(400, reason: "BadRequest", message: "\(error)"))
+        let labelSelector: LabelSelector?, fieldSelector: FieldSelector?
+        switch selectors(query) {
+        case .success(let parsed): (labelSelector, fieldSelector) = parsed
+        case .failure(let response): return .respond(response)
         }
         let rvText = query["resourceVersion"] ?? ""
         let sendInitialEvents = query["sendInitialEvents"].map { $0 == "true" || $0 == "1" }

@@ -85,6 +85,9 @@ struct ConfigurationTests {
         #expect(configuration.envelopes.changedPaths)
         #expect(configuration.changedPaths == ChangedPathFilter(exclude: ["/status"]))
         #expect(configuration.sinks.first?.pipeline.filter.changedPaths == ChangedPathFilter(include: ["/spec", "/metadata/labels/"]))
+        #expect(!configuration.envelopes.mergePatch && configuration.sinks.first?.mergePatch == false)
+        let patched = try Configuration.parse("sinks:\n  - {type: file, path: x}\n  - {type: nats, servers: [nats://n:4222], diff: mergePatch}\n", file: "bridge.yaml")
+        #expect(patched.envelopes.mergePatch && patched.sinks.map(\.mergePatch) == [false, true])
         let off = try Configuration.parse("events: {changedPaths: false}\nsinks:\n  - {type: file, path: x}\n", file: "bridge.yaml")
         #expect(!off.envelopes.changedPaths)
         let configMaps = try Configuration.parse("state: {store: kubernetes}\nsinks:\n  - {type: file, path: x}\n", file: "bridge.yaml")
@@ -271,13 +274,16 @@ struct ConfigurationTests {
         ("sinks: [\n", ["not valid YAML"]),
         ("", ["the file is empty"]),
         ("sinks:\n  - type: kafka\n    topic: x\n", ["bridge.yaml:2: sinks[0].brokers: a Kafka sink needs at least one broker"]),
-        ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    path: x\n", ["bridge.yaml:4: sinks[0].path: unknown key; expected one of type, name, filter, buffer, batch, retry, brokers"]),
+        ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    path: x\n", ["bridge.yaml:4: sinks[0].path: unknown key; expected one of type, name, filter, buffer, batch, retry, diff, brokers"]),
         ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    topic: kube/{resource}\n", ["which Kafka does not accept"]),
         ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    mode: binar\n", ["bridge.yaml:4: sinks[0].mode: expected binary or structured"]),
         ("sinks:\n  - type: nats\n    servers: [nats://n:4222]\n    mode: batch\n", ["bridge.yaml:4: sinks[0].mode: expected binary or structured, got \"batch\""]),
         ("resources:\n  changedPaths: {include: [spec]}\nsinks:\n  - {type: file, path: x}\n", ["bridge.yaml:2: resources.changedPaths.include: \"spec\" is not a JSON Pointer"]),
         ("state: {store: kubernetes}\nleaderElection: {namespace: ops}\nevents: {changedPaths: true}\nsinks:\n  - {type: file, path: x}\n",
          ["bridge.yaml:3: events.changedPaths: the ConfigMap store (state.store: kubernetes) keeps no object states"]),
+        ("sinks:\n  - {type: file, path: x, diff: json}\n", ["bridge.yaml:2: sinks[0].diff: expected none or mergePatch, got \"json\""]),
+        ("events: {changedPaths: false}\nsinks:\n  - {type: file, path: x, diff: mergePatch}\n",
+         ["diff: mergePatch compares each change with the state last sent of its object, which needs state.store: sqlite and events.changedPaths on"]),
         ("state: {store: kubernetes}\nsinks:\n  - {type: file, path: x, filter: {changedPaths: {include: [/spec]}}}\n",
          ["changedPaths filters need changedpaths, which the ConfigMap store (state.store: kubernetes) cannot give"]),
         ("sinks:\n  - type: kafka\n    brokers: [k:9092]\n    properties:\n      acks: sometimes\n", ["sinks[0]: Kafka property acks=sometimes: Invalid value"]),

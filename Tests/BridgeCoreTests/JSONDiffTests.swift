@@ -74,7 +74,7 @@ struct JSONDiffTests {
 
     @Test("applying the patch to the old state gives the new one, for random objects", arguments: 0..<200)
     func roundTrip(seed: Int) throws {
-        var random = SeededRandom(seed: UInt64(seed))
+        var random = SplitMix64(seed: UInt64(seed) &+ 0x1234_5678)
         let old = Self.randomObject(&random, depth: 0)
         var new = old
         for _ in 0..<Int.random(in: 1...4, using: &random) { new = Self.mutate(new, &random, depth: 0) }
@@ -84,7 +84,7 @@ struct JSONDiffTests {
         #expect(try JSONValue(parsing: ByteBuffer(string: new.text)) == new, "written and read again")
     }
 
-    static func randomScalar(_ random: inout SeededRandom) -> JSONValue {
+    static func randomScalar(_ random: inout SplitMix64) -> JSONValue {
         switch Int.random(in: 0..<4, using: &random) {
         case 0: .number("\(Int.random(in: -5...5, using: &random))")
         case 1: .string(["a", "b/c", "é", "~x", "q\"uote"].randomElement(using: &random)!)
@@ -93,7 +93,7 @@ struct JSONDiffTests {
         }
     }
 
-    static func randomObject(_ random: inout SeededRandom, depth: Int) -> JSONValue {
+    static func randomObject(_ random: inout SplitMix64, depth: Int) -> JSONValue {
         var object = JSONObject()
         for _ in 0..<Int.random(in: 0...4, using: &random) {
             let key = ["a", "b", "c", "d", "e/f"].randomElement(using: &random)!
@@ -102,7 +102,7 @@ struct JSONDiffTests {
         return .object(object)
     }
 
-    static func mutate(_ value: JSONValue, _ random: inout SeededRandom, depth: Int) -> JSONValue {
+    static func mutate(_ value: JSONValue, _ random: inout SplitMix64, depth: Int) -> JSONValue {
         guard case .object(var object) = value, depth < 3 else { return randomScalar(&random) }
         let key = ["a", "b", "c", "d", "e/f", "g"].randomElement(using: &random)!
         switch Int.random(in: 0..<3, using: &random) {
@@ -111,18 +111,5 @@ struct JSONDiffTests {
         default: object[key] = randomScalar(&random)
         }
         return .object(object)
-    }
-}
-
-/// SplitMix64, for repeatable random cases.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &+ 0x1234_5678 }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
