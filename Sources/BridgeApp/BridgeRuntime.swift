@@ -226,6 +226,12 @@ struct InformerService: Service {
                     try await Task.sleep(for: .milliseconds(500))
                 }
                 FreedMemory.release()
+                // Again once two more checkpoints are saved (or 10 s have passed, on a cluster too
+                // quiet to need them): until the first of them, the ledger holds the states sent
+                // since the save before, when states are compared.
+                let saves = bridge.ledger.saves
+                for _ in 0..<20 where bridge.ledger.saves < saves + 2 { try await Task.sleep(for: .milliseconds(500)) }
+                FreedMemory.release()
             }
             defer { group.cancelAll() }
             try await cancelWhenGracefulShutdown {
