@@ -174,6 +174,8 @@ let package = Package(
         .target(
             name: "KubeTestServer",
             dependencies: [
+                // For SplitMix64 only: the server keeps its own JSON, objects and rules.
+                "KubeModel",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -271,7 +273,8 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "KubeAPI", "KubeTestServer", "TestSupport", "BridgeCore", "BridgeCheckpoint", "KafkaSink", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                "KubeAPI", "KubeModel", "KubeTestServer", "TestSupport", "BridgeCore", "BridgeCheckpoint", "KafkaSink",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Yams", package: "Yams"),
             ]
         ),

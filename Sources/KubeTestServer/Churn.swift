@@ -1,4 +1,5 @@
 import Foundation
+import KubeModel
 
 /// Generates realistic activity on a test API server: objects of several kinds created, updated
 /// and deleted across namespaces, and a CustomResourceDefinition installed (and optionally
@@ -127,7 +128,7 @@ public struct Churn: Sendable {
     /// Runs until cancelled.
     public func run() async throws -> Report {
         var report = Report()
-        var random = SplitMix(seed: options.seed)
+        var random = SplitMix64(seed: options.seed)
         for namespace in options.namespaces {
             _ = try await server.perform("POST", "/api/v1/namespaces", body: #"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"\#(namespace)"}}"#)
         }
@@ -185,20 +186,5 @@ public struct Churn: Sendable {
             try? await Task.sleep(for: interval)
         }
         return report
-    }
-}
-
-/// A small deterministic generator, so that a churn run (or a test's generated input) can be repeated.
-public struct SplitMix: RandomNumberGenerator, Sendable {
-    var state: UInt64
-
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

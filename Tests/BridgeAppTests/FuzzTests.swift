@@ -18,7 +18,7 @@ struct FuzzTests {
 
     /// Seeded: the same inputs on every run, so a finding can be replayed.
     struct Mutator {
-        var random: SplitMix
+        var random: SplitMix64
 
         mutating func next() -> UInt64 { random.next() }
 
@@ -73,7 +73,7 @@ struct FuzzTests {
     /// It yields every few milliseconds: the suites share the cooperative pool's two threads here,
     /// and the crash tests' churn starves behind longer stretches.
     static func fuzz(_ corpus: [[UInt8]], seed: UInt64, target: String = #function, _ body: ([UInt8]) throws -> Void) async {
-        var mutator = Mutator(random: SplitMix(seed: seed))
+        var mutator = Mutator(random: SplitMix64(seed: seed))
         let end = seconds.map { ContinuousClock.now + .seconds($0) }
         var iteration = 0
         defer { print("fuzz \(target): \(iteration) inputs (seed \(seed))") }

@@ -3,6 +3,7 @@ import BridgeCore
 import Foundation
 import KafkaSink
 import KubeAPI
+import KubeModel
 import KubeTestServer
 import Testing
 import TestSupport
@@ -123,7 +124,7 @@ struct ChaosTests {
             .widgets(installAfter: .seconds(5)),
         ]
         let churn = Task { try await Churn(server: server, options: churnOptions).run() }
-        var random = SplitMix(seed: plan.seed)
+        var random = SplitMix64(seed: plan.seed)
         var snapshots: [ChaosSnapshot] = []
         var met: [ChaosFault: Int] = [:]
         for index in 0..<plan.kills {
