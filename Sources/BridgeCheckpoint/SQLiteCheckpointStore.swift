@@ -169,14 +169,12 @@ public final class SQLiteCheckpointStore: CheckpointStore, SentStates {
         try reader.withLock { reader in
             guard let statement = reader.sentState else { throw Error(message: "checkpoint store \(path): closed") }
             defer { sqlite3_reset(statement) }
-            var key = Self.key(scope)
-            var uid = uid
-            key.withUTF8 { bytes in
-                sqlite3_bind_text(statement, 1, UnsafeRawPointer(bytes.baseAddress!).assumingMemoryBound(to: CChar.self), Int32(bytes.count), Self.transient)
-            }
-            uid.withUTF8 { bytes in
-                let pointer = bytes.baseAddress.map { UnsafeRawPointer($0) } ?? UnsafeRawPointer(("" as StaticString).utf8Start)
-                sqlite3_bind_text(statement, 2, pointer.assumingMemoryBound(to: CChar.self), Int32(bytes.count), Self.transient)
+            for (position, text) in [(Int32(1), Self.key(scope)), (2, uid)] {
+                var text = text
+                _ = text.withUTF8 { bytes in
+                    let pointer = bytes.baseAddress.map { UnsafeRawPointer($0) } ?? UnsafeRawPointer(("" as StaticString).utf8Start)
+                    return sqlite3_bind_text(statement, position, pointer.assumingMemoryBound(to: CChar.self), Int32(bytes.count), Self.transient)
+                }
             }
             switch sqlite3_step(statement) {
             case SQLITE_ROW:

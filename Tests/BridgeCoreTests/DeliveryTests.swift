@@ -210,8 +210,7 @@ struct DeliveryTests {
         pipeline.finish()
         let running = Task { try await pipeline.run() }
         // Three batches in flight, none confirmed.
-        let deadline = ContinuousClock.now + .seconds(5)
-        while sink.sent.withLock({ $0.count }) < 3, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        try await waitUntil { sink.sent.withLock { $0.count } >= 3 }
         try await Task.sleep(for: .milliseconds(50))
         #expect(sink.sent.withLock { $0 } == [["uid-a/1", "uid-b/2"], ["uid-a/3", "uid-c/4"], ["uid-d/5", "uid-e/6"]])
         #expect(acknowledged.withLock { $0 }.isEmpty)
@@ -237,8 +236,7 @@ struct DeliveryTests {
         var ledger = DeliveryLedger(sinkCount: 1)
         let running = Task { try await pipeline.run() }
         func sentCount(reaching count: Int) async throws -> Int {
-            let deadline = ContinuousClock.now + .seconds(5)
-            while sink.sent.withLock({ $0.count }) < count, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+            try? await waitUntil { sink.sent.withLock { $0.count } >= count }
             return sink.sent.withLock { $0.count }
         }
         try await pipeline.enqueue(try Self.event("a", rv: "1", ledger: &ledger))
