@@ -274,7 +274,7 @@ let package = Package(
             name: "EndToEndTests",
             dependencies: [
                 "KubeAPI", "KubeModel", "KubeTestServer", "TestSupport", "BridgeCore", "BridgeCheckpoint", "KafkaSink",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Yams", package: "Yams"),
             ]
         ),

@@ -279,7 +279,7 @@ struct SuiteSink: AsyncParsableCommand {
         var (elapsed, cpu) = meter.lap(since: started)
         // The bridge at rest: the checkpoints after the sync saved, and the memory they held
         // handed back (the runtime trims the heap again two saves after the sync).
-        try await Task.sleep(for: .seconds(5))
+        await runtime.settled()
         let perObject = (residentBytes() - meter.baseline) / total
         var (p50, p99, p999) = probe.percentiles()
         // After the bridge's memory is read: the bare list's buffers would count as the bridge's.

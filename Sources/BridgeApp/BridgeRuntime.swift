@@ -23,6 +23,9 @@ public struct BridgeRuntime: Sendable {
     public let bridge: Bridge
     public let supervisor: InformerSupervisor
     public let ledger: Ledger
+    /// Completed once the first sync is through, its checkpoints saved and its memory handed back
+    /// (`settled()`, for one caller at a time).
+    let settledAfterSync = Completion<Void>()
     let store: any CheckpointStore
     let deadLetters: DeadLetterFile
     let sinks: [any Sink]
@@ -128,6 +131,12 @@ public struct BridgeRuntime: Sendable {
         (endpoints ?? own)?.answer { path in await runtime.respond(to: path) }
     }
 
+    /// Returns once the first sync is through, the checkpoints after it are saved and the memory it
+    /// used is handed back: the bridge at rest, for a measurement of what it holds.
+    public func settled() async {
+        await settledAfterSync.wait()
+    }
+
     /// Runs until SIGTERM or SIGINT (graceful), until `stopAfter` has passed (graceful too), or
     /// until a service fails.
     public func run(stopAfter: Duration? = nil) async throws {
@@ -137,7 +146,7 @@ public struct BridgeRuntime: Sendable {
                 .init(service: BridgeService(bridge: bridge, sinks: sinks, drainTimeout: configuration.drainTimeout, logger: logger),
                       // A sink that cannot go on stops the watches first and the ledger last.
                       failureTerminationBehavior: .gracefullyShutdownGroup),
-                .init(service: InformerService(supervisor: supervisor, bridge: bridge)),
+                .init(service: InformerService(supervisor: supervisor, bridge: bridge, settled: settledAfterSync)),
             ] + (operations.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []),
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
@@ -217,21 +226,25 @@ struct BridgeService: Service {
 struct InformerService: Service {
     let supervisor: InformerSupervisor
     let bridge: Bridge
+    /// Completed once the memory of the first sync is handed back.
+    let settled: Completion<Void>
 
     func run() async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 // Once every watch has listed and the sinks have confirmed (nearly) all of it.
                 while !supervisor.isSynced || supervisor.watchedScopes.reduce(0, { $0 + bridge.unconfirmed(in: $1) }) > 1000 {
-                    try await Task.sleep(for: .milliseconds(500))
+                    try await bridge.ledger.timekeeper.sleep(.milliseconds(500))
                 }
                 FreedMemory.release()
-                // Again once two more checkpoints are saved (or 10 s have passed, on a cluster too
-                // quiet to need them): until the first of them, the ledger holds the states sent
-                // since the save before, when states are compared.
+                // Again once the states sent during the sync are saved (when states are compared,
+                // the ledger holds them until then), or, on a cluster too busy to be without
+                // unsaved states, two saves later.
                 let saves = bridge.ledger.saves
-                for _ in 0..<20 where bridge.ledger.saves < saves + 2 { try await Task.sleep(for: .milliseconds(500)) }
+                await bridge.ledger.waitAfterSaves { !$0.holdsUnsavedStates || $0.saves >= saves + 2 }
+                try Task.checkCancellation()
                 FreedMemory.release()
+                settled.complete(())
             }
             defer { group.cancelAll() }
             try await cancelWhenGracefulShutdown {

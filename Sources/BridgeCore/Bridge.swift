@@ -83,7 +83,7 @@ public final class Bridge: Sendable {
                 try await unencodable(change, error: error)
                 return
             }
-            let receipt = ledger.received(event, at: now, sentState: comparesStates && change.type != .deleted ? Self.owned(envelope.data) : nil)
+            let receipt = ledger.received(event, at: now, sentState: comparesStates && change.type != .deleted ? envelope.data : nil)
             guard let token = receipt.token else { return }
             probe?.registered(token)
             let recording = receipt.recording
@@ -105,12 +105,6 @@ public final class Bridge: Sendable {
             }
             if !skipping.isEmpty { acknowledge(token, sinks: skipping) }
         }
-    }
-
-    /// The bytes on their own storage: an object whose data went out untouched is a slice of the
-    /// list page or watch read it came in, which a state kept until the next save would hold whole.
-    static func owned(_ bytes: ByteBuffer) -> ByteBuffer {
-        bytes.storageCapacity > bytes.readableBytes * 2 ? ByteBuffer(bytes: bytes.readableBytesView) : bytes
     }
 
     /// The state last sent of the object a `modified` or `synced` change is of, when states are

@@ -386,6 +386,9 @@ public struct DeliveryLedger: Sendable {
 
     /// A save is in flight.
     public var isSaving: Bool { saving != nil }
+
+    /// States sent and not yet saved are held, or being saved.
+    public var holdsUnsavedStates: Bool { saving != nil || !unsavedStates.isEmpty }
 }
 
 extension UnrecordedObject {

@@ -25,6 +25,9 @@ public final class Ledger: Sendable {
         var recordFailures = 0
         /// The latest save: what the store threw, or nil once it saved.
         var save: Task<(any Error)?, Never>?
+        /// Tasks waiting, after saves, for the ledger to be as they need it.
+        var saveWaiters: [(id: UInt64, ready: @Sendable (DeliveryLedger) -> Bool, continuation: CheckedContinuation<Void, Never>)] = []
+        var nextWaiter: UInt64 = 0
     }
 
     private let state: Mutex<State>
@@ -88,9 +91,36 @@ public final class Ledger: Sendable {
     }
 
     public var saves: Int { state.withLock { $0.ledger.saves } }
+
+    /// Returns once, after a save, `ready` holds of the ledger (or at once when it holds now), or
+    /// the task is cancelled.
+    public func waitAfterSaves(until ready: @escaping @Sendable (DeliveryLedger) -> Bool) async {
+        let id = state.withLock { state in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let ready = state.withLock { state in
+                    guard !ready(state.ledger), !Task.isCancelled else { return true }
+                    state.saveWaiters.append((id, ready, continuation))
+                    return false
+                }
+                if ready { continuation.resume() }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                guard let index = state.saveWaiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.saveWaiters.remove(at: index).continuation
+            }
+            waiter?.resume()
+        }
+    }
     public var sinkCount: Int { state.withLock { $0.ledger.sinkCount } }
     /// A save is in flight.
     public var isSaving: Bool { state.withLock { $0.ledger.isSaving } }
+    /// States sent and not yet saved are held (see `DeliveryLedger.holdsUnsavedStates`).
+    public var holdsUnsavedStates: Bool { state.withLock { $0.ledger.holdsUnsavedStates } }
 
     /// How old each scope's saved checkpoint is: the time since the newest change or progress it
     /// covers arrived. A scope with nothing saved yet is left out.
@@ -175,7 +205,15 @@ public final class Ledger: Sendable {
         do {
             try await store.save(deltas)
             saveCounter.increment()
-            perform(state.withLock { $0.ledger.saveSucceeded() })
+            let (actions, reached) = state.withLock { state in
+                let actions = state.ledger.saveSucceeded()
+                let ledger = state.ledger
+                let reached = state.saveWaiters.filter { $0.ready(ledger) }
+                state.saveWaiters.removeAll { $0.ready(ledger) }
+                return (actions, reached)
+            }
+            for waiter in reached { waiter.continuation.resume() }
+            perform(actions)
             return nil
         } catch {
             state.withLock { $0.ledger.saveFailed() }

@@ -1,11 +1,12 @@
-/// `text` with each character found in `replacements` written as its replacement; the text itself
-/// when it has none of them.
-public func escaping(_ text: String, _ replacements: [Character: String]) -> String {
-    guard text.contains(where: { replacements[$0] != nil }) else { return text }
+/// `text` with each of the ASCII characters in `replacements` written as its replacement; the text
+/// itself, without a copy, when it has none of them (the common case, checked on the UTF-8 bytes:
+/// this runs for every member name of every object compared).
+public func escaping(_ text: String, _ replacements: KeyValuePairs<Unicode.Scalar, String>) -> String {
+    guard text.utf8.contains(where: { byte in replacements.contains { $0.key.value == UInt32(byte) } }) else { return text }
     var out = ""
     out.reserveCapacity(text.utf8.count + 8)
-    for character in text {
-        if let replacement = replacements[character] { out += replacement } else { out.append(character) }
+    for scalar in text.unicodeScalars {
+        if let replacement = replacements.first(where: { $0.key == scalar })?.value { out += replacement } else { out.unicodeScalars.append(scalar) }
     }
     return out
 }

@@ -357,4 +357,32 @@ struct LedgerDriverTests {
         #expect(store.state.withLock { $0.saved.count } == 3, "the last save at the end")
         #expect(store.state.withLock { $0.saved.last?.first?.resourceVersion } == "4")
     }
+
+    @Test("a task waiting for the ledger to hold no unsaved state goes on after the save that makes it so, or when cancelled")
+    func waitAfterSaves() async throws {
+        let store = ScriptedStore()
+        let clock = ManualClock()
+        let ledger = Ledger(store: store, sinkCount: 1, saveInterval: .seconds(1), clock: clock, logger: CapturedLogs().logger)
+        let running = Task { await ledger.run() }
+        await ledger.waitAfterSaves { !$0.holdsUnsavedStates }
+        let token = try #require(ledger.received(DeliveryLedgerTests.change("a", rv: "1"), sentState: ByteBuffer(string: "{}")).token)
+        let done = Mutex(false)
+        let waiting = Task {
+            await ledger.waitAfterSaves { !$0.holdsUnsavedStates }
+            done.withLock { $0 = true }
+        }
+        ledger.acknowledged([token], sink: 0)
+        try await clock.waitForSleepers()
+        #expect(!done.withLock { $0 }, "the state waits for its save")
+        clock.advance(by: .seconds(1))
+        await waiting.value
+        #expect(ledger.saves == 1 && !ledger.holdsUnsavedStates)
+
+        _ = ledger.received(DeliveryLedgerTests.change("b", rv: "2"), sentState: ByteBuffer(string: "{}"))
+        let cancelled = Task { await ledger.waitAfterSaves { !$0.holdsUnsavedStates } }
+        cancelled.cancel()
+        await cancelled.value
+        running.cancel()
+        await running.value
+    }
 }

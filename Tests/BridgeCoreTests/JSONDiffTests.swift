@@ -2,6 +2,7 @@ import Foundation
 import KubeModel
 import NIOCore
 import Testing
+import TestSupport
 
 @Suite("JSONDiff: changed paths and merge patches")
 struct JSONDiffTests {
@@ -60,18 +61,6 @@ struct JSONDiffTests {
         #expect(JSONDiff.changedPaths(from: old, to: new, limit: 1) == [""])
     }
 
-    /// Applies an RFC 7386 patch, as a consumer would.
-    static func apply(_ patch: JSONValue, to target: JSONValue) -> JSONValue {
-        guard case .object(let members) = patch else { return patch }
-        var result: JSONObject
-        if case .object(let existing) = target { result = existing } else { result = JSONObject() }
-        for key in members.keys {
-            let value = members[key]!
-            if value == .null { result[key] = nil } else { result[key] = apply(value, to: result[key] ?? .null) }
-        }
-        return .object(result)
-    }
-
     @Test("applying the patch to the old state gives the new one, for random objects", arguments: 0..<200)
     func roundTrip(seed: Int) throws {
         var random = SplitMix64(seed: UInt64(seed) &+ 0x1234_5678)
@@ -79,7 +68,7 @@ struct JSONDiffTests {
         var new = old
         for _ in 0..<Int.random(in: 1...4, using: &random) { new = Self.mutate(new, &random, depth: 0) }
         let patch = JSONDiff.mergePatch(from: old, to: new)
-        #expect((patch.map { Self.apply($0, to: old) } ?? old) == new, "\(old.text) → \(new.text) by \(patch?.text ?? "nil")")
+        #expect((patch.map { mergePatched(old, by: $0) } ?? old) == new, "\(old.text) → \(new.text) by \(patch?.text ?? "nil")")
         #expect(JSONDiff.changedPaths(from: old, to: new).isEmpty == (old == new))
         #expect(try JSONValue(parsing: ByteBuffer(string: new.text)) == new, "written and read again")
     }

@@ -1,5 +1,7 @@
 import Foundation
 import KubeAPI
+import KubeModel
+import NIOCore
 import KubeTestServer
 import Synchronization
 import Testing
@@ -349,38 +351,22 @@ struct RunCommandTests {
                 "compared with the state sent before the gap")
         // The merge patches: each turns the object sent before into the one sent with it, so a
         // consumer holding the first state can follow with patches alone.
-        let withPatches = (try String(contentsOfFile: patched, encoding: .utf8)).split(separator: "\n").compactMap {
-            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        let withPatches = try (try String(contentsOfFile: patched, encoding: .utf8)).split(separator: "\n").map {
+            try JSONValue(parsing: ByteBuffer(string: String($0)))
         }
         for name in ["web", "settings"] {
-            let events = withPatches.filter { $0["name"] as? String == name }
+            let events = withPatches.filter { $0["name"]?.stringValue == name }
             #expect(events.first?["mergepatch"] == nil, "nothing to compare the first with")
             #expect(events.count == (name == "web" ? 6 : 2))
             for (previous, event) in zip(events, events.dropFirst()) {
-                let text = try #require(event["mergepatch"] as? String, "\(event)")
-                let patch = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
-                let rebuilt = Self.mergePatched(previous["data"] as? [String: Any] ?? [:], with: patch)
-                #expect(NSDictionary(dictionary: rebuilt).isEqual(to: event["data"] as? [String: Any] ?? [:]), "\(text)")
+                let text = try #require(event["mergepatch"]?.stringValue, "\(event.text)")
+                let rebuilt = mergePatched(previous["data"] ?? .null, by: try JSONValue(parsing: ByteBuffer(string: text)))
+                #expect(rebuilt == event["data"], "\(text)")
             }
         }
         let check = try await ProcessRunner.runBinary("/usr/bin/env", ["python3", "-c", Self.cloudEventsCheck, bridge.outputPath], timeout: 120)
         #expect(check.status == 0, "\(String(decoding: check.stderr, as: UTF8.self))")
         try await server.stop()
-    }
-
-    /// RFC 7386, as a consumer applies it.
-    static func mergePatched(_ target: [String: Any], with patch: [String: Any]) -> [String: Any] {
-        var result = target
-        for (key, value) in patch {
-            if value is NSNull {
-                result[key] = nil
-            } else if let object = value as? [String: Any] {
-                result[key] = mergePatched(result[key] as? [String: Any] ?? [:], with: object)
-            } else {
-                result[key] = value
-            }
-        }
-        return result
     }
 
     static let deployment = """
